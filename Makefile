@@ -1,0 +1,41 @@
+# chatactors: `make run` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run serve repl test test-fast lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: the chat server (embedded SQLite, in-process actors) on 127.0.0.1:8765.
+run: $(STAMP)
+	$(PY) -m chatactors serve
+
+repl: $(STAMP)
+	$(PY) -i -c "from chatactors import Chat; chat = Chat(); print('chat = Chat() is ready: chat.crear(name, password)')"
+
+# Finds PostgreSQL (or starts a throwaway cluster); with CI=true the PostgreSQL tests must run.
+test: $(STAMP)
+	@url=$$(scripts/find-postgres.sh); \
+	if [ -n "$$url" ]; then echo "PostgreSQL for tests: $$url"; \
+	elif [ "$$CI" = "true" ]; then echo "CI=true but no PostgreSQL could be found or started" >&2; exit 1; \
+	else echo "no PostgreSQL: its tests will be skipped"; fi; \
+	CHATACTORS_TEST_DATABASE_URL="$$url" $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check chatactors tests examples bench
+	$(VENV)/bin/ruff check chatactors tests examples bench
+	$(VENV)/bin/mypy chatactors
+
+bench: $(STAMP)
+	@url=$$(scripts/find-postgres.sh); CHATACTORS_TEST_DATABASE_URL="$$url" $(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info chatactors.db chatactors.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""chatactors: a chat system as an actor-model library on Thespian.
+
+>>> from chatactors import Chat
+>>> chat = Chat()
+>>> juan = chat.crear("juan", "secreto123")
+usuario logeado
+"""
+
+from chatactors.chat import Chat, Session
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt
+from chatactors.errors import (
+    AuthenticationError,
+    ChatError,
+    ChatTimeout,
+    InvalidMessage,
+    NotAMember,
+    RoomNotFound,
+    StorageUnavailable,
+    TooManyAttempts,
+    UsernameTaken,
+    UserNotFound,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chat",
+    "Session",
+    "Message",
+    "Receipt",
+    "ENVIADO",
+    "ENTREGADO",
+    "LEIDO",
+    "ChatError",
+    "AuthenticationError",
+    "TooManyAttempts",
+    "UserNotFound",
+    "UsernameTaken",
+    "RoomNotFound",
+    "NotAMember",
+    "InvalidMessage",
+    "StorageUnavailable",
+    "ChatTimeout",
+]

@@ -1,0 +1,1 @@
+"""Thin actor shells around the pure core, one module each."""

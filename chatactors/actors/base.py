@@ -1,0 +1,79 @@
+"""What every chatactors actor shares: dispatch by type, replies, errors turned into ``Failed``."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from thespian.actors import ActorTypeDispatcher
+
+from chatactors.errors import ChatError
+from chatactors.messages import Batch, Configure, Envelope, Failed, Reply, Request
+
+log = logging.getLogger("chatactors")
+
+
+def as_chat_error(exc: BaseException) -> ChatError:
+    if isinstance(exc, ChatError):
+        return exc
+    return ChatError(f"internal error: {type(exc).__name__}: {exc}")
+
+
+class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        # A raising handler would be retried by Thespian (side effects twice) and then poison the
+        # sender; instead we answer the request with Failed and keep going.
+        try:
+            return super().receiveMessage(message, sender)
+        except Exception as exc:
+            log.exception("%s failed on %s", type(self).__name__, type(message).__name__)
+            request = message.body.body if isinstance(message, Envelope) else message
+            if isinstance(request, Request) and request.reply_to is not None:
+                self.fail(request, exc)
+            return None
+
+    def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
+        self.configure(message)
+        self.send(sender, Reply(0, type(self).__name__))  # the starter waits for every actor's
+
+    def configure(self, message: Configure) -> None:
+        """Take the configuration; runs once, before any request."""
+
+    def receiveMsg_Batch(self, message: Batch, sender: Any) -> None:
+        for item in message.items:
+            self.receiveMessage(item, sender)
+
+    def receiveMsg_ActorExitRequest(self, message: Any, sender: Any) -> None:
+        self.on_exit()
+
+    def on_exit(self) -> None:
+        """Last words before the actor exits (Thespian delivers ActorExitRequest first)."""
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
+        log.warning("%s dropped unknown message %r", type(self).__name__, type(message).__name__)
+
+    def reply(self, request: Request, value: Any = None) -> None:
+        self.send(request.reply_to, Reply(request.req_id, value))
+
+    def fail(self, request: Request, exc: BaseException) -> None:
+        self.send(request.reply_to, Failed(request.req_id, as_chat_error(exc)))
+
+
+class Outbox:
+    """Collects what a batch produced and sends one message per address (a hop costs ~1 ms)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, list[Any]] = defaultdict(list)
+        self._addresses: dict[str, Any] = {}
+
+    def add(self, address: Any, item: Any) -> None:
+        if address is None:
+            return
+        self._addresses[str(address)] = address
+        self._items[str(address)].append(item)
+
+    def send_all(self, actor: ChatActor) -> None:
+        for name, items in self._items.items():
+            actor.send(self._addresses[name], items[0] if len(items) == 1 else Batch(tuple(items)))
+        self._items.clear()

@@ -1,0 +1,112 @@
+"""DirectoryActor: the location layer (an OTP Registry that also activates, Orleans-style).
+
+Everything addressed to a user or a room goes through here as ``Route(kind, id, body)``; the
+:class:`~chatactors.core.registry.Registry` decides whether to forward, buffer, or start an
+activation. It also knows which sinks (bridges, gateways) hold each user's live sessions, and hands
+them to the actor with every message, so no sink list lives in an actor that may hibernate.
+It is the dead-letter handler too: a message that reached a gone actor is routed again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatactors.actors.base import ChatActor
+from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
+from chatactors.messages import (
+    Attach,
+    ChildExited,
+    ChildStarted,
+    Configure,
+    Detach,
+    DropSink,
+    Envelope,
+    Reply,
+    GetStats,
+    RetireApproved,
+    RetireCancelled,
+    RetireDenied,
+    RetireRequest,
+    Roles,
+    Route,
+    StartChild,
+    Stats,
+    WhoAmI,
+)
+
+
+class DirectoryActor(ChatActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = Registry()
+        self.roles: Roles | None = None
+
+    def configure(self, msg: Configure) -> None:
+        self.roles = msg.roles
+        self.handleDeadLetters()
+
+    def receiveMsg_Route(self, msg: Route, sender: Any) -> None:
+        key = (msg.kind, msg.id)
+        if isinstance(msg.body, Attach):
+            self.registry.attach(key, msg.body.sink)
+        self._apply(self.registry.route(key, msg.body))
+
+    def receiveMsg_Detach(self, msg: Detach, sender: Any) -> None:
+        self.registry.detach(("user", msg.user_id), msg.sink)
+        self.reply(msg)
+
+    def receiveMsg_DropSink(self, msg: DropSink, sender: Any) -> None:
+        self.registry.drop_sink(msg.sink)
+        self.reply(msg)
+
+    def receiveMsg_ChildStarted(self, msg: ChildStarted, sender: Any) -> None:
+        self._apply(self.registry.started((msg.kind, msg.id), msg.address))
+
+    def receiveMsg_RetireRequest(self, msg: RetireRequest, sender: Any) -> None:
+        self._apply(self.registry.retire_request((msg.kind, msg.id), msg.address))
+
+    def receiveMsg_RetireCancelled(self, msg: RetireCancelled, sender: Any) -> None:
+        self._apply(self.registry.cancel_retire((msg.kind, msg.id), msg.address))
+
+    def receiveMsg_ChildExited(self, msg: ChildExited, sender: Any) -> None:
+        self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
+
+    def receiveMsg_DeadEnvelope(self, msg: Any, sender: Any) -> None:
+        dead = msg.deadMessage
+        if isinstance(dead, Envelope) and isinstance(dead.body, Route):
+            route = dead.body
+            key: Key = (route.kind, route.id)
+            # The actor died before its supervisor told us: forget it, then route afresh.
+            self._apply(self.registry.exited(key, msg.deadAddress))
+            self._apply(self.registry.route(key, route.body))
+
+    def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
+        self.send(sender, Reply(msg.req_id, sender))  # how a bridge learns its own address
+
+    def receiveMsg_GetStats(self, msg: GetStats, sender: Any) -> None:
+        r = self.registry
+        self.reply(
+            msg,
+            Stats(
+                live_users=r.live("user"),
+                live_rooms=r.live("room"),
+                online_users=r.online(),
+                activations=r.activations,
+                retirements=r.retirements,
+                crashes=r.crashes,
+            ),
+        )
+
+    def _apply(self, effects: list[Effect]) -> None:
+        assert self.roles is not None
+        for effect in effects:
+            if isinstance(effect, Forward):
+                kind, ident = effect.key
+                envelope = Envelope(Route(kind, ident, effect.message), self.registry.sinks(effect.key))
+                self.send(effect.address, envelope)
+            elif isinstance(effect, Start):
+                self.send(self.roles.supervisor, StartChild(*effect.key))
+            elif isinstance(effect, Approve):
+                self.send(effect.address, RetireApproved())
+            elif isinstance(effect, Deny):
+                self.send(effect.address, RetireDenied())

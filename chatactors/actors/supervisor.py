@@ -1,0 +1,52 @@
+"""SupervisorActor: the lifecycle layer (an OTP DynamicSupervisor).
+
+It is the parent of every UserActor and RoomActor: it starts one when the directory asks, and reports
+every exit to the directory, which knows whether that exit was an approved retirement or a crash and
+asks for a restart when one is due. Children die with it (Thespian kills an actor's children).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatactors.actors.base import ChatActor
+from chatactors.messages import ChildExited, ChildStarted, Configure, Init, StartChild
+
+
+def _child_class(kind: str) -> type:
+    # Imported late: the supervisor module must not import its children at load time in every process.
+    if kind == "user":
+        from chatactors.actors.user import UserActor
+
+        return UserActor
+    if kind == "room":
+        from chatactors.actors.room import RoomActor
+
+        return RoomActor
+    raise ValueError(f"unknown child kind {kind!r}")
+
+
+class SupervisorActor(ChatActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.configured: Configure | None = None
+        self.children: dict[str, tuple[str, int, Any]] = {}
+        self.started = 0
+
+    def configure(self, msg: Configure) -> None:
+        self.configured = msg
+
+    def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
+        assert self.configured is not None
+        address = self.createActor(_child_class(msg.kind))
+        self.children[str(address)] = (msg.kind, msg.id, address)
+        self.started += 1
+        self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
+        self.send(self.configured.roles.directory, ChildStarted(msg.kind, msg.id, address))
+
+    def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
+        # multiprocTCPBase reports each exit twice: the pop makes the second one a no-op.
+        child = self.children.pop(str(msg.childAddress), None)
+        if child is not None and self.configured is not None:
+            kind, ident, address = child
+            self.send(self.configured.roles.directory, ChildExited(kind, ident, address))

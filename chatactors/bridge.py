@@ -1,0 +1,260 @@
+"""How threads outside the actor system talk to it: requests with replies, and pushes.
+
+Every request carries ``req_id`` and ``reply_to`` (this bridge's address); whichever actor ends the
+chain replies there, so a reply is matched by id however many hops it took. Pushes (new messages,
+receipts) arrive at the same address and are handed to a dispatcher thread, never run on the thread
+that drives the actors, so a callback may call the API again.
+
+Two implementations, one per kind of Thespian base (see THESPIAN.md):
+
+- :class:`SimpleBridge` for ``simpleSystemBase``: actors run only inside the system's own calls, so one
+  driver thread owns the system; it takes every queued request, then runs the actors until they are
+  quiet (a burst of requests reaches the persistence actor as one batch), then collects replies.
+- :class:`ProcessBridge` for ``multiprocTCPBase``: one thread listens on its own private context,
+  another sends from a second one (a shared handle would deliver replies to the wrong thread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from chatactors.errors import ChatError, ChatTimeout
+from chatactors.messages import Batch, Failed, Push, Reply, Request, Route, WhoAmI
+
+log = logging.getLogger("chatactors.bridge")
+PushHandler = Callable[[Push], None]
+_STOP = object()
+
+
+class _Waiter:
+    __slots__ = ("event", "value", "error", "seq")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.seq = 0
+
+
+class Bridge:
+    """The common part: request ids, waiting for replies, dispatching pushes in arrival order."""
+
+    address: Any = None
+
+    def __init__(self, on_push: PushHandler) -> None:
+        self._on_push = on_push
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+        self._pushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pushed = 0  # pushes received so far
+        self._dispatched = 0  # pushes handed to callbacks so far
+        self._dispatch_cond = threading.Condition()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="chatactors-push", daemon=True)
+        self._dispatcher.start()
+        self.closed = False
+
+    # -- to override ---------------------------------------------------------------------------
+    def _send(self, target: Any, message: Any) -> None:
+        raise NotImplementedError
+
+    # -- API -----------------------------------------------------------------------------------
+    def call(self, target: Any, request: Request, timeout: float, route: tuple[str, int] | None = None) -> Any:
+        """Send ``request`` (wrapped in a Route when ``route`` is given) and wait for its reply."""
+        if self.closed:
+            raise ChatError("this chat is shut down")
+        req_id = next(self._ids)
+        waiter = _Waiter()
+        with self._lock:
+            self._waiters[req_id] = waiter
+        request = dataclasses.replace(request, req_id=req_id, reply_to=self.address)
+        self._send(target, request if route is None else Route(route[0], route[1], request))
+        if not waiter.event.wait(timeout):
+            with self._lock:
+                self._waiters.pop(req_id, None)
+            raise ChatTimeout(f"no answer to {type(request).__name__} within {timeout} s")
+        # Pushes that arrived before this reply are shown before the call returns (REPL order).
+        if threading.current_thread() is not self._dispatcher:
+            with self._dispatch_cond:
+                self._dispatch_cond.wait_for(lambda: self._dispatched >= waiter.seq or self.closed, timeout)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def tell(self, target: Any, message: Any) -> None:
+        self._send(target, message)
+
+    def close(self) -> None:
+        self.closed = True
+        self._pushes.put(_STOP)
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.error = ChatError("this chat is shut down")
+            waiter.event.set()
+        with self._dispatch_cond:
+            self._dispatch_cond.notify_all()
+
+    # -- inbound -------------------------------------------------------------------------------
+    def _inbound(self, message: Any) -> None:
+        if isinstance(message, Batch):
+            for item in message.items:
+                self._inbound(item)
+        elif isinstance(message, (Reply, Failed)):
+            with self._lock:
+                waiter = self._waiters.pop(message.req_id, None)
+            if waiter is None:
+                return  # its caller timed out and left
+            if isinstance(message, Failed):
+                waiter.error = message.error
+            else:
+                waiter.value = message.value
+            waiter.seq = self._pushed
+            waiter.event.set()
+        elif isinstance(message, Push):
+            self._pushed += 1
+            self._pushes.put(message)
+        else:
+            log.debug("bridge ignored %r", type(message).__name__)
+
+    def _dispatch(self) -> None:
+        while True:
+            push = self._pushes.get()
+            if push is _STOP:
+                return
+            try:
+                self._on_push(push)
+            except Exception:
+                log.exception("a push callback failed")
+            with self._dispatch_cond:
+                self._dispatched += 1
+                self._dispatch_cond.notify_all()
+
+
+class SimpleBridge(Bridge):
+    """One driver thread owns a ``simpleSystemBase`` system (it uses a few of its internals)."""
+
+    POLL = 0.02  # how late an idle timer may fire
+
+    def __init__(self, asys: Any, on_push: PushHandler) -> None:
+        super().__init__(on_push)
+        self._asys = asys
+        self._base = asys._systemBase
+        self._ctx = self._base.external_clone()  # enqueues only; the driver runs the actors
+        self.address = self._ctx.my_ext_addr
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._driver = threading.Thread(target=self._drive, name="chatactors-driver", daemon=True)
+        self._driver.start()
+
+    def _send(self, target: Any, message: Any) -> None:
+        self._work.put((target, message))
+
+    def run_in_driver(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn`` on the thread that owns the system (createActor, shutdown)."""
+        done: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+
+        def job() -> None:
+            try:
+                done.put((True, fn()))
+            except BaseException as exc:  # handed back to the caller
+                done.put((False, exc))
+
+        self._work.put(job)
+        ok, value = done.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value
+
+    def _drive(self) -> None:
+        inbox = self._ctx.my_instance.rcvq
+        while True:
+            try:
+                items = [self._work.get(timeout=self.POLL)]
+            except queue.Empty:
+                items = []
+            while True:
+                try:
+                    items.append(self._work.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for item in items:
+                if item is _STOP:
+                    stop = True
+                elif callable(item):
+                    item()
+                else:
+                    self._ctx.tell(*item)
+            try:
+                self._base._realizeWakeups()
+                self._base._runSends()
+            except Exception:
+                log.exception("the actor system failed while running")
+            while True:
+                try:
+                    self._inbound(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if stop:
+                return
+
+    def close(self) -> None:
+        if not self.closed:
+            self._work.put(_STOP)
+            self._driver.join(10)
+        super().close()
+
+
+class ProcessBridge(Bridge):
+    """For ``multiprocTCPBase``: a listening thread and a sending thread, each with a private context."""
+
+    def __init__(self, asys: Any, directory: Any, on_push: PushHandler) -> None:
+        super().__init__(on_push)
+        self._asys = asys
+        self._outgoing: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        ready = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, args=(directory, ready), name="chatactors-listen", daemon=True
+        )
+        self._sender = threading.Thread(target=self._send_loop, name="chatactors-send", daemon=True)
+        self._listener.start()
+        if not ready.wait(30) or self.address is None:
+            raise ChatError("could not reach the actor system's directory")
+        self._sender.start()
+
+    def _listen(self, directory: Any, ready: threading.Event) -> None:
+        with self._asys.private() as ctx:
+            answer = ctx.ask(directory, WhoAmI(), 30)
+            self.address = answer.value if isinstance(answer, Reply) else None
+            ready.set()
+            while not self.closed:
+                message = ctx.listen(0.2)
+                if message is not None:
+                    self._inbound(message)
+
+    def _send_loop(self) -> None:
+        with self._asys.private() as ctx:
+            while True:
+                item = self._outgoing.get()
+                if item is _STOP:
+                    return
+                try:
+                    ctx.tell(*item)
+                except Exception:
+                    log.exception("could not send %r", type(item[1]).__name__)
+
+    def _send(self, target: Any, message: Any) -> None:
+        self._outgoing.put((target, message))
+
+    def close(self) -> None:
+        if not self.closed:
+            self._outgoing.put(_STOP)
+            self._sender.join(10)
+            super().close()
+            self._listener.join(10)

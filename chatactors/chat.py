@@ -1,0 +1,342 @@
+"""The REPL facade: :class:`Chat` starts the actor system, :class:`Session` is one logged-in user.
+
+Every call is synchronous for the caller and asynchronous inside: it becomes one request to the
+actors and waits for the reply (see :mod:`chatactors.bridge`). Errors come back as the exceptions
+of :mod:`chatactors.errors`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from chatactors.actors.directory import DirectoryActor
+from chatactors.actors.login import LoginService
+from chatactors.actors.persistence import PersistenceActor
+from chatactors.actors.supervisor import SupervisorActor
+from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
+from chatactors.core.model import Message, Receipt
+from chatactors.core.rules import check_body, check_limit
+from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
+from chatactors.messages import (
+    Config,
+    Configure,
+    DropSink,
+    GetHistory,
+    GetInbox,
+    GetPid,
+    GetStats,
+    GetStatus,
+    LoginResult,
+    LoginUser,
+    Logout,
+    Push,
+    ReadMessages,
+    RegisterUser,
+    Request,
+    Roles,
+    SendDirect,
+    Stats,
+)
+from chatactors.storage import Store, close_database
+
+SYSTEMS = ("simpleSystemBase", "multiprocTCPBase")
+DEFAULT_DATABASE_URL = "sqlite:///chatactors.db"
+MessageCallback = Callable[[Message], Any]
+ReceiptCallback = Callable[[Receipt], Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _log_defs() -> dict[str, Any]:
+    # Actor processes log warnings to stderr; Thespian's own chatter stays in its file.
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "level": "WARNING"}},
+        "loggers": {"chatactors": {"handlers": ["err"], "level": "WARNING"}},
+    }
+
+
+def _interactive() -> bool:
+    return bool(getattr(sys, "ps1", None)) or bool(sys.flags.interactive)
+
+
+class Chat:
+    """A running chat: the actor system, its database, and the sessions opened from here.
+
+    ``database_url``: ``sqlite:///file.db`` (default ``sqlite:///chatactors.db``, or
+    ``$CHATACTORS_DATABASE_URL``) or ``postgresql://host/db``. ``system``: ``"simpleSystemBase"``
+    (default, or ``$CHATACTORS_SYSTEM``: every actor in this process) or ``"multiprocTCPBase"`` (every
+    actor its own OS process, the admin on ``admin_port``: a free port unless given or set in
+    ``$CHATACTORS_ADMIN_PORT``). ``idle_timeout``: seconds before an idle user actor hibernates.
+    ``echo``: print arriving messages (default: only in an interactive interpreter).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        system: str | None = None,
+        *,
+        admin_port: int | None = None,
+        idle_timeout: float = 300.0,
+        password_profile: str = "default",
+        token_ttl: float = 7 * 24 * 3600.0,
+        echo: bool | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
+        if self.system not in SYSTEMS:
+            raise ChatError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
+        self.timeout = timeout
+        self.echo = _interactive() if echo is None else echo
+        self._sessions: dict[int, list[Session]] = {}
+        self._sessions_lock = threading.Lock()
+        self._closed = False
+
+        store = Store(self.database_url)
+        try:
+            store.create_schema()
+        finally:
+            store.close()  # forked actor processes open their own connections
+
+        self.config = Config(
+            database_url=self.database_url,
+            idle_timeout=idle_timeout,
+            password_profile=password_profile,
+            token_ttl=token_ttl,
+        )
+        if self.system == "multiprocTCPBase":
+            port = admin_port or int(os.environ.get("CHATACTORS_ADMIN_PORT", 0)) or free_port()
+            self.admin_port: int | None = port
+            capabilities = {"Admin Port": port, "Convention Address.IPv4": ("127.0.0.1", port)}
+            os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+            self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+        else:
+            self.admin_port = None
+            self._asys = ActorSystem(self.system, transientUnique=True)
+        try:
+            self.roles = self._start_actors()
+            self._bridge: Bridge = (
+                SimpleBridge(self._asys, self._on_push)
+                if self.system == "simpleSystemBase"
+                else ProcessBridge(self._asys, self.roles.directory, self._on_push)
+            )
+        except BaseException:
+            self._asys.shutdown()
+            close_database(self.database_url)
+            raise
+        atexit.register(self.shutdown)
+
+    def _start_actors(self) -> Roles:
+        asys = self._asys
+        roles = Roles(
+            directory=asys.createActor(DirectoryActor, globalName="chatactors.directory"),
+            supervisor=asys.createActor(SupervisorActor, globalName="chatactors.supervisor"),
+            persistence=asys.createActor(PersistenceActor, globalName="chatactors.persistence"),
+            login=asys.createActor(LoginService, globalName="chatactors.login"),
+        )
+        configure = Configure(self.config, roles)
+        for address in (roles.persistence, roles.login, roles.supervisor, roles.directory):
+            if asys.ask(address, configure, 30) is None:
+                raise ChatError(f"an actor did not start: {address}")
+        return roles
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, target: Any, request: Request, route: tuple[str, int] | None = None) -> Any:
+        return self._bridge.call(target, request, self.timeout, route)
+
+    def _to_user(self, user_id: int, request: Request) -> Any:
+        return self._call(self.roles.directory, request, ("user", user_id))
+
+    def _on_push(self, push: Push) -> None:
+        with self._sessions_lock:
+            sessions = list(self._sessions.get(push.user_id, ()))
+        for session in sessions:
+            session._deliver(push.event)
+
+    # -- identity --------------------------------------------------------------------------------
+    def register(self, username: str, password: str) -> int:
+        """Create an account; returns its database id. Raises UsernameTaken or InvalidMessage."""
+        return int(self._call(self.roles.login, RegisterUser(username=username, password=password)))
+
+    def login(self, user: str | int | None = None, password: str | None = None, *, token: str | None = None) -> Session:
+        """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'."""
+        if token is not None:
+            request = LoginUser(sink=self._bridge.address, token=token)
+        elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
+            raise InvalidMessage("login(username or user id, password) or login(token=...)")
+        elif isinstance(user, int):
+            request = LoginUser(sink=self._bridge.address, user_id=user, password=password)
+        else:
+            request = LoginUser(sink=self._bridge.address, username=user, password=password)
+        result: LoginResult = self._call(self.roles.login, request)
+        session = Session(self, result)
+        with self._sessions_lock:
+            self._sessions.setdefault(session.user_id, []).append(session)
+        print("usuario logeado")
+        return session
+
+    def crear(self, username: str, password: str) -> Session:
+        """The roadmap's ``crear``: register if the name is new, then log in."""
+        try:
+            self.register(username, password)
+        except UsernameTaken:
+            pass
+        return self.login(username, password)
+
+    create = crear
+
+    def _forget(self, session: Session) -> None:
+        with self._sessions_lock:
+            sessions = self._sessions.get(session.user_id, [])
+            if session in sessions:
+                sessions.remove(session)
+
+    # -- observation -----------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """How many user and room actors are live, how many users online, lifecycle counters."""
+        return self._call(self.roles.directory, GetStats())  # type: ignore[no-any-return]
+
+    def whereis(self, user_id: int) -> Any:
+        """The address of the user's live actor, activating it if it hibernates."""
+        return self._to_user(user_id, GetPid(user_id=user_id))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop every actor (and, on multiprocTCPBase, every process). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._bridge.closed:
+                try:
+                    self._call(self.roles.directory, DropSink(sink=self._bridge.address))
+                except ChatError:
+                    pass  # shutting down anyway
+            if isinstance(self._bridge, SimpleBridge):
+                self._bridge.run_in_driver(self._asys.shutdown)
+                self._bridge.close()
+            else:
+                self._bridge.close()
+                self._asys.shutdown()
+        finally:
+            close_database(self.database_url)
+            atexit.unregister(self.shutdown)
+
+    def __enter__(self) -> Chat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<Chat {self.system} {self.database_url}>"
+
+
+class Session:
+    """One logged-in user, as returned by :meth:`Chat.login`."""
+
+    def __init__(self, chat: Chat, result: LoginResult) -> None:
+        self._chat = chat
+        self.user_id = result.user_id
+        self.username = result.username
+        self.token = result.token
+        self._pid = result.pid
+        self.login_inbox: tuple[Message, ...] = result.inbox
+        self._message_callbacks: list[MessageCallback] = [print] if chat.echo else []
+        self._receipt_callbacks: list[ReceiptCallback] = []
+        self.active = True
+
+    def __repr__(self) -> str:
+        return f"<Session {self.username} id={self.user_id}>"
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def pid(self) -> Any:
+        """The address of this user's actor (V0.2); a hibernated actor is started again to answer."""
+        self._pid = self._chat.whereis(self.user_id)
+        return self._pid
+
+    @property
+    def inbox(self) -> list[Message]:
+        """The last 10 messages received, newest last (V0.7)."""
+        return list(self._chat._to_user(self.user_id, GetInbox(user_id=self.user_id)))
+
+    def history(self, limit: int = 10, before: int | None = None, with_user: str | int | None = None) -> list[Message]:
+        """Direct messages sent or received, newest last; ``before`` a message id pages further back."""
+        check_limit(limit)
+        request = GetHistory(user_id=self.user_id, with_user=with_user, limit=limit, before=before)
+        return list(self._chat._call(self._chat.roles.persistence, request))
+
+    def status(self, message_id: int) -> str:
+        """'enviado', 'entregado' or 'leido'."""
+        request = GetStatus(user_id=self.user_id, message_id=message_id)
+        return str(self._chat._call(self._chat.roles.persistence, request))
+
+    # -- messaging ----------------------------------------------------------------------------
+    def send_message(self, to: str | int | Session, body: str, *, client_id: str | None = None) -> Message:
+        """Send ``body`` to a user (username, id or Session). Returns the stored message.
+
+        ``client_id`` makes a retry safe: the same id from the same sender is stored once.
+        """
+        self._check_active()
+        check_body(body)
+        target = to.user_id if isinstance(to, Session) else to
+        if isinstance(target, bool) or not isinstance(target, (str, int)):
+            raise InvalidMessage("send to a username, a user id or a Session")
+        request = SendDirect(user_id=self.user_id, to=target, body=body, client_id=client_id)
+        return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
+
+    enviar_mensaje = send_message
+
+    def read_messages(self) -> list[Message]:
+        """Unread messages, oldest first; marks them 'leido' and tells their senders (V0.6)."""
+        self._check_active()
+        return list(self._chat._to_user(self.user_id, ReadMessages(user_id=self.user_id)))
+
+    leer_mensajes = read_messages
+
+    # -- pushes -------------------------------------------------------------------------------
+    def on_message(self, callback: MessageCallback | None) -> None:
+        """Call ``callback(message)`` the moment a message arrives (V0.9); None stops it."""
+        self._message_callbacks = [] if callback is None else [callback]
+
+    def on_receipt(self, callback: ReceiptCallback | None) -> None:
+        """Call ``callback(receipt)`` when messages this user sent change status."""
+        self._receipt_callbacks = [] if callback is None else [callback]
+
+    def _deliver(self, event: Message | Receipt) -> None:
+        callbacks: list[Any] = self._message_callbacks if isinstance(event, Message) else self._receipt_callbacks
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                logging.getLogger("chatactors").exception("callback of %s failed", self.username)
+
+    # -- end ----------------------------------------------------------------------------------
+    def logout(self) -> None:
+        """Close this session; the user is offline once no other session of theirs is open."""
+        if not self.active:
+            return
+        self.active = False
+        self._chat._forget(self)
+        request = Logout(user_id=self.user_id, sink=self._chat._bridge.address, token=self.token)
+        self._chat._call(self._chat.roles.login, request)
+
+    def _check_active(self) -> None:
+        if not self.active:
+            raise ChatError(f"{self.username} is logged out")

@@ -1,0 +1,61 @@
+"""Value types shared by every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+ENVIADO = "enviado"  # stored; the recipient was offline
+ENTREGADO = "entregado"  # reached at least one live session of the recipient
+LEIDO = "leido"  # the recipient confirmed reading it
+
+STATUSES = (ENVIADO, ENTREGADO, LEIDO)
+_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+
+
+def advance(current: str, new: str) -> str:
+    """A message's status only moves forward: a late 'entregado' never undoes 'leido'."""
+    return new if _RANK[new] > _RANK[current] else current
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message as users see it; ``room`` is set for group messages, else ``recipient_id``."""
+
+    id: int
+    sender_id: int
+    sender: str
+    recipient_id: int | None
+    room: str | None
+    body: str
+    sent_at: datetime
+    status: str
+    recipient: str | None = None
+
+    def with_status(self, status: str) -> Message:
+        return replace(self, status=advance(self.status, status))
+
+    def __str__(self) -> str:
+        if self.room is not None:
+            return f"[{self.room}] {self.sender}: {self.body}"
+        return f"[{self.sender} -> {self.recipient}] {self.body}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A status change of messages one sent, pushed to the sender's live sessions."""
+
+    message_ids: tuple[int, ...]
+    status: str
+    by: str
+    by_id: int
+
+    def __str__(self) -> str:
+        ids = ", ".join(str(i) for i in self.message_ids)
+        return f"[{self.by} {self.status}: {ids}]"

@@ -1,0 +1,156 @@
+"""The directory's state machine: where each virtual actor lives, and who is online.
+
+A key (``("user", 7)``, ``("room", 3)``) is in one of three states:
+
+- absent: a message for it starts an activation and is buffered;
+- activating / retiring: messages are buffered, never sent to an address that may vanish;
+- live: messages are forwarded to its address.
+
+Retiring is the two-phase handshake of DESIGN.md: the actor asks, the registry approves only when it
+holds nothing for that actor and then buffers; when the exit is confirmed, anything buffered meanwhile
+starts a fresh activation. An exit the registry did not approve is a crash: the supervisor is asked
+to restart the actor at once when its user is online or messages wait, else it comes back on demand.
+
+Addresses are opaque; they are compared by ``str`` because Thespian's cannot be hashed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Start:
+    key: Key
+
+
+@dataclass(frozen=True)
+class Forward:
+    key: Key
+    address: Any
+    message: Any
+
+
+@dataclass(frozen=True)
+class Approve:
+    address: Any
+
+
+@dataclass(frozen=True)
+class Deny:
+    address: Any
+
+
+Effect = Start | Forward | Approve | Deny
+
+ACTIVATING, LIVE, RETIRING = "activating", "live", "retiring"
+
+
+@dataclass
+class _Entry:
+    state: str
+    address: Any = None
+    buffer: list[Any] = field(default_factory=list)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._entries: dict[Key, _Entry] = {}
+        self._sinks: dict[Hashable, Counter[str]] = {}
+        self._sink_addresses: dict[str, Any] = {}
+        self.activations = 0
+        self.retirements = 0
+        self.crashes = 0
+
+    # -- location -------------------------------------------------------------------------------
+    def route(self, key: Key, message: Any) -> list[Effect]:
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = _Entry(ACTIVATING, buffer=[message])
+            self.activations += 1
+            return [Start(key)]
+        if entry.state == LIVE:
+            return [Forward(key, entry.address, message)]
+        entry.buffer.append(message)
+        return []
+
+    def started(self, key: Key, address: Any) -> list[Effect]:
+        entry = self._entries.setdefault(key, _Entry(ACTIVATING))
+        entry.state, entry.address = LIVE, address
+        pending, entry.buffer = entry.buffer, []
+        return [Forward(key, address, m) for m in pending]
+
+    def retire_request(self, key: Key, address: Any) -> list[Effect]:
+        entry = self._entries.get(key)
+        if entry is None or entry.state != LIVE or str(entry.address) != str(address) or entry.buffer:
+            return [Deny(address)]
+        entry.state = RETIRING
+        return [Approve(address)]
+
+    def cancel_retire(self, key: Key, address: Any) -> list[Effect]:
+        """The actor found new work after asking: it stays, and takes what was buffered."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state != RETIRING or str(entry.address) != str(address):
+            return []
+        return self.started(key, address)
+
+    def exited(self, key: Key, address: Any) -> list[Effect]:
+        entry = self._entries.get(key)
+        if entry is None or str(entry.address) != str(address):
+            return []  # an old activation, already replaced
+        if entry.state == RETIRING:
+            self.retirements += 1
+        else:
+            self.crashes += 1
+        if entry.buffer or (entry.state != RETIRING and self.is_online(key)):
+            entry.state, entry.address = ACTIVATING, None
+            self.activations += 1
+            return [Start(key)]
+        del self._entries[key]
+        return []
+
+    def address(self, key: Key) -> Any:
+        entry = self._entries.get(key)
+        return entry.address if entry is not None and entry.state == LIVE else None
+
+    def live(self, kind: str | None = None) -> int:
+        return sum(
+            1 for (k, _), e in self._entries.items() if e.state != RETIRING and kind in (None, k)
+        )
+
+    # -- presence -------------------------------------------------------------------------------
+    def attach(self, key: Key, sink: Any) -> None:
+        self._sink_addresses[str(sink)] = sink
+        self._sinks.setdefault(key, Counter())[str(sink)] += 1
+
+    def detach(self, key: Key, sink: Any) -> None:
+        counter = self._sinks.get(key)
+        if counter is None:
+            return
+        counter[str(sink)] -= 1
+        if counter[str(sink)] <= 0:
+            del counter[str(sink)]
+        if not counter:
+            del self._sinks[key]
+
+    def drop_sink(self, sink: Any) -> None:
+        """A gateway went away: every session it held is offline."""
+        name = str(sink)
+        for key in list(self._sinks):
+            self._sinks[key].pop(name, None)
+            if not self._sinks[key]:
+                del self._sinks[key]
+        self._sink_addresses.pop(name, None)
+
+    def sinks(self, key: Key) -> tuple[Any, ...]:
+        return tuple(self._sink_addresses[s] for s in self._sinks.get(key, ()))
+
+    def is_online(self, key: Key) -> bool:
+        return key in self._sinks
+
+    def online(self) -> int:
+        return len(self._sinks)

@@ -1,0 +1,84 @@
+"""Every error chatactors raises, rooted at :class:`ChatError`.
+
+::
+
+    ChatError
+    ├── AuthenticationError      wrong password, unknown user, bad or expired token, throttled
+    │   └── TooManyAttempts      an account locked for a while after repeated failures
+    ├── UserNotFound             a recipient that does not exist
+    ├── UsernameTaken            register() with a name already in use
+    ├── RoomNotFound             a room that does not exist
+    ├── NotAMember               acting in a room one has not joined
+    ├── InvalidMessage           bad body, bad username, bad request
+    ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
+    └── ChatTimeout              an actor did not answer in time
+
+Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
+the caller's thread, so a REPL user sees the same exception on every system base.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base of every chatactors error."""
+
+    code = "error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        # Errors cross process boundaries inside Failed replies.
+        return (type(self), (self.detail,))
+
+
+class AuthenticationError(ChatError):
+    code = "auth_failed"
+
+
+class TooManyAttempts(AuthenticationError):
+    code = "too_many_attempts"
+
+
+class UserNotFound(ChatError):
+    code = "user_not_found"
+
+
+class UsernameTaken(ChatError):
+    code = "username_taken"
+
+
+class RoomNotFound(ChatError):
+    code = "room_not_found"
+
+
+class NotAMember(ChatError):
+    code = "not_a_member"
+
+
+class InvalidMessage(ChatError):
+    code = "invalid"
+
+
+class StorageUnavailable(ChatError):
+    code = "storage_unavailable"
+
+
+class ChatTimeout(ChatError):
+    code = "timeout"
+
+
+__all__ = [
+    "ChatError",
+    "AuthenticationError",
+    "TooManyAttempts",
+    "UserNotFound",
+    "UsernameTaken",
+    "RoomNotFound",
+    "NotAMember",
+    "InvalidMessage",
+    "StorageUnavailable",
+    "ChatTimeout",
+]

@@ -1,0 +1,395 @@
+"""Persistence with peewee: the models and a synchronous :class:`Store` the actors call.
+
+The models sit behind one module-level :class:`~peewee.DatabaseProxy`, so a process talks to one
+database at a time (every actor in a process shares it). The database comes from a URL
+(``playhouse.db_url``): ``sqlite:///chatactors.db`` embedded, ``postgresql://host/db`` for real.
+
+Every driver error is translated at this edge into :class:`~chatactors.errors.StorageUnavailable`
+(``raise ... from exc``); a dropped connection is reopened on the next call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import peewee as pw
+from playhouse.db_url import connect
+
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, UserInfo
+from chatactors.errors import ChatError, StorageUnavailable, UserNotFound, UsernameTaken
+
+database_proxy = pw.DatabaseProxy()
+T = TypeVar("T")
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+
+
+class User(BaseModel):
+    username = pw.CharField(max_length=32, unique=True)
+    password_hash = pw.CharField(max_length=255)
+    created_at = pw.DateTimeField()
+
+    class Meta:
+        table_name = "users"
+
+
+class Room(BaseModel):
+    name = pw.CharField(max_length=32, unique=True)
+    created_by = pw.ForeignKeyField(User, backref="rooms_created")
+    created_at = pw.DateTimeField()
+
+    class Meta:
+        table_name = "rooms"
+
+
+class Mensaje(BaseModel):
+    """The roadmap's table ``mensajes``: one row per message, a room message stored once."""
+
+    sender = pw.ForeignKeyField(User, backref="sent")
+    recipient = pw.ForeignKeyField(User, null=True, backref="received")
+    room = pw.ForeignKeyField(Room, null=True, backref="messages")
+    body = pw.TextField()
+    created_at = pw.DateTimeField()
+    status = pw.CharField(max_length=10, default=ENVIADO)
+    client_id = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "mensajes"
+        indexes = (
+            (("recipient", "id"), False),  # a user's inbox and history
+            (("recipient", "status", "id"), False),  # unread lookups
+            (("sender", "client_id"), True),  # a retried send is stored once
+            (("room", "id"), False),  # a room's history
+        )
+
+
+class Membership(BaseModel):
+    room = pw.ForeignKeyField(Room, backref="memberships")
+    user = pw.ForeignKeyField(User, backref="memberships")
+    joined_at = pw.DateTimeField()
+    joined_after = pw.BigIntegerField(default=0)  # last message id before joining
+    read_up_to = pw.BigIntegerField(default=0)  # the member's read cursor
+
+    class Meta:
+        table_name = "memberships"
+        indexes = ((("room", "user"), True), (("user",), False))
+
+
+class SessionToken(BaseModel):
+    user = pw.ForeignKeyField(User, backref="tokens")
+    token_hash = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField()
+    expires_at = pw.DateTimeField()
+
+    class Meta:
+        table_name = "session_tokens"
+
+
+MODELS: list[type[pw.Model]] = [User, Room, Mensaje, Membership, SessionToken]
+
+_lock = threading.Lock()
+_open: dict[str, pw.Database] = {}
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what both SQLite and PostgreSQL columns store without surprises."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def open_database(url: str) -> pw.Database:
+    """The process's database for ``url``; one URL per process, shared by every actor in it."""
+    with _lock:
+        if url in _open:
+            return _open[url]
+        if _open:
+            raise ChatError(f"this process already uses {next(iter(_open))}; one database per process")
+        if url.startswith("sqlite"):
+            db = connect(
+                url,
+                pragmas={
+                    "journal_mode": "wal",  # readers never block the writer
+                    "synchronous": "normal",  # durable at checkpoints; a commit costs no fsync
+                    "foreign_keys": 1,
+                    "busy_timeout": 2000,
+                },
+            )
+        else:
+            db = connect(url)
+        database_proxy.initialize(db)
+        _open[url] = db
+        return db
+
+
+def close_database(url: str) -> None:
+    with _lock:
+        db = _open.pop(url, None)
+        if db is not None and not db.is_closed():
+            db.close()
+        if not _open:
+            database_proxy.initialize(None)
+
+
+def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None) -> Message:
+    return Message(
+        id=row.id,
+        sender_id=row.sender_id,
+        sender=sender,
+        recipient_id=row.recipient_id,
+        room=room,
+        body=row.body,
+        sent_at=row.created_at.replace(tzinfo=timezone.utc),
+        status=row.status,
+        recipient=recipient,
+    )
+
+
+class Store:
+    """Synchronous data access, one per actor; every public method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = open_database(url)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a transaction; a lost connection is reopened once, then reported."""
+        for attempt in (1, 2):
+            try:
+                if self.db.is_closed():
+                    self.db.connect()
+                with self.db.atomic():
+                    return work()
+            except ChatError:
+                raise
+            except pw.IntegrityError:
+                raise
+            except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+                self._reset()
+                if attempt == 2:
+                    raise StorageUnavailable(f"database unavailable: {exc}".strip()) from exc
+        raise AssertionError("unreachable")
+
+    def _reset(self) -> None:
+        try:
+            self.db.close()
+        except Exception:  # the connection is already broken; closing is best effort
+            pass
+
+    def create_schema(self) -> None:
+        self.run(lambda: self.db.create_tables(MODELS, safe=True))
+
+    def close(self) -> None:
+        self._reset()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several calls into one commit (the persistence actor's batches)."""
+        if self.db.is_closed():
+            self.db.connect()
+        with self.db.atomic():
+            yield
+
+    # -- users and tokens -------------------------------------------------------------------------
+    def create_user(self, username: str, password_hash: str) -> UserInfo:
+        def work() -> UserInfo:
+            if User.select().where(pw.fn.LOWER(User.username) == username.lower()).exists():
+                raise UsernameTaken(f"username {username!r} is taken")
+            user = User.create(username=username, password_hash=password_hash, created_at=utcnow())
+            return UserInfo(user.id, user.username)
+
+        try:
+            return self.run(work)
+        except pw.IntegrityError as exc:
+            raise UsernameTaken(f"username {username!r} is taken") from exc
+
+    def credentials(self, ref: str | int) -> tuple[UserInfo, str] | None:
+        """(user, password hash) by username or id, or None."""
+
+        def work() -> tuple[UserInfo, str] | None:
+            query = User.select(User.id, User.username, User.password_hash)
+            if isinstance(ref, int):
+                row = query.where(User.id == ref).first()
+            else:
+                row = query.where(User.username == ref).first()
+            return None if row is None else (UserInfo(row.id, row.username), row.password_hash)
+
+        return self.run(work)
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        self.run(lambda: User.update(password_hash=password_hash).where(User.id == user_id).execute())
+
+    def user(self, ref: str | int) -> UserInfo | None:
+        found = self.credentials(ref)
+        return None if found is None else found[0]
+
+    def add_token(self, user_id: int, token_hash: str, expires_at: datetime) -> None:
+        self.run(
+            lambda: SessionToken.create(
+                user=user_id, token_hash=token_hash, created_at=utcnow(), expires_at=expires_at
+            )
+        )
+
+    def token_user(self, token_hash: str) -> UserInfo | None:
+        def work() -> UserInfo | None:
+            row = (
+                SessionToken.select(SessionToken, User)
+                .join(User)
+                .where((SessionToken.token_hash == token_hash) & (SessionToken.expires_at > utcnow()))
+                .first()
+            )
+            return None if row is None else UserInfo(row.user.id, row.user.username)
+
+        return self.run(work)
+
+    def revoke_token(self, token_hash: str) -> None:
+        self.run(lambda: SessionToken.delete().where(SessionToken.token_hash == token_hash).execute())
+
+    # -- direct messages --------------------------------------------------------------------------
+    def insert_direct(
+        self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: str
+    ) -> Message:
+        """Insert one message, or return the one already stored for (sender, client_id).
+
+        Call inside :meth:`transaction`; the caller commits a whole batch at once.
+        """
+        if client_id is not None:
+            existing = (
+                Mensaje.select()
+                .where((Mensaje.sender == sender.id) & (Mensaje.client_id == client_id))
+                .first()
+            )
+            if existing is not None:
+                return self._decorate([existing])[0]
+        row = Mensaje.create(
+            sender=sender.id,
+            recipient=recipient.id,
+            body=body,
+            created_at=utcnow(),
+            status=status,
+            client_id=client_id,
+        )
+        return _message(row, sender.username, recipient.username, None)
+
+    def _decorate(self, rows: Iterable[Mensaje]) -> list[Message]:
+        rows = list(rows)
+        ids = {r.sender_id for r in rows} | {r.recipient_id for r in rows if r.recipient_id}
+        names = {u.id: u.username for u in User.select(User.id, User.username).where(User.id.in_(ids))}
+        room_ids = {r.room_id for r in rows if r.room_id}
+        rooms = (
+            {r.id: r.name for r in Room.select(Room.id, Room.name).where(Room.id.in_(room_ids))}
+            if room_ids
+            else {}
+        )
+        return [
+            _message(
+                r,
+                names.get(r.sender_id, "?"),
+                names.get(r.recipient_id) if r.recipient_id else None,
+                rooms.get(r.room_id) if r.room_id else None,
+            )
+            for r in rows
+        ]
+
+    def inbox(self, user_id: int, limit: int = 10, before: int | None = None) -> list[Message]:
+        """The last ``limit`` direct messages received, newest last."""
+
+        def work() -> list[Message]:
+            query = Mensaje.select().where(Mensaje.recipient == user_id)
+            if before is not None:
+                query = query.where(Mensaje.id < before)
+            rows = list(query.order_by(Mensaje.id.desc()).limit(limit))
+            return self._decorate(reversed(rows))
+
+        return self.run(work)
+
+    def unread(self, user_id: int) -> list[Message]:
+        def work() -> list[Message]:
+            rows = (
+                Mensaje.select()
+                .where((Mensaje.recipient == user_id) & (Mensaje.status != LEIDO))
+                .order_by(Mensaje.id)
+            )
+            return self._decorate(rows)
+
+        return self.run(work)
+
+    def mark_read(self, reader_id: int, sender_id: int, ids: Iterable[int]) -> int:
+        """Set 'leido' on messages ``sender_id`` sent to ``reader_id``; call inside a transaction."""
+        return int(
+            Mensaje.update(status=LEIDO)
+            .where(
+                (Mensaje.id.in_(list(ids)))
+                & (Mensaje.sender == sender_id)
+                & (Mensaje.recipient == reader_id)
+            )
+            .execute()
+        )
+
+    def mark_delivered(self, user_id: int) -> list[int]:
+        """Messages waiting for ``user_id`` reached a live session: 'enviado' -> 'entregado'."""
+
+        def work() -> list[int]:
+            ids = [
+                r.id
+                for r in Mensaje.select(Mensaje.id).where(
+                    (Mensaje.recipient == user_id) & (Mensaje.status == ENVIADO)
+                )
+            ]
+            if ids:
+                Mensaje.update(status=ENTREGADO).where(Mensaje.id.in_(ids)).execute()
+            return ids
+
+        return self.run(work)
+
+    def status(self, user_id: int, message_id: int) -> str:
+        def work() -> str:
+            row = (
+                Mensaje.select(Mensaje.status)
+                .where(
+                    (Mensaje.id == message_id)
+                    & ((Mensaje.sender == user_id) | (Mensaje.recipient == user_id))
+                )
+                .first()
+            )
+            if row is None:
+                raise ChatError(f"no message {message_id} of yours")
+            return str(row.status)
+
+        return self.run(work)
+
+    def history(
+        self, user_id: int, with_user: str | int | None, limit: int, before: int | None
+    ) -> list[Message]:
+        """Direct messages to or from ``user_id`` (optionally only with one person), newest last."""
+
+        def work() -> list[Message]:
+            mine = (Mensaje.sender == user_id) | (Mensaje.recipient == user_id)
+            query = Mensaje.select().where(mine & Mensaje.room.is_null())
+            if with_user is not None:
+                other = self.user(with_user)
+                if other is None:
+                    raise UserNotFound(f"no user {with_user!r}")
+                query = query.where(
+                    ((Mensaje.sender == user_id) & (Mensaje.recipient == other.id))
+                    | ((Mensaje.sender == other.id) & (Mensaje.recipient == user_id))
+                )
+            if before is not None:
+                query = query.where(Mensaje.id < before)
+            rows = list(query.order_by(Mensaje.id.desc()).limit(limit))
+            return self._decorate(reversed(rows))
+
+        return self.run(work)
+
+    def count_messages(self) -> int:
+        return self.run(lambda: Mensaje.select().count())
+
+
+def describe(value: Any) -> str:
+    return repr(value)
