@@ -1,0 +1,122 @@
+"""Shared fixtures: databases (SQLite and a real PostgreSQL), chats on both system bases.
+
+PostgreSQL comes from ``$CHATACTORS_TEST_DATABASE_URL`` (``make test`` finds or starts a server and
+sets it). Without it PostgreSQL tests are skipped, except with ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from chatactors import Chat
+from chatactors.storage import MODELS
+
+PG_URL = os.environ.get("CHATACTORS_TEST_DATABASE_URL", "")
+IN_CI = os.environ.get("CI") == "true"
+TEST_DB = "chatactors_test"
+
+
+def postgres_url() -> str:
+    """The URL of a dedicated, emptied test database on the PostgreSQL server."""
+    if not PG_URL:
+        if IN_CI:
+            pytest.fail("CI=true but CHATACTORS_TEST_DATABASE_URL is not set: PostgreSQL tests must run")
+        pytest.skip("no PostgreSQL (set CHATACTORS_TEST_DATABASE_URL or run `make test`)")
+    import psycopg2
+
+    parts = urlsplit(PG_URL)
+    url = urlunsplit(parts._replace(path="/" + TEST_DB))
+    try:
+        conn = psycopg2.connect(url)
+    except psycopg2.OperationalError:
+        admin = psycopg2.connect(PG_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {TEST_DB}")
+        admin.close()
+        conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        tables = ", ".join(m._meta.table_name for m in MODELS)
+        cur.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
+    conn.close()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/chat.db"
+    return postgres_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite:///{tmp_path}/chat.db"
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return postgres_url()
+
+
+@pytest.fixture(params=["simpleSystemBase", "multiprocTCPBase"])
+def system(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+ChatFactory = Callable[..., Chat]
+
+
+@pytest.fixture
+def make_chat(db_url: str, system: str) -> Iterator[ChatFactory]:
+    """``make_chat(**options)``: a Chat on this test's database and base, shut down afterwards."""
+    chats: list[Chat] = []
+
+    def make(**options: Any) -> Chat:
+        options.setdefault("database_url", db_url)
+        options.setdefault("system", system)
+        options.setdefault("password_profile", "cheapest")
+        options.setdefault("echo", False)
+        chat = Chat(**options)
+        chats.append(chat)
+        return chat
+
+    yield make
+    for chat in chats:
+        chat.shutdown()
+
+
+@pytest.fixture
+def chat(make_chat: ChatFactory) -> Chat:
+    return make_chat()
+
+
+class Inbox:
+    """Collects pushes from callbacks so a test can wait for them (an event, never a sleep)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, item: Any) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.items) >= count, timeout):
+                raise AssertionError(f"waited {timeout} s for {count} items, got {len(self.items)}")
+            return list(self.items)
+
+
+@pytest.fixture
+def collector() -> Callable[[], Inbox]:
+    return Inbox
