@@ -65,7 +65,9 @@ class Bridge:
         raise NotImplementedError
 
     # -- API -----------------------------------------------------------------------------------
-    def call(self, target: Any, request: Request, timeout: float, route: tuple[str, int] | None = None) -> Any:
+    def call(
+        self, target: Any, request: Request, timeout: float, route: tuple[str, int] | None = None
+    ) -> Any:
         """Send ``request`` (wrapped in a Route when ``route`` is given) and wait for its reply."""
         if self.closed:
             raise ChatError("this chat is shut down")

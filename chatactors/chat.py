@@ -13,10 +13,10 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from thespian.actors import ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem
 
 from chatactors.actors.directory import DirectoryActor
 from chatactors.actors.login import LoginService
@@ -38,6 +38,7 @@ from chatactors.messages import (
     LoginResult,
     LoginUser,
     Logout,
+    Ping,
     Push,
     ReadMessages,
     RegisterUser,
@@ -45,6 +46,7 @@ from chatactors.messages import (
     Roles,
     SendDirect,
     Stats,
+    WhoIsOnline,
 )
 from chatactors.storage import Store, close_database
 
@@ -83,6 +85,7 @@ class Chat:
     actor its own OS process, the admin on ``admin_port``: a free port unless given or set in
     ``$CHATACTORS_ADMIN_PORT``). ``idle_timeout``: seconds before an idle user actor hibernates.
     ``echo``: print arriving messages (default: only in an interactive interpreter).
+    ``announce_login``: print the roadmap's "usuario logeado" on each login (a server turns it off).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Chat:
         password_profile: str = "default",
         token_ttl: float = 7 * 24 * 3600.0,
         echo: bool | None = None,
+        announce_login: bool = True,
         timeout: float = 15.0,
     ) -> None:
         self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -103,6 +107,7 @@ class Chat:
             raise ChatError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
         self.timeout = timeout
         self.echo = _interactive() if echo is None else echo
+        self.announce_login = announce_login
         self._sessions: dict[int, list[Session]] = {}
         self._sessions_lock = threading.Lock()
         self._closed = False
@@ -173,7 +178,9 @@ class Chat:
         """Create an account; returns its database id. Raises UsernameTaken or InvalidMessage."""
         return int(self._call(self.roles.login, RegisterUser(username=username, password=password)))
 
-    def login(self, user: str | int | None = None, password: str | None = None, *, token: str | None = None) -> Session:
+    def login(
+        self, user: str | int | None = None, password: str | None = None, *, token: str | None = None
+    ) -> Session:
         """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'."""
         if token is not None:
             request = LoginUser(sink=self._bridge.address, token=token)
@@ -187,7 +194,8 @@ class Chat:
         session = Session(self, result)
         with self._sessions_lock:
             self._sessions.setdefault(session.user_id, []).append(session)
-        print("usuario logeado")
+        if self.announce_login:
+            print("usuario logeado")
         return session
 
     def crear(self, username: str, password: str) -> Session:
@@ -214,6 +222,22 @@ class Chat:
     def whereis(self, user_id: int) -> Any:
         """The address of the user's live actor, activating it if it hibernates."""
         return self._to_user(user_id, GetPid(user_id=user_id))
+
+    def online(self, user_ids: Iterable[int]) -> set[int]:
+        """Which of these users have at least one live session anywhere (presence)."""
+        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=tuple(user_ids))))
+
+    def stop_actor(self, user_id: int) -> None:
+        """Stop the user's live actor, as ``GenServer.stop`` would (roadmap V0.7).
+
+        Nothing is lost: its state is in the database and its supervisor brings it back.
+        """
+        address = self.whereis(user_id)
+        self._bridge.tell(address, ActorExitRequest())
+
+    def os_pid(self, address: Any) -> int:
+        """The OS process id an actor runs in (the caller's own on simpleSystemBase)."""
+        return int(self._call(address, Ping()))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -276,7 +300,9 @@ class Session:
         """The last 10 messages received, newest last (V0.7)."""
         return list(self._chat._to_user(self.user_id, GetInbox(user_id=self.user_id)))
 
-    def history(self, limit: int = 10, before: int | None = None, with_user: str | int | None = None) -> list[Message]:
+    def history(
+        self, limit: int = 10, before: int | None = None, with_user: str | int | None = None
+    ) -> list[Message]:
         """Direct messages sent or received, newest last; ``before`` a message id pages further back."""
         check_limit(limit)
         request = GetHistory(user_id=self.user_id, with_user=with_user, limit=limit, before=before)
@@ -320,7 +346,9 @@ class Session:
         self._receipt_callbacks = [] if callback is None else [callback]
 
     def _deliver(self, event: Message | Receipt) -> None:
-        callbacks: list[Any] = self._message_callbacks if isinstance(event, Message) else self._receipt_callbacks
+        callbacks: list[Any] = (
+            self._message_callbacks if isinstance(event, Message) else self._receipt_callbacks
+        )
         for callback in callbacks:
             try:
                 callback(event)

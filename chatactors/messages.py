@@ -7,7 +7,7 @@ answers ``Reply``/``Failed`` straight to ``reply_to`` (the caller's bridge), how
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chatactors.core.model import Message, Receipt, UserInfo
@@ -361,15 +361,11 @@ class Flush:
     pass
 
 
-@dataclass(**FROZEN)
-class Ping:
-    """Answered with ``Pong(pid)``: the OS process of an actor, for tests of process layout."""
-
-    req_id: int = 0
+@dataclass(**KW)
+class Ping(Request):
+    """Answered with the OS process id of the actor: for tests of process layout and crashes."""
 
 
-@dataclass(**FROZEN)
-class Pong:
-    req_id: int
-    pid: int
-    extra: dict[str, Any] = field(default_factory=dict)
+@dataclass(**KW)
+class WhoIsOnline(Request):
+    user_ids: tuple[int, ...]

@@ -13,14 +13,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect
 
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, UserInfo
-from chatactors.errors import ChatError, StorageUnavailable, UserNotFound, UsernameTaken
+from chatactors.errors import ChatError, StorageUnavailable, UsernameTaken, UserNotFound
 
 database_proxy = pw.DatabaseProxy()
 T = TypeVar("T")
@@ -100,7 +100,7 @@ _open: dict[str, pw.Database] = {}
 
 def utcnow() -> datetime:
     """Naive UTC: what both SQLite and PostgreSQL columns store without surprises."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def open_database(url: str) -> pw.Database:
@@ -144,7 +144,7 @@ def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None)
         recipient_id=row.recipient_id,
         room=room,
         body=row.body,
-        sent_at=row.created_at.replace(tzinfo=timezone.utc),
+        sent_at=row.created_at.replace(tzinfo=UTC),
         status=row.status,
         recipient=recipient,
     )
@@ -325,9 +325,7 @@ class Store:
         return int(
             Mensaje.update(status=LEIDO)
             .where(
-                (Mensaje.id.in_(list(ids)))
-                & (Mensaje.sender == sender_id)
-                & (Mensaje.recipient == reader_id)
+                (Mensaje.id.in_(list(ids))) & (Mensaje.sender == sender_id) & (Mensaje.recipient == reader_id)
             )
             .execute()
         )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from typing import Any
 
 from thespian.actors import ActorTypeDispatcher
 
 from chatactors.errors import ChatError
-from chatactors.messages import Batch, Configure, Envelope, Failed, Reply, Request
+from chatactors.messages import Batch, Configure, Envelope, Failed, Ping, Reply, Request
 
 log = logging.getLogger("chatactors")
 
@@ -39,6 +40,9 @@ class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def configure(self, message: Configure) -> None:
         """Take the configuration; runs once, before any request."""
+
+    def receiveMsg_Ping(self, message: Ping, sender: Any) -> None:
+        self.reply(message, os.getpid())
 
     def receiveMsg_Batch(self, message: Batch, sender: Any) -> None:
         for item in message.items:

@@ -21,8 +21,8 @@ from chatactors.messages import (
     Detach,
     DropSink,
     Envelope,
-    Reply,
     GetStats,
+    Reply,
     RetireApproved,
     RetireCancelled,
     RetireDenied,
@@ -32,6 +32,7 @@ from chatactors.messages import (
     StartChild,
     Stats,
     WhoAmI,
+    WhoIsOnline,
 )
 
 
@@ -79,6 +80,9 @@ class DirectoryActor(ChatActor):
             # The actor died before its supervisor told us: forget it, then route afresh.
             self._apply(self.registry.exited(key, msg.deadAddress))
             self._apply(self.registry.route(key, route.body))
+
+    def receiveMsg_WhoIsOnline(self, msg: WhoIsOnline, sender: Any) -> None:
+        self.reply(msg, tuple(u for u in msg.user_ids if self.registry.is_online(("user", u))))
 
     def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
         self.send(sender, Reply(msg.req_id, sender))  # how a bridge learns its own address

@@ -19,7 +19,7 @@ from chatactors.core.clock import MonotonicClock
 from chatactors.core.rules import check_password, check_username
 from chatactors.core.throttle import LoginThrottle
 from chatactors.errors import AuthenticationError, InvalidMessage, TooManyAttempts
-from chatactors.messages import Attach, Configure, Detach, LoginUser, Logout, RegisterUser, Route, Roles
+from chatactors.messages import Attach, Configure, Detach, LoginUser, Logout, RegisterUser, Roles, Route
 from chatactors.storage import Store, utcnow
 
 PROFILES = {
@@ -72,9 +72,7 @@ class LoginService(ChatActor):
             token = secrets.token_urlsafe(32)
             expires = utcnow() + timedelta(seconds=self.token_ttl)
             self.store.add_token(user.id, token_hash(token), expires)
-        attach = Attach(
-            req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token
-        )
+        attach = Attach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token)
         self.send(self.roles.directory, Route("user", user.id, attach))
 
     def _check_password(self, msg: LoginUser) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
 from chatactors.core.model import LEIDO, Receipt
+from chatactors.core.rules import check_limit
 from chatactors.messages import (
     Configure,
     Failed,
@@ -32,7 +33,6 @@ from chatactors.messages import (
     UnreadFetched,
     UserLoaded,
 )
-from chatactors.core.rules import check_limit
 from chatactors.storage import Store
 
 
@@ -82,7 +82,7 @@ class PersistenceActor(ChatActor):
                 self._failed(out, m, error)
         else:
             self.batches += 1
-            for m, result in zip(batch, results):
+            for m, result in zip(batch, results, strict=True):
                 self._done(out, m, result)
         out.send_all(self)
 
@@ -150,4 +150,3 @@ class PersistenceActor(ChatActor):
     def receiveMsg_GetHistory(self, msg: GetHistory, sender: Any) -> None:
         limit = check_limit(msg.limit)
         self.reply(msg, tuple(self._read().history(msg.user_id, msg.with_user, limit, msg.before)))
-

@@ -161,7 +161,9 @@ class UserActor(ChatActor):
         assert self.user is not None and self.roles is not None
         waiting = [m.id for m in self.inbox.messages() if m.status == ENVIADO]
         self.inbox.mark(waiting, ENTREGADO)
-        result = LoginResult(self.user.id, self.user.username, msg.token, self.myAddress, self.inbox.messages())
+        result = LoginResult(
+            self.user.id, self.user.username, msg.token, self.myAddress, self.inbox.messages()
+        )
         self.reply(msg, result)
         self.send(self.roles.persistence, MarkDelivered(self.user.id))
 
@@ -256,7 +258,11 @@ class UserActor(ChatActor):
         for sender_id, ids in by_sender.items():
             self.idle.started()
             confirm = ConfirmRead(
-                user_id=sender_id, reader=self.user, message_ids=tuple(ids), ack_to=self.myAddress, token=msg.token
+                user_id=sender_id,
+                reader=self.user,
+                message_ids=tuple(ids),
+                ack_to=self.myAddress,
+                token=msg.token,
             )
             self._route(sender_id, confirm)
 

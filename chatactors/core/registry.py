@@ -17,8 +17,9 @@ Addresses are opaque; they are compared by ``str`` because Thespian's cannot be 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
 Key = tuple[str, int]
 
@@ -118,9 +119,7 @@ class Registry:
         return entry.address if entry is not None and entry.state == LIVE else None
 
     def live(self, kind: str | None = None) -> int:
-        return sum(
-            1 for (k, _), e in self._entries.items() if e.state != RETIRING and kind in (None, k)
-        )
+        return sum(1 for (k, _), e in self._entries.items() if e.state != RETIRING and kind in (None, k))
 
     # -- presence -------------------------------------------------------------------------------
     def attach(self, key: Key, sink: Any) -> None:
