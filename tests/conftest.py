@@ -19,7 +19,22 @@ from chatactors.storage import MODELS
 
 PG_URL = os.environ.get("CHATACTORS_TEST_DATABASE_URL", "")
 IN_CI = os.environ.get("CI") == "true"
-TEST_DB = "chatactors_test"
+# One database per pytest process: several runs on one server (developers, CI) never collide.
+TEST_DB = f"chatactors_test_{os.getpid()}"
+_created = False
+
+
+def _drop_test_database() -> None:
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(PG_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        admin.close()
+    except psycopg2.Error:
+        pass  # the server is gone already; nothing to clean
 
 
 def postgres_url() -> str:
@@ -28,19 +43,23 @@ def postgres_url() -> str:
         if IN_CI:
             pytest.fail("CI=true but CHATACTORS_TEST_DATABASE_URL is not set: PostgreSQL tests must run")
         pytest.skip("no PostgreSQL (set CHATACTORS_TEST_DATABASE_URL or run `make test`)")
+    import atexit
+
     import psycopg2
 
+    global _created
     parts = urlsplit(PG_URL)
     url = urlunsplit(parts._replace(path="/" + TEST_DB))
-    try:
-        conn = psycopg2.connect(url)
-    except psycopg2.OperationalError:
+    if not _created:
         admin = psycopg2.connect(PG_URL)
         admin.autocommit = True
         with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB}")
             cur.execute(f"CREATE DATABASE {TEST_DB}")
         admin.close()
-        conn = psycopg2.connect(url)
+        _created = True
+        atexit.register(_drop_test_database)
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
         tables = ", ".join(m._meta.table_name for m in MODELS)
