@@ -7,13 +7,14 @@ usuario logeado
 """
 
 from chatactors.chat import Chat, Session
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary
 from chatactors.errors import (
     AuthenticationError,
     ChatError,
     ChatTimeout,
     InvalidMessage,
     NotAMember,
+    RoomExists,
     RoomNotFound,
     StorageUnavailable,
     TooManyAttempts,
@@ -28,6 +29,7 @@ __all__ = [
     "Session",
     "Message",
     "Receipt",
+    "RoomSummary",
     "ENVIADO",
     "ENTREGADO",
     "LEIDO",
@@ -37,6 +39,7 @@ __all__ = [
     "UserNotFound",
     "UsernameTaken",
     "RoomNotFound",
+    "RoomExists",
     "NotAMember",
     "InvalidMessage",
     "StorageUnavailable",

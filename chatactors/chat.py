@@ -23,7 +23,7 @@ from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
 from chatactors.actors.supervisor import SupervisorActor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
-from chatactors.core.model import Message, Receipt
+from chatactors.core.model import Message, Receipt, RoomSummary
 from chatactors.core.rules import check_body, check_limit
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
@@ -35,16 +35,20 @@ from chatactors.messages import (
     GetPid,
     GetStats,
     GetStatus,
+    ListRooms,
     LoginResult,
     LoginUser,
     Logout,
     Ping,
     Push,
+    ReadBy,
     ReadMessages,
     RegisterUser,
     Request,
     Roles,
+    RoomCommand,
     SendDirect,
+    SendRoom,
     Stats,
     WhoIsOnline,
 )
@@ -169,7 +173,7 @@ class Chat:
 
     def _on_push(self, push: Push) -> None:
         with self._sessions_lock:
-            sessions = list(self._sessions.get(push.user_id, ()))
+            sessions = [s for u in push.user_ids for s in self._sessions.get(u, ())]
         for session in sessions:
             session._deliver(push.event)
 
@@ -301,11 +305,18 @@ class Session:
         return list(self._chat._to_user(self.user_id, GetInbox(user_id=self.user_id)))
 
     def history(
-        self, limit: int = 10, before: int | None = None, with_user: str | int | None = None
+        self,
+        limit: int = 10,
+        before: int | None = None,
+        with_user: str | int | None = None,
+        room: str | None = None,
     ) -> list[Message]:
-        """Direct messages sent or received, newest last; ``before`` a message id pages further back."""
+        """Messages newest last: direct ones (all, or ``with_user`` only), or a ``room``'s.
+
+        ``before`` (a message id) pages further back.
+        """
         check_limit(limit)
-        request = GetHistory(user_id=self.user_id, with_user=with_user, limit=limit, before=before)
+        request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
         return list(self._chat._call(self._chat.roles.persistence, request))
 
     def status(self, message_id: int) -> str:
@@ -315,12 +326,15 @@ class Session:
 
     # -- messaging ----------------------------------------------------------------------------
     def send_message(self, to: str | int | Session, body: str, *, client_id: str | None = None) -> Message:
-        """Send ``body`` to a user (username, id or Session). Returns the stored message.
+        """Send ``body`` to a user (username, id or Session) or to a room (``"#room"``).
 
-        ``client_id`` makes a retry safe: the same id from the same sender is stored once.
+        Returns the stored message. ``client_id`` makes a retry safe: the same id from the same
+        sender is stored once.
         """
         self._check_active()
         check_body(body)
+        if isinstance(to, str) and to.startswith("#"):
+            return self.send_room(to[1:], body, client_id=client_id)
         target = to.user_id if isinstance(to, Session) else to
         if isinstance(target, bool) or not isinstance(target, (str, int)):
             raise InvalidMessage("send to a username, a user id or a Session")
@@ -335,6 +349,40 @@ class Session:
         return list(self._chat._to_user(self.user_id, ReadMessages(user_id=self.user_id)))
 
     leer_mensajes = read_messages
+
+    # -- rooms ----------------------------------------------------------------------------------
+    def _room(self, action: str, name: str) -> str:
+        self._check_active()
+        request = RoomCommand(user_id=self.user_id, room=name, action=action)
+        return str(self._chat._to_user(self.user_id, request))
+
+    def create_room(self, name: str) -> str:
+        """Create a room and join it. Raises RoomExists."""
+        return self._room("create", name)
+
+    def join(self, name: str) -> str:
+        """Join a room (joining twice changes nothing). Raises RoomNotFound."""
+        return self._room("join", name)
+
+    def leave(self, name: str) -> str:
+        """Leave a room. Raises NotAMember or RoomNotFound."""
+        return self._room("leave", name)
+
+    def send_room(self, name: str, body: str, *, client_id: str | None = None) -> Message:
+        """Post to a room: stored once, pushed at once to every online member (V0.4)."""
+        self._check_active()
+        check_body(body)
+        request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
+        return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
+
+    def rooms(self) -> list[RoomSummary]:
+        """The rooms this user is in, with member and unread counts."""
+        return list(self._chat._call(self._chat.roles.persistence, ListRooms(user_id=self.user_id)))
+
+    def read_by(self, message_id: int) -> list[str]:
+        """Who has read a message (for a room message, every member whose cursor passed it)."""
+        request = ReadBy(user_id=self.user_id, message_id=message_id)
+        return list(self._chat._call(self._chat.roles.persistence, request))
 
     # -- pushes -------------------------------------------------------------------------------
     def on_message(self, callback: MessageCallback | None) -> None:

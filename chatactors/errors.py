@@ -8,6 +8,7 @@
     ├── UserNotFound             a recipient that does not exist
     ├── UsernameTaken            register() with a name already in use
     ├── RoomNotFound             a room that does not exist
+    ├── RoomExists               create_room() with a name already in use
     ├── NotAMember               acting in a room one has not joined
     ├── InvalidMessage           bad body, bad username, bad request
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
@@ -54,6 +55,10 @@ class RoomNotFound(ChatError):
     code = "room_not_found"
 
 
+class RoomExists(ChatError):
+    code = "room_exists"
+
+
 class NotAMember(ChatError):
     code = "not_a_member"
 
@@ -77,6 +82,7 @@ __all__ = [
     "UserNotFound",
     "UsernameTaken",
     "RoomNotFound",
+    "RoomExists",
     "NotAMember",
     "InvalidMessage",
     "StorageUnavailable",

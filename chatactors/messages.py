@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatactors.core.model import Message, Receipt, UserInfo
+from chatactors.core.model import Message, Receipt, RoomInfo, UserInfo
 
 Address = Any  # a thespian ActorAddress; opaque here
 
-FROZEN = {"frozen": True, "slots": True}
-KW = {"frozen": True, "slots": True, "kw_only": True}
-
-
 # -- configuration ----------------------------------------------------------------------------------
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Config:
     database_url: str
     idle_timeout: float = 300.0
@@ -28,7 +24,7 @@ class Config:
     batch_max: int = 500
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Roles:
     directory: Address
     supervisor: Address
@@ -36,13 +32,13 @@ class Roles:
     login: Address
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Configure:
     config: Config
     roles: Roles
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Init:
     """From the supervisor to a fresh activation."""
 
@@ -53,34 +49,35 @@ class Init:
 
 
 # -- replies to the outside ---------------------------------------------------------------------------
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Reply:
     req_id: int
     value: Any = None
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Failed:
     req_id: int
     error: Exception
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Push:
-    """An event for every live session of ``user_id`` that the receiving sink holds."""
+    """An event for every live session of these users that the receiving sink holds: a room
+    message reaches each sink once, however many members are behind it."""
 
-    user_id: int
+    user_ids: tuple[int, ...]
     event: Message | Receipt
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Several outbound items for one address, coalesced to save hops."""
 
     items: tuple[Any, ...]
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class LoginResult:
     user_id: int
     username: str
@@ -89,7 +86,7 @@ class LoginResult:
     inbox: tuple[Message, ...]
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Stats:
     live_users: int
     live_rooms: int
@@ -100,19 +97,19 @@ class Stats:
 
 
 # -- requests from the outside -------------------------------------------------------------------------
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     req_id: int = 0
     reply_to: Address = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RegisterUser(Request):
     username: str
     password: str
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoginUser(Request):
     sink: Address
     username: str | None = None
@@ -121,43 +118,43 @@ class LoginUser(Request):
     token: str | None = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Logout(Request):
     user_id: int
     sink: Address
     token: str | None = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WhoAmI(Request):
     pass
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GetStats(Request):
     pass
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DropSink(Request):
     sink: Address
 
 
 # bodies routed to a UserActor (through the directory, which wraps them in an Envelope)
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attach(Request):
     user_id: int
     sink: Address
     token: str
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Detach(Request):
     user_id: int
     sink: Address
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SendDirect(Request):
     user_id: int  # the sender
     to: str | int
@@ -165,22 +162,22 @@ class SendDirect(Request):
     client_id: str | None = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadMessages(Request):
     user_id: int
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GetInbox(Request):
     user_id: int
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GetPid(Request):
     user_id: int
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Deliver(Request):
     """From the sender's actor to the recipient's: decide delivery, then store."""
 
@@ -190,7 +187,7 @@ class Deliver(Request):
     client_id: str | None = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfirmRead:
     """From the reader's actor to the sender's: record 'leido', then ack the reader's actor."""
 
@@ -202,22 +199,161 @@ class ConfirmRead:
 
 
 # requests answered by the persistence actor
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GetStatus(Request):
     user_id: int
     message_id: int
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GetHistory(Request):
     user_id: int
     with_user: str | int | None = None
+    room: str | None = None
     limit: int = 10
     before: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListRooms(Request):
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadBy(Request):
+    user_id: int
+    message_id: int
+
+
+# rooms: from the outside to the member's UserActor
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRoom(Request):
+    user_id: int
+    room: str
+    body: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomCommand(Request):
+    user_id: int
+    room: str
+    action: str  # "create" | "join" | "leave"
+
+
+# rooms: from a UserActor to the persistence actor and back
+@dataclass(frozen=True, slots=True)
+class RoomOp:
+    token: int
+    action: str  # "create" | "join" | "leave" | "find"
+    user: UserInfo
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomOpDone:
+    token: int
+    room: RoomInfo | None
+    error: Exception | None = None
+
+
+# rooms: routed to a RoomActor
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberJoined(Request):
+    user: UserInfo
+    active: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberLeft(Request):
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPresence:
+    """A member became active (logged in, with a live UserActor) or stopped being so."""
+
+    user_id: int
+    active: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostRoom(Request):
+    sender: UserInfo
+    body: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceCursor:
+    reader: UserInfo
+    up_to: int
+    ack_to: Address
+    token: int
+
+
+# rooms: RoomActor <-> persistence, RoomActor <-> directory
+@dataclass(frozen=True, slots=True)
+class LoadRoom:
+    room_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLoaded:
+    room: RoomInfo | None
+    members: tuple[UserInfo, ...] = ()
+    error: Exception | None = None
+
+
+Fanout = tuple[tuple[Address, tuple[int, ...]], ...]  # (sink, the users it holds sessions of)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreRoom(Request):
+    room: RoomInfo
+    sender: UserInfo
+    body: str
+    client_id: str | None
+    status: str
+    fanout: Fanout = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRoomRead:
+    room_id: int
+    reader: UserInfo
+    up_to: int
+    fanout: Fanout
+    ack_to: Address
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMembers:
+    """From a RoomActor to the directory: who its members are, so their sinks follow them."""
+
+    room_id: int
+    member_ids: tuple[int, ...]
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSinks:
+    """From the directory to a live RoomActor: where members' sessions are (all, or one user's)."""
+
+    sinks: tuple[tuple[int, tuple[Address, ...]], ...]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    """From the directory to a live UserActor: its user's last session closed."""
+
+    user_id: int
+
+
 # -- directory, supervisor, lifecycle ------------------------------------------------------------------
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Route:
     """To the directory: deliver ``body`` to the live actor for (kind, id), activating it if needed."""
 
@@ -226,7 +362,7 @@ class Route:
     body: Any
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """From the directory to a live actor: the route (kept so a dead letter can be routed again),
     plus where the owner's sessions can be reached."""
@@ -235,44 +371,44 @@ class Envelope:
     sinks: tuple[Address, ...] = ()
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class StartChild:
     kind: str
     id: int
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class ChildStarted:
     kind: str
     id: int
     address: Address
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class ChildExited:
     kind: str
     id: int
     address: Address
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class RetireRequest:
     kind: str
     id: int
     address: Address
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class RetireApproved:
     pass
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class RetireDenied:
     pass
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class RetireCancelled:
     kind: str
     id: int
@@ -280,32 +416,40 @@ class RetireCancelled:
 
 
 # -- persistence ---------------------------------------------------------------------------------------
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class LoadUser:
     user_id: int
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class UserLoaded:
     user: UserInfo | None
-    inbox: tuple[Message, ...]
+    rooms: tuple[RoomInfo, ...] = ()
     error: Exception | None = None
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadInbox(Request):
+    """Answered with the inbox, or with ``login`` completed by it (messages waiting become 'entregado')."""
+
+    user_id: int
+    login: LoginResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Resolve:
     token: int
     ref: str | int
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Resolved:
     token: int
     user: UserInfo | None
     error: Exception | None = None
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreDirect(Request):
     sender: UserInfo
     recipient: UserInfo
@@ -316,25 +460,25 @@ class StoreDirect(Request):
     notify: Address = None
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Stored:
     message: Message | None  # None: the write failed and the caller was told
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class FetchUnread:
     user_id: int
     token: int
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class UnreadFetched:
     token: int
     messages: tuple[Message, ...]
     error: Exception | None = None
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class MarkRead:
     reader: UserInfo
     sender_id: int
@@ -344,28 +488,23 @@ class MarkRead:
     token: int
 
 
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class ReadAck:
     token: int
-    sender_id: int
+    part: tuple[str, int]  # ("user", sender id) or ("room", room id): which confirmation this is
     error: Exception | None = None
 
 
-@dataclass(**FROZEN)
-class MarkDelivered:
-    user_id: int
-
-
-@dataclass(**FROZEN)
+@dataclass(frozen=True, slots=True)
 class Flush:
     pass
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ping(Request):
     """Answered with the OS process id of the actor: for tests of process layout and crashes."""
 
 
-@dataclass(**KW)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WhoIsOnline(Request):
     user_ids: tuple[int, ...]

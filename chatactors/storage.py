@@ -19,8 +19,16 @@ from typing import Any, TypeVar
 import peewee as pw
 from playhouse.db_url import connect
 
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, UserInfo
-from chatactors.errors import ChatError, StorageUnavailable, UsernameTaken, UserNotFound
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, RoomInfo, RoomSummary, UserInfo
+from chatactors.errors import (
+    ChatError,
+    NotAMember,
+    RoomExists,
+    RoomNotFound,
+    StorageUnavailable,
+    UsernameTaken,
+    UserNotFound,
+)
 
 database_proxy = pw.DatabaseProxy()
 T = TypeVar("T")
@@ -297,11 +305,25 @@ class Store:
             for r in rows
         ]
 
+    def _received(self, user_id: int, unread_only: bool = False) -> Any:
+        """Messages ``user_id`` received: direct ones, and room messages posted after joining."""
+        direct = Mensaje.recipient == user_id
+        in_room = (
+            Membership.id.is_null(False)
+            & (Mensaje.sender != user_id)
+            & (Mensaje.id > Membership.joined_after)
+        )
+        if unread_only:
+            direct = direct & (Mensaje.status != LEIDO)
+            in_room = in_room & (Mensaje.id > Membership.read_up_to)
+        on = (Membership.room == Mensaje.room) & (Membership.user == user_id)
+        return Mensaje.select(Mensaje).join(Membership, pw.JOIN.LEFT_OUTER, on=on).where(direct | in_room)
+
     def inbox(self, user_id: int, limit: int = 10, before: int | None = None) -> list[Message]:
-        """The last ``limit`` direct messages received, newest last."""
+        """The last ``limit`` messages received (direct and room), newest last."""
 
         def work() -> list[Message]:
-            query = Mensaje.select().where(Mensaje.recipient == user_id)
+            query = self._received(user_id)
             if before is not None:
                 query = query.where(Mensaje.id < before)
             rows = list(query.order_by(Mensaje.id.desc()).limit(limit))
@@ -310,15 +332,8 @@ class Store:
         return self.run(work)
 
     def unread(self, user_id: int) -> list[Message]:
-        def work() -> list[Message]:
-            rows = (
-                Mensaje.select()
-                .where((Mensaje.recipient == user_id) & (Mensaje.status != LEIDO))
-                .order_by(Mensaje.id)
-            )
-            return self._decorate(rows)
-
-        return self.run(work)
+        """Everything ``user_id`` has not read yet, direct and room, oldest first."""
+        return self.run(lambda: self._decorate(self._received(user_id, True).order_by(Mensaje.id)))
 
     def mark_read(self, reader_id: int, sender_id: int, ids: Iterable[int]) -> int:
         """Set 'leido' on messages ``sender_id`` sent to ``reader_id``; call inside a transaction."""
@@ -348,19 +363,21 @@ class Store:
 
     def status(self, user_id: int, message_id: int) -> str:
         def work() -> str:
-            row = (
-                Mensaje.select(Mensaje.status)
-                .where(
-                    (Mensaje.id == message_id)
-                    & ((Mensaje.sender == user_id) | (Mensaje.recipient == user_id))
-                )
-                .first()
-            )
-            if row is None:
-                raise ChatError(f"no message {message_id} of yours")
-            return str(row.status)
+            return str(self._visible(user_id, message_id).status)
 
         return self.run(work)
+
+    def _visible(self, user_id: int, message_id: int) -> Mensaje:
+        """A message its sender, its recipient or a member of its room may look at."""
+        row = Mensaje.get_or_none(Mensaje.id == message_id)
+        if row is not None and (row.sender_id == user_id or row.recipient_id == user_id):
+            return row
+        if row is not None and row.room_id is not None and self._membership(row.room_id, user_id):
+            return row
+        raise ChatError(f"no message {message_id} of yours")
+
+    def _membership(self, room_id: int, user_id: int) -> Membership | None:
+        return Membership.get_or_none((Membership.room == room_id) & (Membership.user == user_id))
 
     def history(
         self, user_id: int, with_user: str | int | None, limit: int, before: int | None
@@ -388,6 +405,174 @@ class Store:
     def count_messages(self) -> int:
         return self.run(lambda: Mensaje.select().count())
 
+    # -- rooms ------------------------------------------------------------------------------------
+    def _room(self, ref: str | int) -> Room:
+        room = Room.get_or_none(Room.id == ref if isinstance(ref, int) else Room.name == ref)
+        if room is None:
+            raise RoomNotFound(f"no room {ref!r}")
+        return room
 
-def describe(value: Any) -> str:
-    return repr(value)
+    def room(self, ref: str | int) -> RoomInfo:
+        room = self.run(lambda: self._room(ref))
+        return RoomInfo(room.id, room.name)
+
+    def _last_message_id(self) -> int:
+        return int(Mensaje.select(pw.fn.MAX(Mensaje.id)).scalar() or 0)
+
+    def create_room(self, name: str, creator_id: int) -> RoomInfo:
+        """A new room, with its creator as first member."""
+
+        def work() -> RoomInfo:
+            if Room.select().where(pw.fn.LOWER(Room.name) == name.lower()).exists():
+                raise RoomExists(f"room {name!r} exists")
+            room = Room.create(name=name, created_by=creator_id, created_at=utcnow())
+            self._join(room, creator_id)
+            return RoomInfo(room.id, room.name)
+
+        try:
+            return self.run(work)
+        except pw.IntegrityError as exc:
+            raise RoomExists(f"room {name!r} exists") from exc
+
+    def _join(self, room: Room, user_id: int) -> None:
+        # Messages posted before joining are history, not unread mail.
+        last = self._last_message_id()
+        Membership.create(room=room, user=user_id, joined_at=utcnow(), joined_after=last, read_up_to=last)
+
+    def join_room(self, name: str, user_id: int) -> RoomInfo:
+        """Join (joining twice is a no-op)."""
+
+        def work() -> RoomInfo:
+            room = self._room(name)
+            if self._membership(room.id, user_id) is None:
+                self._join(room, user_id)
+            return RoomInfo(room.id, room.name)
+
+        return self.run(work)
+
+    def leave_room(self, name: str, user_id: int) -> RoomInfo:
+        def work() -> RoomInfo:
+            room = self._room(name)
+            deleted = (
+                Membership.delete()
+                .where((Membership.room == room.id) & (Membership.user == user_id))
+                .execute()
+            )
+            if not deleted:
+                raise NotAMember(f"you are not in {name!r}")
+            return RoomInfo(room.id, room.name)
+
+        return self.run(work)
+
+    def rooms_of(self, user_id: int) -> list[RoomInfo]:
+        def work() -> list[RoomInfo]:
+            query = Room.select(Room.id, Room.name).join(Membership).where(Membership.user == user_id)
+            return [RoomInfo(r.id, r.name) for r in query.order_by(Room.name)]
+
+        return self.run(work)
+
+    def room_members(self, room_id: int) -> list[UserInfo]:
+        def work() -> list[UserInfo]:
+            query = User.select(User.id, User.username).join(Membership).where(Membership.room == room_id)
+            return [UserInfo(u.id, u.username) for u in query.order_by(User.id)]
+
+        return self.run(work)
+
+    def room_summaries(self, user_id: int) -> list[RoomSummary]:
+        """The rooms ``user_id`` is in, with member and unread counts."""
+
+        def work() -> list[RoomSummary]:
+            out = []
+            for m in Membership.select(Membership, Room).join(Room).where(Membership.user == user_id):
+                cursor = max(m.joined_after, m.read_up_to)
+                unread = (
+                    Mensaje.select()
+                    .where((Mensaje.room == m.room_id) & (Mensaje.id > cursor) & (Mensaje.sender != user_id))
+                    .count()
+                )
+                members = Membership.select().where(Membership.room == m.room_id).count()
+                out.append(RoomSummary(m.room.name, members, unread))
+            return sorted(out, key=lambda r: r.name)
+
+        return self.run(work)
+
+    def insert_room(
+        self, room: RoomInfo, sender: UserInfo, body: str, client_id: str | None, status: str
+    ) -> Message:
+        """Store a room message once, whatever the number of members; call inside a transaction."""
+        if client_id is not None:
+            existing = (
+                Mensaje.select()
+                .where((Mensaje.sender == sender.id) & (Mensaje.client_id == client_id))
+                .first()
+            )
+            if existing is not None:
+                return self._decorate([existing])[0]
+        row = Mensaje.create(
+            sender=sender.id, room=room.id, body=body, created_at=utcnow(), status=status, client_id=client_id
+        )
+        return _message(row, sender.username, None, room.name)
+
+    def mark_room_read(self, room_id: int, reader_id: int, up_to: int) -> list[tuple[int, int]]:
+        """Move the reader's cursor to ``up_to``; returns (message id, sender id) of the messages
+        that every member has now read. Call inside a transaction."""
+        member = self._membership(room_id, reader_id)
+        if member is None:
+            raise NotAMember(f"you are not in room {room_id}")
+        old = member.read_up_to
+        if up_to <= old:
+            return []
+        Membership.update(read_up_to=up_to).where(Membership.id == member.id).execute()
+        done = []
+        candidates = Mensaje.select(Mensaje.id, Mensaje.sender).where(
+            (Mensaje.room == room_id) & (Mensaje.id > old) & (Mensaje.id <= up_to) & (Mensaje.status != LEIDO)
+        )
+        for m in candidates:
+            behind = Membership.select().where(
+                (Membership.room == room_id)
+                & (Membership.user != m.sender_id)
+                & (Membership.joined_after < m.id)
+                & (Membership.read_up_to < m.id)
+            )
+            if not behind.exists():
+                done.append((m.id, m.sender_id))
+        if done:
+            Mensaje.update(status=LEIDO).where(Mensaje.id.in_([i for i, _ in done])).execute()
+        return done
+
+    def read_by(self, user_id: int, message_id: int) -> list[str]:
+        """Who has read a message: for a room, every member whose cursor has passed it."""
+
+        def work() -> list[str]:
+            row = self._visible(user_id, message_id)
+            if row.room_id is None:
+                if row.status != LEIDO:
+                    return []
+                return [User.get_by_id(row.recipient_id).username]
+            query = (
+                User.select(User.username)
+                .join(Membership)
+                .where(
+                    (Membership.room == row.room_id)
+                    & (Membership.user != row.sender_id)
+                    & (Membership.joined_after < row.id)
+                    & (Membership.read_up_to >= row.id)
+                )
+            )
+            return sorted(u.username for u in query)
+
+        return self.run(work)
+
+    def room_history(self, user_id: int, name: str, limit: int, before: int | None) -> list[Message]:
+        """A room's messages, newest last; members only."""
+
+        def work() -> list[Message]:
+            room = self._room(name)
+            if self._membership(room.id, user_id) is None:
+                raise NotAMember(f"you are not in {name!r}")
+            query = Mensaje.select().where(Mensaje.room == room.id)
+            if before is not None:
+                query = query.where(Mensaje.id < before)
+            return self._decorate(reversed(list(query.order_by(Mensaje.id.desc()).limit(limit))))
+
+        return self.run(work)

@@ -22,12 +22,15 @@ from chatactors.messages import (
     DropSink,
     Envelope,
     GetStats,
+    Offline,
     Reply,
     RetireApproved,
     RetireCancelled,
     RetireDenied,
     RetireRequest,
     Roles,
+    RoomMembers,
+    RoomSinks,
     Route,
     StartChild,
     Stats,
@@ -41,6 +44,9 @@ class DirectoryActor(ChatActor):
         super().__init__()
         self.registry = Registry()
         self.roles: Roles | None = None
+        # Members of live rooms, so a room learns at once where its members' sessions are.
+        self.room_members: dict[int, set[int]] = {}
+        self.user_rooms: dict[int, set[int]] = {}
 
     def configure(self, msg: Configure) -> None:
         self.roles = msg.roles
@@ -50,15 +56,42 @@ class DirectoryActor(ChatActor):
         key = (msg.kind, msg.id)
         if isinstance(msg.body, Attach):
             self.registry.attach(key, msg.body.sink)
+            self._presence_changed(msg.id)
         self._apply(self.registry.route(key, msg.body))
 
     def receiveMsg_Detach(self, msg: Detach, sender: Any) -> None:
         self.registry.detach(("user", msg.user_id), msg.sink)
+        self._presence_changed(msg.user_id)
         self.reply(msg)
 
     def receiveMsg_DropSink(self, msg: DropSink, sender: Any) -> None:
-        self.registry.drop_sink(msg.sink)
+        for _, user_id in self.registry.drop_sink(msg.sink):
+            self._presence_changed(user_id)
         self.reply(msg)
+
+    def _presence_changed(self, user_id: int) -> None:
+        """Tell the user's live rooms where its sessions are now, and its actor if it went offline."""
+        sinks = self.registry.sinks(("user", user_id))
+        for room_id in self.user_rooms.get(user_id, ()):
+            address = self.registry.address(("room", room_id))
+            if address is not None:
+                self.send(address, RoomSinks(((user_id, sinks),), complete=False))
+        address = self.registry.address(("user", user_id))
+        if not sinks and address is not None:
+            self.send(address, Envelope(Route("user", user_id, Offline(user_id))))
+
+    def receiveMsg_RoomMembers(self, msg: RoomMembers, sender: Any) -> None:
+        for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):
+            self.user_rooms.get(user_id, set()).discard(msg.room_id)
+        self.room_members[msg.room_id] = set(msg.member_ids)
+        for user_id in msg.member_ids:
+            self.user_rooms.setdefault(user_id, set()).add(msg.room_id)
+        online = tuple(
+            (u, self.registry.sinks(("user", u)))
+            for u in msg.member_ids
+            if self.registry.is_online(("user", u))
+        )
+        self.send(msg.address, RoomSinks(online, complete=True))
 
     def receiveMsg_ChildStarted(self, msg: ChildStarted, sender: Any) -> None:
         self._apply(self.registry.started((msg.kind, msg.id), msg.address))
@@ -71,6 +104,9 @@ class DirectoryActor(ChatActor):
 
     def receiveMsg_ChildExited(self, msg: ChildExited, sender: Any) -> None:
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
+        if msg.kind == "room" and self.registry.address(("room", msg.id)) is None:
+            for user_id in self.room_members.pop(msg.id, set()):
+                self.user_rooms.get(user_id, set()).discard(msg.id)
 
     def receiveMsg_DeadEnvelope(self, msg: Any, sender: Any) -> None:
         dead = msg.deadMessage

@@ -2,17 +2,21 @@
 
 A write is queued and a ``Flush`` is sent to self; everything already in the mailbox is handled
 before that ``Flush`` arrives, so a burst becomes one transaction while a lone write waits for no
-timer. Nothing is acknowledged, pushed or reported stored before its batch has committed. Reads
-flush first, so they see every write queued before them.
+timer. Each write runs in its own savepoint, so one bad write fails alone, and nothing is
+acknowledged, pushed or reported stored before its batch has committed. Reads flush first, so they
+see every write queued before them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
 from chatactors.core.model import LEIDO, Receipt
 from chatactors.core.rules import check_limit
+from chatactors.errors import ChatError
 from chatactors.messages import (
     Configure,
     Failed,
@@ -20,20 +24,30 @@ from chatactors.messages import (
     Flush,
     GetHistory,
     GetStatus,
+    ListRooms,
+    LoadInbox,
+    LoadRoom,
     LoadUser,
-    MarkDelivered,
     MarkRead,
+    MarkRoomRead,
     Push,
     ReadAck,
+    ReadBy,
     Reply,
     Resolve,
     Resolved,
+    RoomLoaded,
+    RoomOp,
+    RoomOpDone,
     Stored,
     StoreDirect,
+    StoreRoom,
     UnreadFetched,
     UserLoaded,
 )
 from chatactors.storage import Store
+
+WRITES = (StoreDirect, StoreRoom, MarkRead, MarkRoomRead)
 
 
 class PersistenceActor(ChatActor):
@@ -49,6 +63,9 @@ class PersistenceActor(ChatActor):
         self.store = Store(msg.config.database_url)
         self.batch_max = msg.config.batch_max
 
+    def on_exit(self) -> None:
+        self._flush()  # nothing queued is dropped by a shutdown
+
     # -- writes, batched ------------------------------------------------------------------------
     def _queue(self, msg: Any, sender: Any = None) -> None:
         self.pending.append(msg)
@@ -59,10 +76,9 @@ class PersistenceActor(ChatActor):
             self.send(self.myAddress, Flush())
 
     receiveMsg_StoreDirect = _queue
+    receiveMsg_StoreRoom = _queue
     receiveMsg_MarkRead = _queue
-
-    def on_exit(self) -> None:
-        self._flush()  # nothing queued is dropped by a shutdown
+    receiveMsg_MarkRoomRead = _queue
 
     def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
         self.flush_scheduled = False
@@ -75,43 +91,75 @@ class PersistenceActor(ChatActor):
         batch, self.pending = self.pending, []
         out = Outbox()
         try:
-            results = self.store.run(lambda: [self._apply(m) for m in batch])
-        except Exception as exc:
+            results = self.store.run(lambda: [self._apply_one(m) for m in batch])
+        except Exception as exc:  # the database itself failed: the whole batch is unacknowledged
             error = as_chat_error(exc)
             for m in batch:
                 self._failed(out, m, error)
         else:
             self.batches += 1
-            for m, result in zip(batch, results, strict=True):
-                self._done(out, m, result)
+            for m, (ok, result) in zip(batch, results, strict=True):
+                if ok:
+                    self._done(out, m, result)
+                else:
+                    self._failed(out, m, result)
         out.send_all(self)
+
+    def _apply_one(self, m: Any) -> tuple[bool, Any]:
+        """One write in a savepoint: a rule it breaks fails it alone."""
+        assert self.store is not None
+        try:
+            with self.store.db.atomic():
+                return True, self._apply(m)
+        except ChatError as exc:
+            return False, exc
 
     def _apply(self, m: Any) -> Any:
         assert self.store is not None
         if isinstance(m, StoreDirect):
             return self.store.insert_direct(m.sender, m.recipient, m.body, m.client_id, m.status)
+        if isinstance(m, StoreRoom):
+            return self.store.insert_room(m.room, m.sender, m.body, m.client_id, m.status)
         if isinstance(m, MarkRead):
             return self.store.mark_read(m.reader.id, m.sender_id, m.message_ids)
+        if isinstance(m, MarkRoomRead):
+            return self.store.mark_room_read(m.room_id, m.reader.id, m.up_to)
         raise TypeError(type(m).__name__)
 
     def _done(self, out: Outbox, m: Any, result: Any) -> None:
         if isinstance(m, StoreDirect):
             for sink in m.sinks:
-                out.add(sink, Push(m.recipient.id, result))
+                out.add(sink, Push((m.recipient.id,), result))
             out.add(m.reply_to, Reply(m.req_id, result))
             out.add(m.notify, Stored(result))
+        elif isinstance(m, StoreRoom):
+            for sink, user_ids in m.fanout:
+                out.add(sink, Push(user_ids, result))
+            out.add(m.reply_to, Reply(m.req_id, result))
         elif isinstance(m, MarkRead):
             receipt = Receipt(m.message_ids, LEIDO, m.reader.username, m.reader.id)
             for sink in m.sinks:
-                out.add(sink, Push(m.sender_id, receipt))
-            out.add(m.ack_to, ReadAck(m.token, m.sender_id))
+                out.add(sink, Push((m.sender_id,), receipt))
+            out.add(m.ack_to, ReadAck(m.token, ("user", m.sender_id)))
+        elif isinstance(m, MarkRoomRead):
+            by_sender: dict[int, list[int]] = {}
+            for message_id, sender_id in result:
+                by_sender.setdefault(sender_id, []).append(message_id)
+            for sink, user_ids in m.fanout:
+                for sender_id in set(user_ids) & set(by_sender):
+                    receipt = Receipt(tuple(by_sender[sender_id]), LEIDO, m.reader.username, m.reader.id)
+                    out.add(sink, Push((sender_id,), receipt))
+            out.add(m.ack_to, ReadAck(m.token, ("room", m.room_id)))
 
     def _failed(self, out: Outbox, m: Any, error: Exception) -> None:
-        if isinstance(m, StoreDirect):
+        if isinstance(m, (StoreDirect, StoreRoom)):
             out.add(m.reply_to, Failed(m.req_id, error))
-            out.add(m.notify, Stored(None))
+            if isinstance(m, StoreDirect):
+                out.add(m.notify, Stored(None))
         elif isinstance(m, MarkRead):
-            out.add(m.ack_to, ReadAck(m.token, m.sender_id, error))
+            out.add(m.ack_to, ReadAck(m.token, ("user", m.sender_id), error))
+        elif isinstance(m, MarkRoomRead):
+            out.add(m.ack_to, ReadAck(m.token, ("room", m.room_id), error))
 
     # -- reads, after a flush -------------------------------------------------------------------
     def _read(self) -> Store:
@@ -119,34 +167,72 @@ class PersistenceActor(ChatActor):
         assert self.store is not None
         return self.store
 
-    def receiveMsg_LoadUser(self, msg: LoadUser, sender: Any) -> None:
-        store = self._read()
+    def _answer(self, sender: Any, work: Callable[[Store], Any], failed: Callable[[Exception], Any]) -> None:
+        """Reply to an actor (not the outside) with ``work``'s result, or with ``failed(error)``."""
         try:
-            user = store.user(msg.user_id)
-            inbox = tuple(store.inbox(msg.user_id)) if user is not None else ()
+            self.send(sender, work(self._read()))
         except Exception as exc:
-            self.send(sender, UserLoaded(None, (), as_chat_error(exc)))
-        else:
-            self.send(sender, UserLoaded(user, inbox))
+            self.send(sender, failed(as_chat_error(exc)))
+
+    def receiveMsg_LoadUser(self, msg: LoadUser, sender: Any) -> None:
+        def work(store: Store) -> UserLoaded:
+            user = store.user(msg.user_id)
+            return UserLoaded(user, tuple(store.rooms_of(msg.user_id)) if user else ())
+
+        self._answer(sender, work, lambda e: UserLoaded(None, (), e))
+
+    def receiveMsg_LoadRoom(self, msg: LoadRoom, sender: Any) -> None:
+        def work(store: Store) -> RoomLoaded:
+            return RoomLoaded(store.room(msg.room_id), tuple(store.room_members(msg.room_id)))
+
+        self._answer(sender, work, lambda e: RoomLoaded(None, (), e))
 
     def receiveMsg_Resolve(self, msg: Resolve, sender: Any) -> None:
-        try:
-            self.send(sender, Resolved(msg.token, self._read().user(msg.ref)))
-        except Exception as exc:
-            self.send(sender, Resolved(msg.token, None, as_chat_error(exc)))
+        self._answer(
+            sender, lambda s: Resolved(msg.token, s.user(msg.ref)), lambda e: Resolved(msg.token, None, e)
+        )
 
     def receiveMsg_FetchUnread(self, msg: FetchUnread, sender: Any) -> None:
-        try:
-            self.send(sender, UnreadFetched(msg.token, tuple(self._read().unread(msg.user_id))))
-        except Exception as exc:
-            self.send(sender, UnreadFetched(msg.token, (), as_chat_error(exc)))
+        self._answer(
+            sender,
+            lambda s: UnreadFetched(msg.token, tuple(s.unread(msg.user_id))),
+            lambda e: UnreadFetched(msg.token, (), e),
+        )
 
-    def receiveMsg_MarkDelivered(self, msg: MarkDelivered, sender: Any) -> None:
-        self._read().mark_delivered(msg.user_id)
+    def receiveMsg_RoomOp(self, msg: RoomOp, sender: Any) -> None:
+        def work(store: Store) -> RoomOpDone:
+            if msg.action == "create":
+                return RoomOpDone(msg.token, store.create_room(msg.room, msg.user.id))
+            if msg.action == "join":
+                return RoomOpDone(msg.token, store.join_room(msg.room, msg.user.id))
+            if msg.action == "leave":
+                return RoomOpDone(msg.token, store.leave_room(msg.room, msg.user.id))
+            return RoomOpDone(msg.token, store.room(msg.room))
+
+        self._answer(sender, work, lambda e: RoomOpDone(msg.token, None, e))
+
+    # requests from the outside: answered to reply_to (errors become Failed in the base class)
+    def receiveMsg_LoadInbox(self, msg: LoadInbox, sender: Any) -> None:
+        store = self._read()
+        if msg.login is None:
+            self.reply(msg, tuple(store.inbox(msg.user_id)))
+            return
+        store.mark_delivered(msg.user_id)
+        self.reply(msg, replace(msg.login, inbox=tuple(store.inbox(msg.user_id))))
 
     def receiveMsg_GetStatus(self, msg: GetStatus, sender: Any) -> None:
         self.reply(msg, self._read().status(msg.user_id, msg.message_id))
 
+    def receiveMsg_ReadBy(self, msg: ReadBy, sender: Any) -> None:
+        self.reply(msg, tuple(self._read().read_by(msg.user_id, msg.message_id)))
+
+    def receiveMsg_ListRooms(self, msg: ListRooms, sender: Any) -> None:
+        self.reply(msg, tuple(self._read().room_summaries(msg.user_id)))
+
     def receiveMsg_GetHistory(self, msg: GetHistory, sender: Any) -> None:
         limit = check_limit(msg.limit)
-        self.reply(msg, tuple(self._read().history(msg.user_id, msg.with_user, limit, msg.before)))
+        store = self._read()
+        if msg.room is not None:
+            self.reply(msg, tuple(store.room_history(msg.user_id, msg.room, limit, msg.before)))
+        else:
+            self.reply(msg, tuple(store.history(msg.user_id, msg.with_user, limit, msg.before)))

@@ -1,25 +1,22 @@
 """UserActor: one user's live state (an OTP GenServer per user, activated on demand).
 
-It holds the user's identity, the last messages received (its inbox) and the reads in progress,
-all rebuilt from the database on activation, so a retired or crashed actor loses nothing. It asks to
-retire when idle (two-phase: the directory approves and buffers, then it exits).
+It holds who the user is, their rooms, the contacts they write to, whether they are active (logged
+in with this actor live, which keeps their rooms' actors running) and the reads in progress. All of
+it is rebuilt from the database on activation, so a retired or crashed actor loses nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from thespian.actors import ActorExitRequest, WakeupMessage
-
-from chatactors.actors.base import ChatActor, as_chat_error
-from chatactors.core.clock import MonotonicClock
-from chatactors.core.idle import IdlePolicy
-from chatactors.core.inbox import Inbox
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, UserInfo
-from chatactors.core.rules import check_body
-from chatactors.errors import ChatError, UserNotFound
+from chatactors.actors.base import as_chat_error
+from chatactors.actors.virtual import VirtualActor
+from chatactors.core.model import ENTREGADO, ENVIADO, Message, RoomInfo, UserInfo
+from chatactors.core.rules import check_body, check_room_name
+from chatactors.errors import ChatError, NotAMember, UserNotFound
 from chatactors.messages import (
+    AdvanceCursor,
     Attach,
     ConfirmRead,
     Deliver,
@@ -27,23 +24,26 @@ from chatactors.messages import (
     FetchUnread,
     GetInbox,
     GetPid,
-    Init,
+    LoadInbox,
     LoadUser,
     LoginResult,
-    MarkDelivered,
     MarkRead,
+    MemberJoined,
+    MemberLeft,
+    MemberPresence,
+    Offline,
+    PostRoom,
     ReadAck,
     ReadMessages,
     Request,
     Resolve,
     Resolved,
-    RetireApproved,
-    RetireCancelled,
-    RetireDenied,
-    RetireRequest,
-    Roles,
+    RoomCommand,
+    RoomOp,
+    RoomOpDone,
     Route,
     SendDirect,
+    SendRoom,
     Stored,
     StoreDirect,
     UnreadFetched,
@@ -54,147 +54,99 @@ from chatactors.messages import (
 @dataclass
 class _Read:
     request: ReadMessages
-    messages: tuple[Message, ...]
-    waiting: set[int]
+    messages: tuple[Message, ...] = ()
+    waiting: frozenset[tuple[str, int]] = frozenset()
     error: ChatError | None = None
 
 
-@dataclass
-class _State:
-    stash: list[Envelope] = field(default_factory=list)
-    resolving: dict[int, tuple[SendDirect, str | int]] = field(default_factory=dict)
-    reads: dict[int, _Read] = field(default_factory=dict)
-    queued_reads: list[ReadMessages] = field(default_factory=list)
+class UserActor(VirtualActor):
+    kind = "user"
 
-
-class UserActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
-        self.user_id = 0
         self.user: UserInfo | None = None
-        self.roles: Roles | None = None
-        self.inbox = Inbox()
-        self.idle = IdlePolicy(MonotonicClock(), 300.0)
-        self.state = _State()
+        self.rooms: dict[str, RoomInfo] = {}
         self.contacts: dict[str | int, UserInfo] = {}
-        self.loaded = False
-        self.retiring = False
-        self._tokens = 0
-
-    def _token(self) -> int:
-        self._tokens += 1
-        return self._tokens
+        self.active = False
+        self.resolving: dict[int, tuple[Request, Any]] = {}
+        self.reads: dict[int, _Read] = {}
+        self.queued_reads: list[ReadMessages] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
-        self.user_id, self.roles = msg.id, msg.roles
-        self.idle = IdlePolicy(MonotonicClock(), msg.config.idle_timeout)
-        self.idle.started()
-        self.send(self.roles.persistence, LoadUser(msg.id))
+    def load(self) -> None:
+        assert self.roles is not None
+        self.send(self.roles.persistence, LoadUser(self.id))
 
     def receiveMsg_UserLoaded(self, msg: UserLoaded, sender: Any) -> None:
-        self.idle.finished()
-        stash, self.state.stash = self.state.stash, []
         if msg.user is None:
-            error = msg.error or UserNotFound(f"no user {self.user_id}")
-            for envelope in stash:
-                request = envelope.body.body
-                if isinstance(request, Request) and request.reply_to is not None:
-                    self.fail(request, error)
-            self._ask_to_retire()
+            self.fail_stash(as_chat_error(msg.error or UserNotFound(f"no user {self.id}")))
             return
-        self.user, self.loaded = msg.user, True
-        self.inbox = Inbox(msg.inbox)
-        for envelope in stash:
-            self.receiveMessage(envelope, None)
-        self.wakeupAfter(self.idle.next_check())
+        self.user = msg.user
+        self.rooms = {r.name: r for r in msg.rooms}
+        self.loaded()
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if self.retiring:
-            return
-        if self.idle.should_retire() and not self.state.stash:
-            self._ask_to_retire()
-        else:
-            self.wakeupAfter(self.idle.next_check())
+    def may_retire(self) -> bool:
+        return not self.reads and super().may_retire()
 
-    def _ask_to_retire(self) -> None:
-        assert self.roles is not None
-        self.retiring = True
-        self.send(self.roles.directory, RetireRequest("user", self.user_id, self.myAddress))
+    def before_exit(self) -> None:
+        self._set_active(False)
 
-    def receiveMsg_RetireApproved(self, msg: RetireApproved, sender: Any) -> None:
-        if self.idle.outstanding or self.state.stash:
-            # Work arrived between asking and the approval: stay.
-            assert self.roles is not None
-            self.retiring = False
-            self.send(self.roles.directory, RetireCancelled("user", self.user_id, self.myAddress))
-            self.wakeupAfter(self.idle.next_check())
-            return
-        self.send(self.myAddress, ActorExitRequest())
-
-    def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:
-        self.retiring = False
-        self.idle.touch()
-        self.wakeupAfter(self.idle.next_check())
-
-    # -- routed work ----------------------------------------------------------------------------
     def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
-        if not self.loaded:
-            self.state.stash.append(msg)
-            return
-        self.idle.touch()
-        body = msg.body.body
-        try:
-            handler = getattr(self, "on_" + type(body).__name__)
-            handler(body, msg.sinks)
-        except Exception as exc:
-            if isinstance(body, Request) and body.reply_to is not None:
-                self.fail(body, exc)
-            else:
-                raise
+        if self.ready and msg.sinks and not self.active:
+            self._set_active(True)
+        super().receiveMsg_Envelope(msg, sender)
 
-    def _route(self, user_id: int, body: Any) -> None:
+    def _set_active(self, active: bool) -> None:
+        """Active members keep their rooms' actors running (roadmap V0.4)."""
+        if active != self.active:
+            self.active = active
+            for room in self.rooms.values():
+                self._route("room", room.id, MemberPresence(self.id, active))
+
+    def on_Offline(self, msg: Offline, envelope: Envelope) -> None:
+        self._set_active(False)
+
+    def _route(self, kind: str, ident: int, body: Any) -> None:
         assert self.roles is not None
-        self.send(self.roles.directory, Route("user", user_id, body))
+        self.send(self.roles.directory, Route(kind, ident, body))
 
-    def on_Attach(self, msg: Attach, sinks: tuple[Any, ...]) -> None:
-        assert self.user is not None and self.roles is not None
-        waiting = [m.id for m in self.inbox.messages() if m.status == ENVIADO]
-        self.inbox.mark(waiting, ENTREGADO)
-        result = LoginResult(
-            self.user.id, self.user.username, msg.token, self.myAddress, self.inbox.messages()
-        )
-        self.reply(msg, result)
-        self.send(self.roles.persistence, MarkDelivered(self.user.id))
+    def _persist(self, message: Any) -> None:
+        assert self.roles is not None
+        self.send(self.roles.persistence, message)
 
-    def on_GetInbox(self, msg: GetInbox, sinks: tuple[Any, ...]) -> None:
-        self.reply(msg, self.inbox.messages())
+    # -- session --------------------------------------------------------------------------------
+    def on_Attach(self, msg: Attach, envelope: Envelope) -> None:
+        assert self.user is not None
+        login = LoginResult(self.user.id, self.user.username, msg.token, self.myAddress, ())
+        self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id, login=login))
 
-    def on_GetPid(self, msg: GetPid, sinks: tuple[Any, ...]) -> None:
+    def on_GetInbox(self, msg: GetInbox, envelope: Envelope) -> None:
+        self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id))
+
+    def on_GetPid(self, msg: GetPid, envelope: Envelope) -> None:
         self.reply(msg, self.myAddress)
 
-    # sending: I am the sender
-    def on_SendDirect(self, msg: SendDirect, sinks: tuple[Any, ...]) -> None:
-        assert self.roles is not None
+    # -- direct messages: I am the sender --------------------------------------------------------
+    def on_SendDirect(self, msg: SendDirect, envelope: Envelope) -> None:
         check_body(msg.body)
-        ref = msg.to
-        if ref in self.contacts:
-            self._deliver(msg, self.contacts[ref])
+        if msg.to in self.contacts:
+            self._deliver(msg, self.contacts[msg.to])
             return
-        token = self._token()
-        self.state.resolving[token] = (msg, ref)
+        token = self.token()
+        self.resolving[token] = (msg, msg.to)
         self.idle.started()
-        self.send(self.roles.persistence, Resolve(token, ref))
+        self._persist(Resolve(token, msg.to))
 
     def receiveMsg_Resolved(self, msg: Resolved, sender: Any) -> None:
         self.idle.finished()
-        request, ref = self.state.resolving.pop(msg.token)
+        request, ref = self.resolving.pop(msg.token)
         if msg.error is not None:
             self.fail(request, msg.error)
         elif msg.user is None:
             self.fail(request, UserNotFound(f"no user {ref!r}"))
         else:
             self.contacts[ref] = msg.user
+            assert isinstance(request, SendDirect)
             self._deliver(request, msg.user)
 
     def _deliver(self, msg: SendDirect, recipient: UserInfo) -> None:
@@ -207,11 +159,11 @@ class UserActor(ChatActor):
             body=msg.body,
             client_id=msg.client_id,
         )
-        self._route(recipient.id, deliver)
+        self._route("user", recipient.id, deliver)
 
-    # receiving: I am the recipient
-    def on_Deliver(self, msg: Deliver, sinks: tuple[Any, ...]) -> None:
-        assert self.user is not None and self.roles is not None
+    # -- direct messages: I am the recipient -----------------------------------------------------
+    def on_Deliver(self, msg: Deliver, envelope: Envelope) -> None:
+        assert self.user is not None
         store = StoreDirect(
             req_id=msg.req_id,
             reply_to=msg.reply_to,
@@ -219,43 +171,99 @@ class UserActor(ChatActor):
             recipient=self.user,
             body=msg.body,
             client_id=msg.client_id,
-            status=ENTREGADO if sinks else ENVIADO,
-            sinks=sinks,
+            status=ENTREGADO if envelope.sinks else ENVIADO,
+            sinks=envelope.sinks,
             notify=self.myAddress,
         )
         self.idle.started()
-        self.send(self.roles.persistence, store)
+        self._persist(store)
 
     def receiveMsg_Stored(self, msg: Stored, sender: Any) -> None:
         self.idle.finished()
-        if msg.message is not None:
-            self.inbox.add(msg.message)
 
-    # reading: I am the reader
-    def on_ReadMessages(self, msg: ReadMessages, sinks: tuple[Any, ...]) -> None:
-        assert self.roles is not None
-        if self.state.reads:
-            self.state.queued_reads.append(msg)  # one read at a time: none returns a message twice
+    # -- rooms ----------------------------------------------------------------------------------
+    def on_RoomCommand(self, msg: RoomCommand, envelope: Envelope) -> None:
+        assert self.user is not None
+        check_room_name(msg.room)
+        if msg.action == "leave" and msg.room not in self.rooms:
+            self._find_room(msg)  # RoomNotFound, or NotAMember
             return
-        token = self._token()
-        self.state.reads[token] = _Read(msg, (), set())
+        token = self.token()
+        self.resolving[token] = (msg, msg.room)
         self.idle.started()
-        self.send(self.roles.persistence, FetchUnread(self.user_id, token))
+        self._persist(RoomOp(token, msg.action, self.user, msg.room))
+
+    def on_SendRoom(self, msg: SendRoom, envelope: Envelope) -> None:
+        assert self.user is not None
+        check_body(msg.body)
+        room = self.rooms.get(msg.room)
+        if room is None:
+            self._find_room(msg)
+            return
+        post = PostRoom(
+            req_id=msg.req_id, reply_to=msg.reply_to, sender=self.user, body=msg.body, client_id=msg.client_id
+        )
+        self._route("room", room.id, post)
+
+    def _find_room(self, msg: Request) -> None:
+        """Not one of mine: the answer is RoomNotFound or NotAMember, and the database knows which."""
+        assert self.user is not None
+        token = self.token()
+        self.resolving[token] = (msg, getattr(msg, "room", ""))
+        self.idle.started()
+        self._persist(RoomOp(token, "find", self.user, getattr(msg, "room", "")))
+
+    def receiveMsg_RoomOpDone(self, msg: RoomOpDone, sender: Any) -> None:
+        assert self.user is not None
+        self.idle.finished()
+        request, name = self.resolving.pop(msg.token)
+        if msg.error is not None or msg.room is None:
+            self.fail(request, msg.error or ChatError(f"room {name!r} failed"))
+            return
+        room = msg.room
+        if not isinstance(request, RoomCommand) or request.action == "find":
+            self.fail(request, NotAMember(f"you are not in {room.name!r}"))
+        elif request.action == "leave":
+            self.rooms.pop(room.name, None)
+            self._route(
+                "room", room.id, MemberLeft(req_id=request.req_id, reply_to=request.reply_to, user_id=self.id)
+            )
+        else:
+            self.rooms[room.name] = room
+            joined = MemberJoined(
+                req_id=request.req_id, reply_to=request.reply_to, user=self.user, active=self.active
+            )
+            self._route("room", room.id, joined)
+
+    # -- reading: I am the reader ----------------------------------------------------------------
+    def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope | None) -> None:
+        if self.reads:
+            self.queued_reads.append(msg)  # one read at a time: none returns a message twice
+            return
+        token = self.token()
+        self.reads[token] = _Read(msg)
+        self.idle.started()
+        self._persist(FetchUnread(self.id, token))
 
     def receiveMsg_UnreadFetched(self, msg: UnreadFetched, sender: Any) -> None:
         assert self.user is not None
         self.idle.finished()
-        read = self.state.reads[msg.token]
+        read = self.reads[msg.token]
         if msg.error is not None or not msg.messages:
             read.error = as_chat_error(msg.error) if msg.error is not None else None
             self._finish_read(msg.token)
             return
         read.messages = msg.messages
-        by_sender: dict[int, list[int]] = {}
+        direct: dict[int, list[int]] = {}
+        rooms: dict[int, int] = {}
+        by_name = {r.name: r.id for r in self.rooms.values()}
         for m in msg.messages:
-            by_sender.setdefault(m.sender_id, []).append(m.id)
-        read.waiting = set(by_sender)
-        for sender_id, ids in by_sender.items():
+            if m.room is None:
+                direct.setdefault(m.sender_id, []).append(m.id)
+            elif m.room in by_name:
+                rooms[by_name[m.room]] = max(rooms.get(by_name[m.room], 0), m.id)
+        read.waiting = frozenset([("user", s) for s in direct] + [("room", r) for r in rooms])
+        for sender_id, ids in direct.items():
             self.idle.started()
             confirm = ConfirmRead(
                 user_id=sender_id,
@@ -264,32 +272,33 @@ class UserActor(ChatActor):
                 ack_to=self.myAddress,
                 token=msg.token,
             )
-            self._route(sender_id, confirm)
+            self._route("user", sender_id, confirm)
+        for room_id, up_to in rooms.items():
+            self.idle.started()
+            self._route("room", room_id, AdvanceCursor(self.user, up_to, self.myAddress, msg.token))
+        if not read.waiting:
+            self._finish_read(msg.token)
 
     def receiveMsg_ReadAck(self, msg: ReadAck, sender: Any) -> None:
         self.idle.finished()
-        read = self.state.reads.get(msg.token)
+        read = self.reads.get(msg.token)
         if read is None:
             return
-        read.waiting.discard(msg.sender_id)
+        read.waiting = read.waiting - {msg.part}
         if msg.error is not None:
             read.error = as_chat_error(msg.error)
         if not read.waiting:
             self._finish_read(msg.token)
 
     def _finish_read(self, token: int) -> None:
-        read = self.state.reads.pop(token)
+        read = self.reads.pop(token)
         if read.error is not None:
             self.fail(read.request, read.error)
         else:
-            ids = [m.id for m in read.messages]
-            self.inbox.mark(ids, LEIDO)
-            self.reply(read.request, tuple(m.with_status(LEIDO) for m in read.messages))
-        if self.state.queued_reads:
-            self.on_ReadMessages(self.state.queued_reads.pop(0), ())
+            self.reply(read.request, tuple(m.with_status("leido") for m in read.messages))
+        if self.queued_reads:
+            self.on_ReadMessages(self.queued_reads.pop(0), None)
 
-    # confirming: I am the sender of what was read
-    def on_ConfirmRead(self, msg: ConfirmRead, sinks: tuple[Any, ...]) -> None:
-        assert self.roles is not None
-        mark = MarkRead(msg.reader, self.user_id, msg.message_ids, sinks, msg.ack_to, msg.token)
-        self.send(self.roles.persistence, mark)
+    # -- confirming: I sent what was read --------------------------------------------------------
+    def on_ConfirmRead(self, msg: ConfirmRead, envelope: Envelope) -> None:
+        self._persist(MarkRead(msg.reader, self.id, msg.message_ids, envelope.sinks, msg.ack_to, msg.token))

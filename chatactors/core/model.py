@@ -48,6 +48,21 @@ class UserInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomInfo:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """A room as ``Session.rooms()`` lists it."""
+
+    name: str
+    members: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """A status change of messages one sent, pushed to the sender's live sessions."""
 

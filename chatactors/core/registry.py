@@ -61,7 +61,7 @@ class _Entry:
 class Registry:
     def __init__(self) -> None:
         self._entries: dict[Key, _Entry] = {}
-        self._sinks: dict[Hashable, Counter[str]] = {}
+        self._sinks: dict[Key, Counter[str]] = {}
         self._sink_addresses: dict[str, Any] = {}
         self.activations = 0
         self.retirements = 0
@@ -136,14 +136,16 @@ class Registry:
         if not counter:
             del self._sinks[key]
 
-    def drop_sink(self, sink: Any) -> None:
-        """A gateway went away: every session it held is offline."""
-        name = str(sink)
+    def drop_sink(self, sink: Any) -> list[Key]:
+        """A gateway went away: every session it held is closed. Returns the keys it held."""
+        name, touched = str(sink), []
         for key in list(self._sinks):
-            self._sinks[key].pop(name, None)
+            if self._sinks[key].pop(name, None):
+                touched.append(key)
             if not self._sinks[key]:
                 del self._sinks[key]
         self._sink_addresses.pop(name, None)
+        return touched
 
     def sinks(self, key: Key) -> tuple[Any, ...]:
         return tuple(self._sink_addresses[s] for s in self._sinks.get(key, ()))

@@ -19,6 +19,12 @@ def check_username(name: object) -> str:
     return name
 
 
+def check_room_name(name: object) -> str:
+    if not isinstance(name, str) or not USERNAME_RE.match(name):
+        raise InvalidMessage("room name must be 3 to 32 letters, digits, '_', '.' or '-'")
+    return name
+
+
 def check_password(password: object) -> str:
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidMessage(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")

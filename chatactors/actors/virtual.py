@@ -1,0 +1,126 @@
+"""What UserActor and RoomActor share: activation, a stash while loading, and retiring.
+
+An activation starts with ``Init`` from the supervisor, loads its state, and stashes whatever
+arrives meanwhile. It asks the directory to retire when :meth:`may_retire` says so; between asking
+and the approval new work may come in, so on approval it checks again and either exits or cancels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thespian.actors import ActorExitRequest, WakeupMessage
+
+from chatactors.actors.base import ChatActor
+from chatactors.core.clock import MonotonicClock
+from chatactors.core.idle import IdlePolicy
+from chatactors.messages import (
+    Envelope,
+    Init,
+    Request,
+    RetireApproved,
+    RetireCancelled,
+    RetireDenied,
+    RetireRequest,
+    Roles,
+)
+
+
+class VirtualActor(ChatActor):
+    kind = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.id = 0
+        self.roles: Roles | None = None
+        self.idle = IdlePolicy(MonotonicClock(), 300.0)
+        self.stash: list[Envelope] = []
+        self.ready = False
+        self.retiring = False
+        self._tokens = 0
+
+    def token(self) -> int:
+        self._tokens += 1
+        return self._tokens
+
+    # -- to override ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Ask for the state; call :meth:`loaded` when it is in."""
+
+    def may_retire(self) -> bool:
+        return self.idle.should_retire()
+
+    def before_exit(self) -> None:
+        """Last messages before this activation goes."""
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
+        self.id, self.roles = msg.id, msg.roles
+        self.idle = IdlePolicy(MonotonicClock(), msg.config.idle_timeout)
+        self.idle.started()
+        self.load()
+
+    def loaded(self) -> None:
+        self.idle.finished()
+        self.ready = True
+        stash, self.stash = self.stash, []
+        for envelope in stash:
+            self.receiveMessage(envelope, None)
+        self.check_retire()
+
+    def fail_stash(self, error: Exception) -> None:
+        """The state could not be loaded: answer what waits, then go."""
+        stash, self.stash = self.stash, []
+        for envelope in stash:
+            request = envelope.body.body
+            if isinstance(request, Request) and request.reply_to is not None:
+                self.fail(request, error)
+        self.idle.finished()
+        self.ask_to_retire()
+
+    def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
+        if not self.ready:
+            self.stash.append(msg)
+            return
+        self.idle.touch()
+        body = msg.body.body
+        try:
+            getattr(self, "on_" + type(body).__name__)(body, msg)
+        except Exception as exc:
+            if isinstance(body, Request) and body.reply_to is not None:
+                self.fail(body, exc)
+            else:
+                raise
+
+    def check_retire(self, rearm: bool = True) -> None:
+        """Retire if due; else check again later (only the timer chain re-arms, so there is one)."""
+        if self.retiring or not self.ready:
+            return
+        if not self.stash and self.may_retire():
+            self.ask_to_retire()
+        elif rearm:
+            self.wakeupAfter(self.idle.next_check())
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        self.check_retire()
+
+    def ask_to_retire(self) -> None:
+        assert self.roles is not None
+        self.retiring = True
+        self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress))
+
+    def receiveMsg_RetireApproved(self, msg: RetireApproved, sender: Any) -> None:
+        assert self.roles is not None
+        if self.ready and (self.idle.outstanding or self.stash or not self.may_retire()):
+            # Work arrived between asking and the approval: stay, and take what was buffered.
+            self.retiring = False
+            self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
+            self.wakeupAfter(self.idle.next_check())
+            return
+        self.before_exit()
+        self.send(self.myAddress, ActorExitRequest())
+
+    def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:
+        self.retiring = False
+        self.idle.touch()
+        self.wakeupAfter(self.idle.next_check())

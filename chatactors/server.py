@@ -1,0 +1,730 @@
+"""The WebSocket gateway: JSON frames in (``docs/protocol.md``), ``Chat``/``Session`` calls out, pushes back.
+
+Threads, and why: the asyncio loop owns every socket and never waits on an actor. Every blocking
+``Chat``/``Session`` call runs on a dedicated :class:`~concurrent.futures.ThreadPoolExecutor` (the
+Chat's own bridge threads talk to Thespian through private contexts). Pushes arrive on the Chat's
+dispatcher thread and are handed to the loop with ``call_soon_threadsafe``; each connection has one
+writer task, so replies and pushes leave in the order they reached the loop.
+
+One :class:`~chatactors.chat.Chat` per server process; each connection that logs in holds its own
+``Session``, so several sessions of one user (two terminals, a terminal and a browser) all get pushes.
+The same port serves the chat page (``chatactors/static``) to plain HTTP GETs.
+
+Bad input never ends the server or another session: every frame is checked, every failure becomes an
+``error`` frame with the ``code`` of a :mod:`chatactors.errors` class, and only a frame over the size
+limit (1009), a flood (1008) or a reader too slow to keep up (1008) closes that one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import mimetypes
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from chatactors.chat import Chat, Session
+from chatactors.core.model import Message, Receipt
+from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
+
+log = logging.getLogger("chatactors.server")
+
+T = TypeVar("T")
+Frame = dict[str, Any]
+CLOSE_GOING_AWAY = 1001  # the server is shutting down
+CLOSE_POLICY = 1008  # flood, or a reader too slow to keep up
+CLOSE_TOO_BIG = 1009  # set by websockets itself for a frame over max_size
+SHUTDOWN_REASON = "server shutting down"
+
+
+class NotLoggedIn(AuthenticationError):
+    """A frame that needs a session arrived before ``login``/``register``."""
+
+    code = "not_logged_in"
+
+
+class RateLimited(ChatError):
+    """More frames than the connection's rate allows; the frame was dropped, the connection stays."""
+
+    code = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may do; the defaults suit people typing, not bots."""
+
+    max_frame: int = 64 * 1024  # bytes per incoming frame; larger closes with 1009
+    rate: float = 20.0  # frames per second, sustained
+    burst: int = 40  # frames accepted at once before the rate applies
+    flood: int = 200  # dropped frames in a row before the connection is closed (1008)
+    max_pending: int = 2000  # outgoing frames queued for a slow reader before it is closed (1008)
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; the clock is a parameter so tests need no sleep."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# -- frames ---------------------------------------------------------------------------------------
+def message_dict(m: Message) -> Frame:
+    """A message as the protocol shows it: ``room`` for group messages, else ``recipient``."""
+    out: Frame = {
+        "id": m.id,
+        "sender": m.sender,
+        "sender_id": m.sender_id,
+        "body": m.body,
+        "sent_at": _iso(m.sent_at),
+        "status": m.status,
+    }
+    if m.room is not None:
+        out["room"] = m.room
+    else:
+        out["recipient"] = m.recipient
+        out["recipient_id"] = m.recipient_id
+    return out
+
+
+def message_frame(m: Message) -> Frame:
+    return {"type": "message", **message_dict(m)}
+
+
+def receipt_frames(r: Receipt) -> list[Frame]:
+    """One ``receipt`` frame per message id (the core batches them; the protocol does not)."""
+    return [
+        {"type": "receipt", "id": i, "status": r.status, "by": r.by, "by_id": r.by_id} for i in r.message_ids
+    ]
+
+
+def error_frame(error: ChatError, request: Frame | None = None) -> Frame:
+    """An ``error`` frame; it names the request it answers so a client can match it."""
+    frame: Frame = {"type": "error", "code": error.code, "detail": error.detail or str(error)}
+    if request is not None:
+        frame["request"] = request.get("type")
+        for key in ("client_id", "room", "to", "with"):
+            if isinstance(request.get(key), str | int) and not isinstance(request.get(key), bool):
+                frame[key] = request[key]
+    return frame
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _plain(value: Any) -> Any:
+    """Whatever the core returns (dataclasses, Messages, tuples) as JSON-ready values."""
+    if isinstance(value, Message):
+        return message_dict(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_frame(raw: str | bytes) -> Frame:
+    """A client frame: one JSON object with a string ``type``, else InvalidMessage."""
+    if isinstance(raw, bytes):
+        raise InvalidMessage("send JSON text frames, not binary")
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        raise InvalidMessage("not JSON") from None
+    if not isinstance(frame, dict):
+        raise InvalidMessage("a frame is a JSON object")
+    if not isinstance(frame.get("type"), str):
+        raise InvalidMessage("a frame needs a string 'type'")
+    return frame
+
+
+def _field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    value = frame.get(name)
+    if value is None:
+        if required:
+            raise InvalidMessage(f"'{frame['type']}' needs '{name}'")
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidMessage(f"'{name}' has the wrong type")
+    return value
+
+
+def _user_ref(frame: Frame, name: str, *, required: bool = True) -> str | int | None:
+    return _field(frame, name, (str, int), required=required)  # type: ignore[no-any-return]
+
+
+def _client_id(frame: Frame) -> str | None:
+    client_id = _field(frame, "client_id", str, required=False)
+    if client_id is not None and not 1 <= len(client_id) <= 128:
+        raise InvalidMessage("'client_id' must be 1 to 128 characters")
+    return client_id  # type: ignore[no-any-return]
+
+
+def _ids(frame: Frame) -> list[int]:
+    ids = _field(frame, "ids", list)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidMessage("'ids' must be a list of message ids")
+    return list(ids)
+
+
+# -- static files ---------------------------------------------------------------------------------
+class StaticFiles:
+    """The chat page, read once at start-up (a handful of small files, no build step)."""
+
+    def __init__(self, package: str = "chatactors", folder: str = "static") -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        root = resources.files(package) / folder
+        if not root.is_dir():
+            return
+        for entry in root.iterdir():
+            if entry.is_file():
+                kind = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+                if kind.startswith("text/") or kind == "application/javascript":
+                    kind += "; charset=utf-8"
+                self.files["/" + entry.name] = (entry.read_bytes(), kind)
+
+    def response(self, path: str) -> Response:
+        path = path.split("?", 1)[0]
+        found = self.files.get("/index.html" if path == "/" else path)
+        if found is None:
+            return _http(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        return _http(http.HTTPStatus.OK, *found)
+
+
+def _http(status: http.HTTPStatus, body: bytes, kind: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", kind),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+# -- one connection ---------------------------------------------------------------------------------
+_CLOSE = object()
+
+
+class Connection:
+    """One socket: its session (once logged in), its rate limit, and its queue of outgoing frames."""
+
+    SEEN = 512  # message ids remembered to drop a repeated push (a retried client_id is pushed again)
+
+    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.session: Session | None = None
+        limits = gateway.limits
+        self.bucket = TokenBucket(limits.rate, limits.burst)
+        self.dropped = 0  # frames dropped in a row by the rate limit
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = False
+        self._seen: deque[int] = deque(maxlen=self.SEEN)
+        self._seen_set: set[int] = set()
+        self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        self.writer = asyncio.create_task(self._write())
+
+    def __repr__(self) -> str:
+        who = self.session.username if self.session else "anonymous"
+        return f"<Connection {who} {self.ws.remote_address}>"
+
+    # outgoing (loop thread only)
+    def push(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        if self.out.qsize() >= self.gateway.limits.max_pending:
+            log.warning("%r reads too slowly; closing it", self)
+            self.close(CLOSE_POLICY, "client too slow: too many unread frames")
+            return
+        self.out.put_nowait(frame)
+
+    def push_message(self, frame: Frame) -> None:
+        """A message push, dropped if this connection has already seen that message id."""
+        if frame["id"] in self._seen_set:
+            return
+        self.remember(frame["id"])
+        self.push(frame)
+
+    def remember(self, message_id: int) -> None:
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(message_id)
+        self._seen_set.add(message_id)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with ``code``: pending writes are flushed, not dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close_args = (code, reason)
+        self.out.put_nowait(_CLOSE)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                frame = await self.out.get()
+                if frame is _CLOSE:
+                    break
+                await self.ws.send(json.dumps(frame, ensure_ascii=False))
+            await self.ws.close(*self._close_args)
+        except ConnectionClosed:
+            pass
+
+    # incoming
+    def admit(self) -> bool:
+        """The rate limit: False drops the frame (with one error frame per run of drops)."""
+        if self.bucket.allow():
+            self.dropped = 0
+            return True
+        self.dropped += 1
+        if self.dropped == 1:
+            limits = self.gateway.limits
+            detail = f"more than {limits.rate:g} frames per second; frames are dropped"
+            self.push(error_frame(RateLimited(detail)))
+        if self.dropped >= self.gateway.limits.flood:
+            self.close(CLOSE_POLICY, "rate limit exceeded")
+        return False
+
+
+# -- the gateway --------------------------------------------------------------------------------------
+Handler = Callable[[Connection, Frame], Awaitable[None]]
+
+
+class Gateway:
+    """Serves the protocol for one :class:`Chat` on ``host:port`` (port 0: a free one, see ``port``).
+
+    ``await start()``, then ``await stop()``; :func:`run` adds signals and the Chat's lifecycle.
+    """
+
+    def __init__(
+        self,
+        chat: Chat,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        limits: Limits | None = None,
+        workers: int = 32,
+    ) -> None:
+        self.chat = chat
+        self.host = host
+        self.port = port
+        self.limits = limits or Limits()
+        self.static = StaticFiles()
+        self.connections: set[Connection] = set()
+        self.by_user: dict[int, set[Connection]] = {}
+        self.closing = False
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: dict[str, Handler] = {
+            "register": self.on_register,
+            "login": self.on_login,
+            "logout": self.on_logout,
+            "ping": self.on_ping,
+            "send": self.on_send,
+            "send_room": self.on_send_room,
+            "read": self.on_read,
+            "history": self.on_history,
+            "presence": self.on_presence,
+            "create_room": self.on_create_room,
+            "join": self.on_join,
+            "leave": self.on_leave,
+            "rooms": self.on_rooms,
+            "read_by": self.on_read_by,
+        }
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._serve_connection,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            max_size=self.limits.max_frame,
+            max_queue=32,
+            server_header="chatactors",
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("listening on %s", self.url)
+
+    async def stop(self, reason: str = SHUTDOWN_REASON) -> None:
+        """Stop accepting, flush what each socket has queued, close it with 1001 and ``reason``."""
+        if self.closing or self._server is None:
+            return
+        self.closing = True
+        self._server.server.close()  # no new TCP connections
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, reason)
+        self._server.close(close_connections=True, code=CLOSE_GOING_AWAY, reason=reason)
+        await self._server.wait_closed()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking Chat/Session call off the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.closing:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, SHUTDOWN_REASON + "\n")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None  # the WebSocket handshake goes on
+        return self.static.response(request.path)
+
+    # -- one socket -----------------------------------------------------------------------------------
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        conn = Connection(self, ws)
+        self.connections.add(conn)
+        try:
+            async for raw in ws:
+                if conn.closed:
+                    break
+                if conn.admit():
+                    await self._handle(conn, raw)
+        except ConnectionClosed:
+            pass  # over the size limit (1009) or dropped by the peer: only this socket ends
+        finally:
+            self.connections.discard(conn)
+            conn.close(CLOSE_GOING_AWAY, "")
+            await conn.writer
+            if conn.session is not None and not self.closing:
+                await self._end_session(conn, revoke=False)
+
+    async def _handle(self, conn: Connection, raw: str | bytes) -> None:
+        frame: Frame | None = None
+        try:
+            frame = parse_frame(raw)
+            handler = self._handlers.get(frame["type"])
+            if handler is None:
+                raise InvalidMessage(f"unknown type {frame['type']!r}")
+            await handler(conn, frame)
+        except ChatError as exc:
+            conn.push(error_frame(exc, frame))
+        except Exception:  # a bug here must not end the connection, let alone the server
+            log.exception("frame %r failed", frame and frame.get("type"))
+            conn.push(error_frame(ChatError("internal error"), frame))
+
+    def _session(self, conn: Connection) -> Session:
+        if conn.session is None:
+            raise NotLoggedIn("log in first: send 'login' or 'register'")
+        return conn.session
+
+    # -- pushes (dispatcher thread -> loop) ---------------------------------------------------------
+    def _from_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody to tell
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _subscribe(self, conn: Connection, session: Session) -> None:
+        """Runs on an executor thread right after login, so no push is missed in between."""
+
+        def on_message(m: Message) -> None:
+            self._from_thread(conn.push_message, message_frame(m))
+
+        def on_receipt(r: Receipt) -> None:
+            for frame in receipt_frames(r):
+                self._from_thread(conn.push, frame)
+
+        session.on_message(on_message)
+        session.on_receipt(on_receipt)
+
+    # -- identity -----------------------------------------------------------------------------------
+    async def on_register(self, conn: Connection, frame: Frame) -> None:
+        """Create the account, then log in: a page or terminal goes straight to chatting."""
+        username = _field(frame, "username", str)
+        password = _field(frame, "password", str)
+        self._not_logged_in(conn)
+        await self._blocking(self.chat.register, username, password)
+        await self._login(conn, username, password)
+
+    async def on_login(self, conn: Connection, frame: Frame) -> None:
+        self._not_logged_in(conn)
+        token = _field(frame, "token", str, required=False)
+        if token is not None:
+            await self._login(conn, token=token)
+            return
+        password = _field(frame, "password", str)
+        user = _user_ref(frame, "username", required=False)
+        if user is None:
+            user = _field(frame, "user_id", int, required=False)
+        if user is None:
+            raise InvalidMessage("'login' needs 'username' or 'user_id', and 'password'; or 'token'")
+        await self._login(conn, user, password)
+
+    def _not_logged_in(self, conn: Connection) -> None:
+        if conn.session is not None:
+            raise InvalidMessage(f"already logged in as {conn.session.username}; send 'logout' first")
+
+    async def _login(
+        self, conn: Connection, user: str | int | None = None, password: str | None = None, **kw: Any
+    ) -> None:
+        def login() -> Session:
+            session = self.chat.login(user, password, **kw)
+            self._subscribe(conn, session)
+            return session
+
+        session = await self._blocking(login)
+        if conn.closed:  # the socket went away while we waited
+            await self._blocking(_detach, session, False)
+            return
+        conn.session = session
+        self.by_user.setdefault(session.user_id, set()).add(conn)
+        for m in session.login_inbox:
+            conn.remember(m.id)
+        conn.push(
+            {
+                "type": "logged_in",
+                "user_id": session.user_id,
+                "username": session.username,
+                "token": session.token,
+                "inbox": [message_dict(m) for m in session.login_inbox],
+            }
+        )
+
+    async def on_logout(self, conn: Connection, frame: Frame) -> None:
+        """Ends the session and revokes its token; the socket stays open for another login."""
+        self._session(conn)
+        await self._end_session(conn, revoke=True)
+        conn.push({"type": "logged_out"})
+
+    async def _end_session(self, conn: Connection, *, revoke: bool) -> None:
+        session, conn.session = conn.session, None
+        if session is None:
+            return
+        peers = self.by_user.get(session.user_id, set())
+        peers.discard(conn)
+        if not peers:
+            self.by_user.pop(session.user_id, None)
+        try:
+            await self._blocking(_detach, session, revoke)
+        except ChatError as exc:
+            log.warning("could not log %s out: %s", session.username, exc)
+
+    async def on_ping(self, conn: Connection, frame: Frame) -> None:
+        conn.push({"type": "pong"})
+
+    # -- messages -----------------------------------------------------------------------------------
+    async def on_send(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        to = _user_ref(frame, "to")
+        body = _field(frame, "body", str)
+        client_id = _client_id(frame)
+        m = await self._blocking(session.send_message, to, body, client_id=client_id)
+        self._sent(conn, session, m, client_id)
+
+    async def on_send_room(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        room = _field(frame, "room", str)
+        body = _field(frame, "body", str)
+        client_id = _client_id(frame)
+        send_room = _core(session, "send_room")
+        m = await self._blocking(send_room, room, body, client_id=client_id)
+        self._sent(conn, session, m, client_id)
+
+    def _sent(self, conn: Connection, session: Session, m: Message, client_id: str | None) -> None:
+        """Answer the sender; the sender's other sessions see the message too (multi-device)."""
+        conn.remember(m.id)
+        conn.push(
+            {
+                "type": "sent",
+                "client_id": client_id,
+                "id": m.id,
+                "status": m.status,
+                "sent_at": _iso(m.sent_at),
+                "message": message_dict(m),
+            }
+        )
+        for peer in self.by_user.get(session.user_id, ()):
+            if peer is not conn:
+                peer.push_message(message_frame(m))
+
+    async def on_read(self, conn: Connection, frame: Frame) -> None:
+        """Marks unread messages read and answers ``marked_read`` with the ids it marked.
+
+        The core reads everything unread at once (``Session.read_messages()``); ``ids``, ``up_to``,
+        ``with`` and ``room`` are checked but select nothing until it can read selectively.
+        """
+        session = self._session(conn)
+        if "ids" in frame:
+            _ids(frame)
+        _field(frame, "up_to", int, required=False)
+        _user_ref(frame, "with", required=False)
+        _field(frame, "room", str, required=False)
+        read = await self._blocking(session.read_messages)
+        conn.push(
+            {"type": "marked_read", "ids": [m.id for m in read], "messages": [message_dict(m) for m in read]}
+        )
+
+    async def on_history(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        with_user = _user_ref(frame, "with", required=False)
+        room = _field(frame, "room", str, required=False)
+        before = _field(frame, "before", int, required=False)
+        limit = _field(frame, "limit", int, required=False) or 10
+        if room is not None:
+            kwargs: dict[str, Any] = {"room": room}
+        elif with_user is not None:
+            kwargs = {"with_user": with_user}
+        else:
+            kwargs = {}
+        messages = await self._blocking(session.history, limit=limit, before=before, **kwargs)
+        reply: Frame = {"type": "history", "messages": [message_dict(m) for m in messages]}
+        reply.update({"with": with_user} if with_user is not None else {})
+        reply.update({"room": room} if room is not None else {})
+        conn.push(reply)
+
+    async def on_presence(self, conn: Connection, frame: Frame) -> None:
+        """Which of these users have a live session anywhere in this chat."""
+        self._session(conn)
+        ids = _field(frame, "user_ids", list)
+        if len(ids) > 1000 or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InvalidMessage("'user_ids' must be a list of at most 1000 user ids")
+        online = await self._blocking(self.chat.online, ids)
+        conn.push({"type": "presence", "online": sorted(online), "offline": sorted(set(ids) - online)})
+
+    # -- rooms (the core's room API: DESIGN.md section 3) -------------------------------------------
+    async def on_create_room(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        room = _field(frame, "room", str)
+        await self._blocking(_core(session, "create_room"), room)
+        conn.push({"type": "joined", "room": room, "created": True})
+
+    async def on_join(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        room = _field(frame, "room", str)
+        await self._blocking(_core(session, "join"), room)
+        conn.push({"type": "joined", "room": room, "created": False})
+
+    async def on_leave(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        room = _field(frame, "room", str)
+        await self._blocking(_core(session, "leave"), room)
+        conn.push({"type": "left", "room": room})
+
+    async def on_rooms(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        rooms = await self._blocking(_core(session, "rooms"))
+        conn.push({"type": "rooms", "rooms": [_room(r) for r in rooms]})
+
+    async def on_read_by(self, conn: Connection, frame: Frame) -> None:
+        session = self._session(conn)
+        message_id = _field(frame, "id", int)
+        readers = await self._blocking(_core(session, "read_by"), message_id)
+        conn.push({"type": "read_by", "id": message_id, "by": _plain(readers)})
+
+
+def _core(session: Session, name: str) -> Callable[..., Any]:
+    """A Session method the core may not have yet (rooms): a clear error instead of a crash."""
+    method = getattr(session, name, None)
+    if method is None:
+        raise InvalidMessage(f"this server's core has no {name!r} yet")
+    return method  # type: ignore[no-any-return]
+
+
+def _room(room: Any) -> Any:
+    """A room as JSON: a name becomes ``{"name": ...}``; records keep their fields."""
+    return {"name": room} if isinstance(room, str) else _plain(room)
+
+
+def _detach(session: Session, revoke: bool) -> None:
+    """Log a session out; ``revoke=False`` keeps its token alive so the client can resume with it.
+
+    ``Session.logout()`` revokes the token it holds, so a dropped connection hands it none.
+    """
+    if not revoke:
+        session.token = ""  # nothing for logout() to revoke
+    session.logout()
+
+
+# -- running it -----------------------------------------------------------------------------------------
+async def serve_until_signalled(gateway: Gateway, on_ready: Callable[[Gateway], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop the gateway gracefully."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await gateway.start()
+    if on_ready is not None:
+        on_ready(gateway)
+    try:
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await gateway.stop()
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    chat_options: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    on_ready: Callable[[Gateway], None] | None = None,
+) -> None:
+    """Start a Chat and a Gateway, serve until SIGINT/SIGTERM, then shut both down (no process left)."""
+    options = {"announce_login": False, "echo": False, **(chat_options or {})}
+    chat = Chat(**options)
+    try:
+        gateway = Gateway(chat, host, port, limits=limits)
+        asyncio.run(serve_until_signalled(gateway, on_ready))
+    finally:
+        chat.shutdown()
+
+
+__all__ = [
+    "Gateway",
+    "Limits",
+    "NotLoggedIn",
+    "RateLimited",
+    "TokenBucket",
+    "message_frame",
+    "parse_frame",
+    "run",
+]
+
+
+def _unused(*_: Iterable[Any]) -> None:  # pragma: no cover
+    pass
