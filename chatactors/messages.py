@@ -14,6 +14,7 @@ from chatactors.core.model import Message, Receipt, RoomInfo, UserInfo
 
 Address = Any  # a thespian ActorAddress; opaque here
 
+
 # -- configuration ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Config:

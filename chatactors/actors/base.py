@@ -28,7 +28,10 @@ class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
         try:
             return super().receiveMessage(message, sender)
         except Exception as exc:
-            log.exception("%s failed on %s", type(self).__name__, type(message).__name__)
+            if isinstance(exc, ChatError):  # the caller's mistake (or the database's): they are told
+                log.debug("%s refused %s: %r", type(self).__name__, type(message).__name__, exc)
+            else:
+                log.exception("%s failed on %s", type(self).__name__, type(message).__name__)
             request = message.body.body if isinstance(message, Envelope) else message
             if isinstance(request, Request) and request.reply_to is not None:
                 self.fail(request, exc)

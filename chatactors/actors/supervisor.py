@@ -30,7 +30,7 @@ class SupervisorActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
         self.configured: Configure | None = None
-        self.children: dict[str, tuple[str, int, Any]] = {}
+        self.children: list[tuple[str, int, Any]] = []
         self.started = 0
 
     def configure(self, msg: Configure) -> None:
@@ -39,14 +39,18 @@ class SupervisorActor(ChatActor):
     def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
         assert self.configured is not None
         address = self.createActor(_child_class(msg.kind))
-        self.children[str(address)] = (msg.kind, msg.id, address)
+        self.children.append((msg.kind, msg.id, address))
         self.started += 1
         self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
         self.send(self.configured.roles.directory, ChildStarted(msg.kind, msg.id, address))
 
     def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
-        # multiprocTCPBase reports each exit twice: the pop makes the second one a no-op.
-        child = self.children.pop(str(msg.childAddress), None)
-        if child is not None and self.configured is not None:
-            kind, ident, address = child
-            self.send(self.configured.roles.directory, ChildExited(kind, ident, address))
+        # Compared with ==, not by str: on multiprocTCPBase createActor returns a local placeholder
+        # whose str changes once the child's process is up. Each exit is reported twice there:
+        # removing the child makes the second report a no-op.
+        for index, (kind, ident, address) in enumerate(self.children):
+            if address == msg.childAddress:
+                del self.children[index]
+                assert self.configured is not None
+                self.send(self.configured.roles.directory, ChildExited(kind, ident, address))
+                return

@@ -189,7 +189,7 @@ class UserActor(VirtualActor):
             self._find_room(msg)  # RoomNotFound, or NotAMember
             return
         token = self.token()
-        self.resolving[token] = (msg, msg.room)
+        self.resolving[token] = (msg, msg.action)
         self.idle.started()
         self._persist(RoomOp(token, msg.action, self.user, msg.room))
 
@@ -209,21 +209,21 @@ class UserActor(VirtualActor):
         """Not one of mine: the answer is RoomNotFound or NotAMember, and the database knows which."""
         assert self.user is not None
         token = self.token()
-        self.resolving[token] = (msg, getattr(msg, "room", ""))
+        self.resolving[token] = (msg, "find")
         self.idle.started()
         self._persist(RoomOp(token, "find", self.user, getattr(msg, "room", "")))
 
     def receiveMsg_RoomOpDone(self, msg: RoomOpDone, sender: Any) -> None:
         assert self.user is not None
         self.idle.finished()
-        request, name = self.resolving.pop(msg.token)
+        request, action = self.resolving.pop(msg.token)
         if msg.error is not None or msg.room is None:
-            self.fail(request, msg.error or ChatError(f"room {name!r} failed"))
+            self.fail(request, msg.error or ChatError(f"{action} failed"))
             return
         room = msg.room
-        if not isinstance(request, RoomCommand) or request.action == "find":
+        if action == "find":  # it exists, and it is not one of mine
             self.fail(request, NotAMember(f"you are not in {room.name!r}"))
-        elif request.action == "leave":
+        elif action == "leave":
             self.rooms.pop(room.name, None)
             self._route(
                 "room", room.id, MemberLeft(req_id=request.req_id, reply_to=request.reply_to, user_id=self.id)

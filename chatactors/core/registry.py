@@ -17,7 +17,6 @@ Addresses are opaque; they are compared by ``str`` because Thespian's cannot be 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
