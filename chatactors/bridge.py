@@ -86,7 +86,7 @@ class Bridge:
             with self._dispatch_cond:
                 self._dispatch_cond.wait_for(lambda: self._dispatched >= waiter.seq or self.closed, timeout)
         if waiter.error is not None:
-            raise waiter.error
+            raise waiter.error.with_traceback(None)  # the actor's frames mean nothing here
         return waiter.value
 
     def tell(self, target: Any, message: Any) -> None:

@@ -400,6 +400,11 @@ class RetireRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleCheck:
+    """From the directory: nothing was routed to you for a while; retire if you may."""
+
+
+@dataclass(frozen=True, slots=True)
 class RetireApproved:
     pass
 

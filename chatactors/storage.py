@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -144,6 +145,29 @@ def close_database(url: str) -> None:
             database_proxy.initialize(None)
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: to a user (``recipient``) or to a room."""
+
+    sender: UserInfo
+    recipient: UserInfo | None
+    room: RoomInfo | None
+    body: str
+    client_id: str | None
+    status: str
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {
+            "sender": self.sender.id,
+            "recipient": self.recipient.id if self.recipient is not None else None,
+            "room": self.room.id if self.room is not None else None,
+            "body": self.body,
+            "created_at": now,
+            "status": self.status,
+            "client_id": self.client_id,
+        }
+
+
 def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None) -> Message:
     return Message(
         id=row.id,
@@ -260,30 +284,57 @@ class Store:
         self.run(lambda: SessionToken.delete().where(SessionToken.token_hash == token_hash).execute())
 
     # -- direct messages --------------------------------------------------------------------------
+    def insert_messages(self, new: list[NewMessage]) -> list[Message]:
+        """Store a batch of messages in one statement; a (sender, client_id) already stored, or
+        repeated within the batch, gives back the message stored first. Call inside a transaction."""
+        results: list[Message | None] = [None] * len(new)
+        client_ids = [n.client_id for n in new if n.client_id is not None]
+        known: dict[tuple[int, str], Message] = {}
+        if client_ids:
+            rows = list(Mensaje.select().where(Mensaje.client_id.in_(client_ids)))
+            for row, message in zip(rows, self._decorate(rows), strict=True):
+                known[(message.sender_id, str(row.client_id))] = message
+        fresh: list[int] = []
+        first_of: dict[tuple[int, str], int] = {}
+        for i, n in enumerate(new):
+            key = (n.sender.id, n.client_id) if n.client_id is not None else None
+            if key is not None and key in known:
+                results[i] = known[key]
+            elif key is not None and key in first_of:
+                continue  # filled from its first occurrence below
+            else:
+                fresh.append(i)
+                if key is not None:
+                    first_of[key] = i
+        if fresh:
+            now = utcnow()
+            rows_in = [new[i].row(now) for i in fresh]
+            # Ids come from one sequence in VALUES order; sorting maps them back to the rows.
+            ids = sorted(r[0] for r in Mensaje.insert_many(rows_in).returning(Mensaje.id).tuples().execute())
+            for i, ident in zip(fresh, ids, strict=True):
+                n = new[i]
+                results[i] = Message(
+                    id=ident,
+                    sender_id=n.sender.id,
+                    sender=n.sender.username,
+                    recipient_id=n.recipient.id if n.recipient else None,
+                    room=n.room.name if n.room else None,
+                    body=n.body,
+                    sent_at=now.replace(tzinfo=UTC),
+                    status=n.status,
+                    recipient=n.recipient.username if n.recipient else None,
+                )
+        for i, n in enumerate(new):
+            if results[i] is None:
+                assert n.client_id is not None
+                results[i] = results[first_of[(n.sender.id, n.client_id)]]
+        return [m for m in results if m is not None]
+
     def insert_direct(
         self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: str
     ) -> Message:
-        """Insert one message, or return the one already stored for (sender, client_id).
-
-        Call inside :meth:`transaction`; the caller commits a whole batch at once.
-        """
-        if client_id is not None:
-            existing = (
-                Mensaje.select()
-                .where((Mensaje.sender == sender.id) & (Mensaje.client_id == client_id))
-                .first()
-            )
-            if existing is not None:
-                return self._decorate([existing])[0]
-        row = Mensaje.create(
-            sender=sender.id,
-            recipient=recipient.id,
-            body=body,
-            created_at=utcnow(),
-            status=status,
-            client_id=client_id,
-        )
-        return _message(row, sender.username, recipient.username, None)
+        """One direct message (see :meth:`insert_messages`)."""
+        return self.insert_messages([NewMessage(sender, recipient, None, body, client_id, status)])[0]
 
     def _decorate(self, rows: Iterable[Mensaje]) -> list[Message]:
         rows = list(rows)
@@ -499,19 +550,8 @@ class Store:
     def insert_room(
         self, room: RoomInfo, sender: UserInfo, body: str, client_id: str | None, status: str
     ) -> Message:
-        """Store a room message once, whatever the number of members; call inside a transaction."""
-        if client_id is not None:
-            existing = (
-                Mensaje.select()
-                .where((Mensaje.sender == sender.id) & (Mensaje.client_id == client_id))
-                .first()
-            )
-            if existing is not None:
-                return self._decorate([existing])[0]
-        row = Mensaje.create(
-            sender=sender.id, room=room.id, body=body, created_at=utcnow(), status=status, client_id=client_id
-        )
-        return _message(row, sender.username, None, room.name)
+        """One room message, stored once whatever the number of members (see :meth:`insert_messages`)."""
+        return self.insert_messages([NewMessage(sender, None, room, body, client_id, status)])[0]
 
     def mark_room_read(self, room_id: int, reader_id: int, up_to: int) -> list[tuple[int, int]]:
         """Move the reader's cursor to ``up_to``; returns (message id, sender id) of the messages

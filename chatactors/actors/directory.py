@@ -22,6 +22,7 @@ from chatactors.messages import (
     DropSink,
     Envelope,
     GetStats,
+    IdleCheck,
     Offline,
     Reply,
     RetireApproved,
@@ -44,13 +45,24 @@ class DirectoryActor(ChatActor):
         super().__init__()
         self.registry = Registry()
         self.roles: Roles | None = None
+        self.idle_timeout = 300.0
         # Members of live rooms, so a room learns at once where its members' sessions are.
         self.room_members: dict[int, set[int]] = {}
         self.user_rooms: dict[int, set[int]] = {}
 
     def configure(self, msg: Configure) -> None:
         self.roles = msg.roles
+        self.idle_timeout = msg.config.idle_timeout
         self.handleDeadLetters()
+        self.wakeupAfter(self._tick())
+
+    def _tick(self) -> float:
+        return max(0.005, min(self.idle_timeout / 4, 5.0))
+
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> None:
+        for _, address in self.registry.idle(self.idle_timeout):
+            self.send(address, IdleCheck())
+        self.wakeupAfter(self._tick())
 
     def receiveMsg_Route(self, msg: Route, sender: Any) -> None:
         key = (msg.kind, msg.id)

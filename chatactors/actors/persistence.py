@@ -2,7 +2,7 @@
 
 A write is queued and a ``Flush`` is sent to self; everything already in the mailbox is handled
 before that ``Flush`` arrives, so a burst becomes one transaction while a lone write waits for no
-timer. Each write runs in its own savepoint, so one bad write fails alone, and nothing is
+timer. A write that breaks a rule fails alone, and nothing is
 acknowledged, pushed or reported stored before its batch has committed. Reads flush first, so they
 see every write queued before them.
 """
@@ -45,7 +45,7 @@ from chatactors.messages import (
     UnreadFetched,
     UserLoaded,
 )
-from chatactors.storage import Store
+from chatactors.storage import NewMessage, Store
 
 WRITES = (StoreDirect, StoreRoom, MarkRead, MarkRoomRead)
 
@@ -91,7 +91,7 @@ class PersistenceActor(ChatActor):
         batch, self.pending = self.pending, []
         out = Outbox()
         try:
-            results = self.store.run(lambda: [self._apply_one(m) for m in batch])
+            results = self.store.run(lambda: self._apply_batch(batch))
         except Exception as exc:  # the database itself failed: the whole batch is unacknowledged
             error = as_chat_error(exc)
             for m in batch:
@@ -105,21 +105,37 @@ class PersistenceActor(ChatActor):
                     self._failed(out, m, result)
         out.send_all(self)
 
-    def _apply_one(self, m: Any) -> tuple[bool, Any]:
-        """One write in a savepoint: a rule it breaks fails it alone."""
+    def _apply_batch(self, batch: list[Any]) -> list[tuple[bool, Any]]:
+        """New messages go in as one multi-row insert; the rest one by one, in order."""
         assert self.store is not None
+        stores = [i for i, m in enumerate(batch) if isinstance(m, (StoreDirect, StoreRoom))]
+        results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+        if stores:
+            new = [self._new_message(batch[i]) for i in stores]
+            for i, message in zip(stores, self.store.insert_messages(new), strict=True):
+                results[i] = (True, message)
+        for i, m in enumerate(batch):
+            if not isinstance(m, (StoreDirect, StoreRoom)):
+                results[i] = self._apply_one(m)
+        return results
+
+    @staticmethod
+    def _new_message(m: StoreDirect | StoreRoom) -> NewMessage:
+        if isinstance(m, StoreDirect):
+            return NewMessage(m.sender, m.recipient, None, m.body, m.client_id, m.status)
+        return NewMessage(m.sender, None, m.room, m.body, m.client_id, m.status)
+
+    def _apply_one(self, m: Any) -> tuple[bool, Any]:
+        """One write; a rule it breaks fails it alone. The store checks every rule before it writes
+        anything (see ``Store.mark_room_read``), so a refused write leaves nothing to roll back and
+        needs no savepoint (two statements saved per message)."""
         try:
-            with self.store.db.atomic():
-                return True, self._apply(m)
+            return True, self._apply(m)
         except ChatError as exc:
             return False, exc
 
     def _apply(self, m: Any) -> Any:
         assert self.store is not None
-        if isinstance(m, StoreDirect):
-            return self.store.insert_direct(m.sender, m.recipient, m.body, m.client_id, m.status)
-        if isinstance(m, StoreRoom):
-            return self.store.insert_room(m.room, m.sender, m.body, m.client_id, m.status)
         if isinstance(m, MarkRead):
             return self.store.mark_read(m.reader.id, m.sender_id, m.message_ids)
         if isinstance(m, MarkRoomRead):

@@ -79,7 +79,7 @@ class RoomActor(VirtualActor):
             self.active.add(msg.user_id)
         else:
             self.active.discard(msg.user_id)
-            self.check_retire(rearm=False)
+            self.check_retire()
 
     def on_MemberJoined(self, msg: MemberJoined, envelope: Envelope) -> None:
         self.members[msg.user.id] = msg.user
@@ -96,7 +96,7 @@ class RoomActor(VirtualActor):
         self._register()
         assert self.room is not None
         self.reply(msg, self.room.name)
-        self.check_retire(rearm=False)
+        self.check_retire()
 
     # -- messages and reads ---------------------------------------------------------------------
     def _fanout(self, exclude: int | None = None) -> Fanout:

@@ -1,21 +1,23 @@
 """What UserActor and RoomActor share: activation, a stash while loading, and retiring.
 
 An activation starts with ``Init`` from the supervisor, loads its state, and stashes whatever
-arrives meanwhile. It asks the directory to retire when :meth:`may_retire` says so; between asking
-and the approval new work may come in, so on approval it checks again and either exits or cancels.
+arrives meanwhile. When the directory sees it idle (``IdleCheck``), or when it knows it has nothing
+left to do, it asks the directory to retire if :meth:`may_retire` agrees; between asking and the
+approval new work may come in, so on approval it checks again and either exits or cancels.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from thespian.actors import ActorExitRequest, WakeupMessage
+from thespian.actors import ActorExitRequest
 
 from chatactors.actors.base import ChatActor
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.idle import IdlePolicy
 from chatactors.messages import (
     Envelope,
+    IdleCheck,
     Init,
     Request,
     RetireApproved,
@@ -66,7 +68,7 @@ class VirtualActor(ChatActor):
         stash, self.stash = self.stash, []
         for envelope in stash:
             self.receiveMessage(envelope, None)
-        self.check_retire()
+        self.check_retire()  # a room activated with no active member goes again at once
 
     def fail_stash(self, error: Exception) -> None:
         """The state could not be loaded: answer what waits, then go."""
@@ -92,16 +94,11 @@ class VirtualActor(ChatActor):
             else:
                 raise
 
-    def check_retire(self, rearm: bool = True) -> None:
-        """Retire if due; else check again later (only the timer chain re-arms, so there is one)."""
-        if self.retiring or not self.ready:
-            return
-        if not self.stash and self.may_retire():
+    def check_retire(self) -> None:
+        if not self.retiring and self.ready and not self.stash and self.may_retire():
             self.ask_to_retire()
-        elif rearm:
-            self.wakeupAfter(self.idle.next_check())
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+    def receiveMsg_IdleCheck(self, msg: IdleCheck, sender: Any) -> None:
         self.check_retire()
 
     def ask_to_retire(self) -> None:
@@ -115,12 +112,9 @@ class VirtualActor(ChatActor):
             # Work arrived between asking and the approval: stay, and take what was buffered.
             self.retiring = False
             self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
-            self.wakeupAfter(self.idle.next_check())
             return
         self.before_exit()
         self.send(self.myAddress, ActorExitRequest())
 
     def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:
-        self.retiring = False
-        self.idle.touch()
-        self.wakeupAfter(self.idle.next_check())
+        self.retiring = False  # the directory holds work for us; it will say when we are idle again

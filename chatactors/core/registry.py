@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatactors.core.clock import Clock, MonotonicClock
+
 Key = tuple[str, int]
 
 
@@ -55,10 +57,16 @@ class _Entry:
     state: str
     address: Any = None
     buffer: list[Any] = field(default_factory=list)
+    last_routed: float = 0.0
 
 
 class Registry:
-    def __init__(self) -> None:
+    """Location and presence. Every message to an actor passes through here, so the registry also
+    knows when each one was last used: one timer in the directory finds the idle ones (Thespian's
+    simple base scans every pending timer on every send, so one timer per actor would not scale)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or MonotonicClock()
         self._entries: dict[Key, _Entry] = {}
         self._sinks: dict[Key, Counter[str]] = {}
         self._sink_addresses: dict[str, Any] = {}
@@ -70,9 +78,10 @@ class Registry:
     def route(self, key: Key, message: Any) -> list[Effect]:
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = _Entry(ACTIVATING, buffer=[message])
+            self._entries[key] = _Entry(ACTIVATING, buffer=[message], last_routed=self.clock.now())
             self.activations += 1
             return [Start(key)]
+        entry.last_routed = self.clock.now()
         if entry.state == LIVE:
             return [Forward(key, entry.address, message)]
         entry.buffer.append(message)
@@ -112,6 +121,16 @@ class Registry:
             return [Start(key)]
         del self._entries[key]
         return []
+
+    def idle(self, timeout: float) -> list[tuple[Key, Any]]:
+        """Live actors that nothing was routed to for ``timeout`` seconds; each is reported once per
+        ``timeout``, so an actor that declines to retire is asked again later, not on every tick."""
+        now, found = self.clock.now(), []
+        for key, entry in self._entries.items():
+            if entry.state == LIVE and now - entry.last_routed >= timeout:
+                entry.last_routed = now
+                found.append((key, entry.address))
+        return found
 
     def address(self, key: Key) -> Any:
         entry = self._entries.get(key)
