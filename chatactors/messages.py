@@ -1,7 +1,7 @@
 """Every message the actors exchange, as frozen dataclasses (they must pickle on multiprocTCPBase).
 
-Naming: commands are verbs (``SendDirect``), events and replies are past or nouns (``Stored``,
-``Reply``, ``Failed``). A *request* carries ``req_id`` and ``reply_to``: whatever actor ends the chain
+Naming: commands are verbs (``SendDirect``), events and replies are past or nouns (``Reply``,
+``Failed``, ``Resolved``). A *request* carries ``req_id`` and ``reply_to``: whatever actor ends the chain
 answers ``Reply``/``Failed`` straight to ``reply_to`` (the caller's bridge), however many hops it took.
 """
 
@@ -463,12 +463,6 @@ class StoreDirect(Request):
     client_id: str | None
     status: str
     sinks: tuple[Address, ...] = ()
-    notify: Address = None
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    message: Message | None  # None: the write failed and the caller was told
 
 
 @dataclass(frozen=True, slots=True)

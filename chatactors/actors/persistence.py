@@ -39,7 +39,6 @@ from chatactors.messages import (
     RoomLoaded,
     RoomOp,
     RoomOpDone,
-    Stored,
     StoreDirect,
     StoreRoom,
     UnreadFetched,
@@ -147,7 +146,6 @@ class PersistenceActor(ChatActor):
             for sink in m.sinks:
                 out.add(sink, Push((m.recipient.id,), result))
             out.add(m.reply_to, Reply(m.req_id, result))
-            out.add(m.notify, Stored(result))
         elif isinstance(m, StoreRoom):
             for sink, user_ids in m.fanout:
                 out.add(sink, Push(user_ids, result))
@@ -170,8 +168,6 @@ class PersistenceActor(ChatActor):
     def _failed(self, out: Outbox, m: Any, error: Exception) -> None:
         if isinstance(m, (StoreDirect, StoreRoom)):
             out.add(m.reply_to, Failed(m.req_id, error))
-            if isinstance(m, StoreDirect):
-                out.add(m.notify, Stored(None))
         elif isinstance(m, MarkRead):
             out.add(m.ack_to, ReadAck(m.token, ("user", m.sender_id), error))
         elif isinstance(m, MarkRoomRead):

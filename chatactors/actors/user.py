@@ -44,7 +44,6 @@ from chatactors.messages import (
     Route,
     SendDirect,
     SendRoom,
-    Stored,
     StoreDirect,
     UnreadFetched,
     UserLoaded,
@@ -173,13 +172,8 @@ class UserActor(VirtualActor):
             client_id=msg.client_id,
             status=ENTREGADO if envelope.sinks else ENVIADO,
             sinks=envelope.sinks,
-            notify=self.myAddress,
         )
-        self.idle.started()
-        self._persist(store)
-
-    def receiveMsg_Stored(self, msg: Stored, sender: Any) -> None:
-        self.idle.finished()
+        self._persist(store)  # persistence answers the caller and pushes; nothing comes back here
 
     # -- rooms ----------------------------------------------------------------------------------
     def on_RoomCommand(self, msg: RoomCommand, envelope: Envelope) -> None:
