@@ -23,12 +23,13 @@ from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
 from chatactors.actors.supervisor import SupervisorActor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
-from chatactors.core.model import Message, Receipt, RoomSummary
+from chatactors.core.model import Message, Receipt, RoomSummary, UserInfo
 from chatactors.core.rules import check_body, check_limit
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
     Configure,
+    Deliver,
     DropSink,
     GetHistory,
     GetInbox,
@@ -39,6 +40,7 @@ from chatactors.messages import (
     LoginResult,
     LoginUser,
     Logout,
+    LookupUser,
     Ping,
     Push,
     ReadBy,
@@ -47,7 +49,6 @@ from chatactors.messages import (
     Request,
     Roles,
     RoomCommand,
-    SendDirect,
     SendRoom,
     Stats,
     WhoIsOnline,
@@ -114,6 +115,7 @@ class Chat:
         self.announce_login = announce_login
         self._sessions: dict[int, list[Session]] = {}
         self._sessions_lock = threading.Lock()
+        self._users: dict[str | int, UserInfo] = {}
         self._closed = False
 
         store = Store(self.database_url)
@@ -219,6 +221,16 @@ class Chat:
                 sessions.remove(session)
 
     # -- observation -----------------------------------------------------------------------------
+    def lookup(self, user: str | int) -> UserInfo:
+        """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
+        if isinstance(user, bool) or not isinstance(user, (str, int)):
+            raise InvalidMessage("a user is a username or a user id")
+        found = self._users.get(user)
+        if found is None:
+            found = self._call(self.roles.persistence, LookupUser(ref=user))
+            self._users[found.id] = self._users[found.username] = found
+        return found
+
     def stats(self) -> Stats:
         """How many user and room actors are live, how many users online, lifecycle counters."""
         return self._call(self.roles.directory, GetStats())  # type: ignore[no-any-return]
@@ -335,11 +347,15 @@ class Session:
         check_body(body)
         if isinstance(to, str) and to.startswith("#"):
             return self.send_room(to[1:], body, client_id=client_id)
-        target = to.user_id if isinstance(to, Session) else to
-        if isinstance(target, bool) or not isinstance(target, (str, int)):
-            raise InvalidMessage("send to a username, a user id or a Session")
-        request = SendDirect(user_id=self.user_id, to=target, body=body, client_id=client_id)
-        return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
+        recipient = self._chat.lookup(to.user_id if isinstance(to, Session) else to)
+        request = Deliver(
+            user_id=recipient.id,
+            sender=UserInfo(self.user_id, self.username),
+            body=body,
+            client_id=client_id,
+        )
+        # Like Registry.lookup + GenServer.cast: the directory finds (or starts) the recipient's actor.
+        return self._chat._to_user(recipient.id, request)  # type: ignore[no-any-return]
 
     enviar_mensaje = send_message
 

@@ -1,7 +1,7 @@
 """Every message the actors exchange, as frozen dataclasses (they must pickle on multiprocTCPBase).
 
-Naming: commands are verbs (``SendDirect``), events and replies are past or nouns (``Reply``,
-``Failed``, ``Resolved``). A *request* carries ``req_id`` and ``reply_to``: whatever actor ends the chain
+Naming: commands are verbs (``Deliver``), events and replies are past or nouns (``Reply``,
+``Failed``, ``UserLoaded``). A *request* carries ``req_id`` and ``reply_to``: whatever actor ends the chain
 answers ``Reply``/``Failed`` straight to ``reply_to`` (the caller's bridge), however many hops it took.
 """
 
@@ -156,11 +156,10 @@ class Detach(Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SendDirect(Request):
-    user_id: int  # the sender
-    to: str | int
-    body: str
-    client_id: str | None = None
+class LookupUser(Request):
+    """Answered by the persistence actor with the user's ``UserInfo``, or ``UserNotFound``."""
+
+    ref: str | int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,7 +179,7 @@ class GetPid(Request):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deliver(Request):
-    """From the sender's actor to the recipient's: decide delivery, then store."""
+    """A direct message, routed to the recipient's actor: it decides delivery, then stores."""
 
     user_id: int  # the recipient
     sender: UserInfo
@@ -440,19 +439,6 @@ class LoadInbox(Request):
 
     user_id: int
     login: LoginResult | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Resolve:
-    token: int
-    ref: str | int
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    token: int
-    user: UserInfo | None
-    error: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

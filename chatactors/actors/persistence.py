@@ -16,7 +16,7 @@ from typing import Any
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
 from chatactors.core.model import LEIDO, Receipt
 from chatactors.core.rules import check_limit
-from chatactors.errors import ChatError
+from chatactors.errors import ChatError, UserNotFound
 from chatactors.messages import (
     Configure,
     Failed,
@@ -28,14 +28,13 @@ from chatactors.messages import (
     LoadInbox,
     LoadRoom,
     LoadUser,
+    LookupUser,
     MarkRead,
     MarkRoomRead,
     Push,
     ReadAck,
     ReadBy,
     Reply,
-    Resolve,
-    Resolved,
     RoomLoaded,
     RoomOp,
     RoomOpDone,
@@ -199,10 +198,6 @@ class PersistenceActor(ChatActor):
 
         self._answer(sender, work, lambda e: RoomLoaded(None, (), e))
 
-    def receiveMsg_Resolve(self, msg: Resolve, sender: Any) -> None:
-        self._answer(
-            sender, lambda s: Resolved(msg.token, s.user(msg.ref)), lambda e: Resolved(msg.token, None, e)
-        )
 
     def receiveMsg_FetchUnread(self, msg: FetchUnread, sender: Any) -> None:
         self._answer(
@@ -231,6 +226,12 @@ class PersistenceActor(ChatActor):
             return
         store.mark_delivered(msg.user_id)
         self.reply(msg, replace(msg.login, inbox=tuple(store.inbox(msg.user_id))))
+
+    def receiveMsg_LookupUser(self, msg: LookupUser, sender: Any) -> None:
+        user = self._read().user(msg.ref)
+        if user is None:
+            raise UserNotFound(f"no user {msg.ref!r}")
+        self.reply(msg, user)
 
     def receiveMsg_GetStatus(self, msg: GetStatus, sender: Any) -> None:
         self.reply(msg, self._read().status(msg.user_id, msg.message_id))

@@ -1,7 +1,8 @@
 """UserActor: one user's live state (an OTP GenServer per user, activated on demand).
 
-It holds who the user is, their rooms, the contacts they write to, whether they are active (logged
-in with this actor live, which keeps their rooms' actors running) and the reads in progress. All of
+It holds who the user is, their rooms, whether they are active (logged in with this actor live,
+which keeps their rooms' actors running) and the reads in progress. A direct message is routed to the
+recipient's actor, which decides whether it is delivered at once (V0.9) and has it stored. All of
 it is rebuilt from the database on activation, so a retired or crashed actor loses nothing.
 """
 
@@ -36,13 +37,10 @@ from chatactors.messages import (
     ReadAck,
     ReadMessages,
     Request,
-    Resolve,
-    Resolved,
     RoomCommand,
     RoomOp,
     RoomOpDone,
     Route,
-    SendDirect,
     SendRoom,
     StoreDirect,
     UnreadFetched,
@@ -65,7 +63,6 @@ class UserActor(VirtualActor):
         super().__init__()
         self.user: UserInfo | None = None
         self.rooms: dict[str, RoomInfo] = {}
-        self.contacts: dict[str | int, UserInfo] = {}
         self.active = False
         self.resolving: dict[int, tuple[Request, Any]] = {}
         self.reads: dict[int, _Read] = {}
@@ -125,44 +122,10 @@ class UserActor(VirtualActor):
     def on_GetPid(self, msg: GetPid, envelope: Envelope) -> None:
         self.reply(msg, self.myAddress)
 
-    # -- direct messages: I am the sender --------------------------------------------------------
-    def on_SendDirect(self, msg: SendDirect, envelope: Envelope) -> None:
-        check_body(msg.body)
-        if msg.to in self.contacts:
-            self._deliver(msg, self.contacts[msg.to])
-            return
-        token = self.token()
-        self.resolving[token] = (msg, msg.to)
-        self.idle.started()
-        self._persist(Resolve(token, msg.to))
-
-    def receiveMsg_Resolved(self, msg: Resolved, sender: Any) -> None:
-        self.idle.finished()
-        request, ref = self.resolving.pop(msg.token)
-        if msg.error is not None:
-            self.fail(request, msg.error)
-        elif msg.user is None:
-            self.fail(request, UserNotFound(f"no user {ref!r}"))
-        else:
-            self.contacts[ref] = msg.user
-            assert isinstance(request, SendDirect)
-            self._deliver(request, msg.user)
-
-    def _deliver(self, msg: SendDirect, recipient: UserInfo) -> None:
-        assert self.user is not None
-        deliver = Deliver(
-            req_id=msg.req_id,
-            reply_to=msg.reply_to,
-            user_id=recipient.id,
-            sender=self.user,
-            body=msg.body,
-            client_id=msg.client_id,
-        )
-        self._route("user", recipient.id, deliver)
-
     # -- direct messages: I am the recipient -----------------------------------------------------
     def on_Deliver(self, msg: Deliver, envelope: Envelope) -> None:
         assert self.user is not None
+        check_body(msg.body)
         store = StoreDirect(
             req_id=msg.req_id,
             reply_to=msg.reply_to,

@@ -9,6 +9,7 @@ const state = {
   byId: new Map(),       // message id -> message (receipts update them in place)
   pending: new Map(),    // client_id -> message not yet acknowledged (resent after a reconnect)
   current: null,
+  presenceTimer: 0,
 };
 
 // -- connection -----------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ const handlers = {
       for (const m of f.messages) {
         if (m.recipient_id === state.me.id && m.status !== "leido") conv(convKey(m)).unread.add(m.id);
       }
-      askPresence();
+      askPresenceSoon();
     }
     render();
   },
@@ -148,7 +149,10 @@ function conv(key) {
 
 function addMessage(m) {
   const c = conv(convKey(m));
-  if (!c.room) c.peerId = m.sender_id === state.me.id ? m.recipient_id : m.sender_id;
+  if (!c.room && !c.peerId) {
+    c.peerId = m.sender_id === state.me.id ? m.recipient_id : m.sender_id;
+    askPresenceSoon();  // someone new in the list: is she online?
+  }
   const known = state.byId.get(m.id);
   if (known) { known.status = m.status; return c; }
   const copy = { ...m, mine: m.sender_id === state.me.id };
@@ -175,8 +179,14 @@ function forget() {
 function markRead() { send({ type: "read" }); }
 
 function askPresence() {
+  clearTimeout(state.presenceTimer);
   const ids = [...state.convs.values()].map((c) => c.peerId).filter((id) => id);
   if (ids.length) send({ type: "presence", user_ids: ids });
+}
+
+function askPresenceSoon() {
+  clearTimeout(state.presenceTimer);
+  state.presenceTimer = setTimeout(askPresence, 200);  // one question for a burst of new names
 }
 
 function openConv(key) {
