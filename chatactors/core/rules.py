@@ -7,20 +7,20 @@ import re
 from chatactors.errors import InvalidMessage
 
 MAX_BODY = 4096
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{3,32}")  # used with fullmatch: "$" would let "\n" in
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 HISTORY_MAX = 200
 
 
 def check_username(name: object) -> str:
-    if not isinstance(name, str) or not USERNAME_RE.match(name):
+    if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
         raise InvalidMessage("username must be 3 to 32 letters, digits, '_', '.' or '-'")
     return name
 
 
 def check_room_name(name: object) -> str:
-    if not isinstance(name, str) or not USERNAME_RE.match(name):
+    if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
         raise InvalidMessage("room name must be 3 to 32 letters, digits, '_', '.' or '-'")
     return name
 
