@@ -35,7 +35,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy chatactors
 
 bench: $(STAMP)
-	@url=$$(scripts/find-postgres.sh); CHATACTORS_TEST_DATABASE_URL="$$url" $(PY) bench/core.py
+	@url=$$(scripts/find-postgres.sh); export CHATACTORS_TEST_DATABASE_URL="$$url"; rc=0; \
+	$(PY) bench/core.py $(BENCH_ARGS) || rc=1; \
+	$(PY) bench/rooms.py $(BENCH_ARGS) || rc=1; \
+	$(PY) bench/gateway.py || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info chatactors.db chatactors.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options["admin_port"] = args.admin_port
     if args.idle_timeout:
         options["idle_timeout"] = args.idle_timeout
+    if args.password_profile:
+        options["password_profile"] = args.password_profile
 
     def ready(gateway: server.Gateway) -> None:
         chat = gateway.chat
@@ -64,7 +66,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  terminal:  python -m chatactors client --url ws://{where}")
         print("Ctrl-C (or SIGTERM) stops it.", flush=True)
 
-    server.run(args.host, args.port, chat_options=options, on_ready=ready)
+    try:
+        server.run(args.host, args.port, chat_options=options, on_ready=ready)
+    except KeyboardInterrupt:  # Ctrl-C while starting, before the signal handlers were in place
+        print("chatactors server interrupted while starting", flush=True)
+        return 130
     print("chatactors server stopped", flush=True)
     return 0
 
@@ -157,6 +163,8 @@ class TerminalClient:
         self.target = ""  # "maria" or "#general": where lines without a command go
         self.bodies: dict[str, str] = {}  # client_id, then message id -> body, for receipts
         self.quitting = False
+        self.reader: threading.Thread | None = None
+        self.pong = threading.Event()
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
 
@@ -179,27 +187,54 @@ class TerminalClient:
                 return frame  # type: ignore[no-any-return]
 
     # start
+    def _connect(self, timeout: float) -> ClientConnection:
+        # Entered as a context (websockets 17 warns otherwise); _hang_up() leaves it.
+        ws = connect(self.url, open_timeout=timeout, max_size=2**20).__enter__()
+        self._hang_up()
+        self.ws = ws
+        return ws
+
+    def _hang_up(self) -> None:
+        with self._send_lock:
+            if self.ws is not None:
+                self.ws.__exit__(None, None, None)
+
     def run(self) -> int:
         try:
-            self.ws = connect(self.url, open_timeout=10, max_size=2**20)
+            self._connect(10)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             self.screen.show(f"cannot connect to {self.url}: {exc}")
             return 1
         try:
             if not self.log_in():
                 return 1
-            reader = threading.Thread(target=self.read_forever, name="chatactors-client-reader", daemon=True)
-            reader.start()
+            self.reader = threading.Thread(
+                target=self.read_forever, name="chatactors-client-reader", daemon=True
+            )
+            self.reader.start()
             self.chat_loop()
         except (EOFError, KeyboardInterrupt):
             pass
         finally:
+            self.settle()
             self.quitting = True
-            with self._send_lock:
-                if self.ws is not None:
-                    self.ws.close()
+            self._hang_up()
         self.screen.show("bye")
         return 0
+
+    def settle(self) -> None:
+        """Before leaving, wait until the server has answered everything sent so far.
+
+        It answers in order, so the ``pong`` to a last ``ping`` means every ``send`` was stored.
+        """
+        if self.reader is None or not self.reader.is_alive() or self.quitting:
+            return
+        self.pong.clear()
+        try:
+            self.send(type="ping")
+        except (ConnectionClosed, ConnectionError):
+            return
+        self.pong.wait(5)
 
     def log_in(self) -> bool:
         while True:
@@ -256,9 +291,7 @@ class TerminalClient:
         for attempt in range(self.RESUME_TRIES):
             threading.Event().wait(0.5 * 2**attempt)  # back off before trying again
             try:
-                ws = connect(self.url, open_timeout=5, max_size=2**20)
-                ws.send(json.dumps({"type": "login", "token": self.token}))
-                self.ws = ws
+                self._connect(5).send(json.dumps({"type": "login", "token": self.token}))
                 reply = self._wait("logged_in")
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed):
                 continue
@@ -272,6 +305,8 @@ class TerminalClient:
     def on_frame(self, frame: Frame) -> None:
         kind = frame.get("type")
         if kind == "message":
+            if not self.target and not frame.get("room") and frame.get("sender") != self.me:
+                self.target = frame["sender"]  # nobody picked yet: the next line answers them
             self.screen.show(self.describe(frame))
         elif kind == "sent":
             self.bodies[str(frame["id"])] = self.bodies.pop(str(frame.get("client_id")), "")
@@ -284,8 +319,6 @@ class TerminalClient:
             name = f"#{frame['room']}" if frame.get("room") else frame.get("with") or "everyone"
             self.show_list(f"history with {name}", frame["messages"])
         elif kind == "joined":
-            self.target = "#" + frame["room"]
-            self.screen.prompt = self.prompt()
             self.screen.show(
                 f"-- {'created and joined' if frame.get('created') else 'joined'} #{frame['room']} --"
             )
@@ -298,11 +331,15 @@ class TerminalClient:
             self.screen.show("rooms: " + (", ".join(names) if names else "none (/join ROOM)"))
         elif kind == "error":
             self.on_error(frame)
+        elif kind == "pong":
+            self.pong.set()
 
     def on_error(self, frame: Frame) -> None:
         if frame.get("request") == "join" and frame.get("code") == "room_not_found":
             self.send(type="create_room", room=frame["room"])  # /join creates a missing room
             return
+        if frame.get("request") in ("join", "create_room") and self.target == f"#{frame.get('room')}":
+            self.target = ""
         self.screen.show(f"! {frame.get('detail') or frame.get('code')}")
 
     def show_list(self, title: str, messages: list[Frame]) -> None:
@@ -376,6 +413,7 @@ class TerminalClient:
             if body.strip():
                 self.say(user, body.strip())
         elif name == "/join" and rest:
+            self.target = "#" + rest.lstrip("#")  # so the next prompt shows it; undone if joining fails
             self.send(type="join", room=rest.lstrip("#"))
         elif name == "/leave":
             room = rest.lstrip("#") or (self.target[1:] if self.target.startswith("#") else "")
@@ -420,6 +458,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-port", type=int, default=None, help="Thespian admin port (multiprocTCPBase)")
     serve.add_argument(
         "--idle-timeout", type=float, default=None, help="seconds before an idle user hibernates"
+    )
+    serve.add_argument(
+        "--password-profile",
+        choices=("default", "cheapest"),
+        default=None,
+        help="argon2 cost (default: RFC 9106 low memory; cheapest is for tests and benchmarks only)",
     )
     serve.set_defaults(run=cmd_serve)
 

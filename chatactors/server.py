@@ -50,6 +50,7 @@ CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_POLICY = 1008  # flood, or a reader too slow to keep up
 CLOSE_TOO_BIG = 1009  # set by websockets itself for a frame over max_size
 SHUTDOWN_REASON = "server shutting down"
+CUT_AFTER = 5.0  # seconds a closing socket may take to flush before its TCP connection is cut
 
 
 class NotLoggedIn(AuthenticationError):
@@ -253,6 +254,7 @@ class Connection:
         self.dropped = 0  # frames dropped in a row by the rate limit
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = False
+        self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
         self._seen: deque[int] = deque(maxlen=self.SEEN)
         self._seen_set: set[int] = set()
         self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
@@ -268,9 +270,23 @@ class Connection:
             return
         if self.out.qsize() >= self.gateway.limits.max_pending:
             log.warning("%r reads too slowly; closing it", self)
-            self.close(CLOSE_POLICY, "client too slow: too many unread frames")
+            self.abort(CLOSE_POLICY, "client too slow: too many unread frames")
             return
         self.out.put_nowait(frame)
+
+    def deliver(self, frame: Frame) -> None:
+        """A push from the session: held while a login is answered, so 'logged_in' comes first."""
+        if self.held is not None:
+            self.held.append(frame)
+        elif frame["type"] == "message":
+            self.push_message(frame)
+        else:
+            self.push(frame)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for frame in held:
+            self.deliver(frame)
 
     def push_message(self, frame: Frame) -> None:
         """A message push, dropped if this connection has already seen that message id."""
@@ -280,6 +296,8 @@ class Connection:
         self.push(frame)
 
     def remember(self, message_id: int) -> None:
+        if message_id in self._seen_set:
+            return
         if len(self._seen) == self._seen.maxlen:
             self._seen_set.discard(self._seen[0])
         self._seen.append(message_id)
@@ -293,6 +311,21 @@ class Connection:
         self._close_args = (code, reason)
         self.out.put_nowait(_CLOSE)
 
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued: the writer is stuck behind a peer that does not read."""
+        self.closed = True
+        self.writer.cancel()
+        self.writer = asyncio.create_task(self._close_or_cut(code, reason))
+
+    async def _close_or_cut(self, code: int, reason: str) -> None:
+        # The close frame waits behind what the peer has not read; if it never reads, cut the TCP
+        # connection rather than hold a task (and its buffers) forever.
+        try:
+            async with asyncio.timeout(CUT_AFTER):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
+
     async def _write(self) -> None:
         try:
             while True:
@@ -300,7 +333,7 @@ class Connection:
                 if frame is _CLOSE:
                     break
                 await self.ws.send(json.dumps(frame, ensure_ascii=False))
-            await self.ws.close(*self._close_args)
+            await self._close_or_cut(*self._close_args)
         except ConnectionClosed:
             pass
 
@@ -338,9 +371,13 @@ class Gateway:
         *,
         limits: Limits | None = None,
         workers: int = 32,
+        compression: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chat = chat
+        # permessage-deflate holds two zlib contexts per socket (about 33 KiB): chat frames are short,
+        # and idle connections should stay cheap, so it is off unless asked for.
+        self.compression = compression
         self.clock = clock  # for the rate limit; tests pass one they can move
         self.host = host
         self.port = port
@@ -383,6 +420,8 @@ class Gateway:
             process_request=self._process_request,
             max_size=self.limits.max_frame,
             max_queue=32,
+            compression="deflate" if self.compression else None,
+            close_timeout=2,  # a peer that never answers a close (or an HTTP reply) cannot stall a shutdown
             server_header="chatactors",
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -398,7 +437,10 @@ class Gateway:
         for conn in connections:
             conn.close(CLOSE_GOING_AWAY, reason)
         if connections:
-            await asyncio.wait([conn.writer for conn in connections], timeout=10)
+            _, stuck = await asyncio.wait([conn.writer for conn in connections], timeout=3)
+            for conn in connections:
+                if conn.writer in stuck:  # a peer that does not read cannot hold the shutdown up
+                    conn.abort(CLOSE_GOING_AWAY, reason)
         self._server.close(close_connections=True, code=CLOSE_GOING_AWAY, reason=reason)  # stragglers
         await self._server.wait_closed()
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -423,7 +465,7 @@ class Gateway:
         try:
             async for raw in ws:
                 if conn.closed:
-                    break
+                    continue  # closing: keep reading, or the peer's close frame would never arrive
                 if conn.admit():
                     await self._handle(conn, raw)
         except ConnectionClosed:
@@ -431,7 +473,7 @@ class Gateway:
         finally:
             self.connections.discard(conn)
             conn.close(CLOSE_GOING_AWAY, "")
-            await conn.writer
+            await asyncio.wait([conn.writer])  # never raises, even for an aborted (cancelled) writer
             if conn.session is not None and not self.closing:
                 await self._end_session(conn, revoke=False)
 
@@ -466,11 +508,11 @@ class Gateway:
         """Runs on an executor thread right after login, so no push is missed in between."""
 
         def on_message(m: Message) -> None:
-            self._from_thread(conn.push_message, message_frame(m))
+            self._from_thread(conn.deliver, message_frame(m))
 
         def on_receipt(r: Receipt) -> None:
             for frame in receipt_frames(r):
-                self._from_thread(conn.push, frame)
+                self._from_thread(conn.deliver, frame)
 
         session.on_message(on_message)
         session.on_receipt(on_receipt)
@@ -510,7 +552,12 @@ class Gateway:
             self._subscribe(conn, session)
             return session
 
-        session = await self._blocking(login)
+        conn.held = []
+        try:
+            session = await self._blocking(login)
+        except BaseException:
+            conn.held = None
+            raise
         if conn.closed:  # the socket went away while we waited
             await self._blocking(_detach, session, False)
             return
@@ -527,6 +574,7 @@ class Gateway:
                 "inbox": [message_dict(m) for m in session.login_inbox],
             }
         )
+        conn.release()
 
     async def on_logout(self, conn: Connection, frame: Frame) -> None:
         """Ends the session and revokes its token; the socket stays open for another login."""

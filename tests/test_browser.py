@@ -1,0 +1,136 @@
+"""The chat page in a real headless browser: Playwright for Python driving Debian's Chromium.
+
+Two browser contexts (two people, separate storage) register, open a conversation, exchange messages
+and watch the ticks go from delivered to read. Screenshots land in ``test-artifacts/``.
+With ``CI=true`` this test must run: a missing Chromium or Playwright fails it instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_server import ServerThread
+
+from chatactors import Chat
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "secreto123"
+
+
+def _missing(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true: the browser test must run, but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright is not installed (pip install playwright; never `playwright install`)")
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def site(sqlite_url: str) -> Iterator[str]:
+    chat = Chat(database_url=sqlite_url, password_profile="cheapest", echo=False, announce_login=False)
+    server = ServerThread(chat).start()
+    yield f"http://127.0.0.1:{server.gateway.port}/"
+    server.stop()
+    chat.shutdown()
+
+
+def _register(page: Any, site: str, username: str) -> None:
+    page.goto(site)
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#register-btn")
+    page.wait_for_selector("#chat-view:not([hidden])")
+    assert page.text_content("#me") == username
+
+
+def test_two_people_chat_in_the_browser(browser: Any, site: str) -> None:
+    from playwright.sync_api import expect
+
+    juan = browser.new_context(viewport={"width": 900, "height": 560}).new_page()
+    maria = browser.new_context(viewport={"width": 900, "height": 560}).new_page()
+    _register(juan, site, "juan")
+    _register(maria, site, "maria")
+
+    # juan opens a conversation with maria and writes: delivered at once (two grey ticks)
+    juan.fill("#new-conv", "maria")
+    juan.press("#new-conv", "Enter")
+    juan.fill("#body", "hola maria")
+    juan.press("#body", "Enter")
+    mine = juan.locator("#messages .msg.mine").last
+    expect(mine.locator(".body")).to_have_text("hola maria")
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "entregado", timeout=10_000)
+
+    # maria sees the conversation appear with an unread badge; opening it reads it: juan's ticks go blue
+    conv = maria.locator('#convs li[data-key="@juan"]')
+    expect(conv.locator(".badge")).to_have_text("1", timeout=10_000)
+    conv.click()
+    expect(maria.locator("#messages .msg .body").last).to_have_text("hola maria")
+    expect(conv.locator(".badge")).to_have_count(0)
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "leido", timeout=10_000)
+
+    # maria answers; juan has the conversation open, so it shows at once and is read at once
+    maria.fill("#body", "hola juan, ¿qué tal?")
+    maria.press("#body", "Enter")
+    expect(juan.locator("#messages .msg:not(.mine) .body").last).to_have_text(
+        "hola juan, ¿qué tal?", timeout=10_000
+    )
+    expect(maria.locator("#messages .msg.mine .tick").last).to_have_attribute(
+        "data-status", "leido", timeout=10_000
+    )
+    expect(juan.locator('#convs li[data-key="@maria"] .presence.online')).to_have_count(1, timeout=10_000)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    juan.screenshot(path=str(ARTIFACTS / "browser-juan.png"))
+    maria.screenshot(path=str(ARTIFACTS / "browser-maria.png"))
+
+    # a reload resumes the session with the stored token: no password, same conversation
+    juan.reload()
+    juan.wait_for_selector("#chat-view:not([hidden])")
+    expect(juan.locator('#convs li[data-key="@maria"]')).to_have_count(1, timeout=10_000)
+    juan.click("#logout")
+    juan.wait_for_selector("#login-view:not([hidden])")
+
+
+def test_rooms_in_the_browser(browser: Any, site: str) -> None:
+    from playwright.sync_api import expect
+
+    juan = browser.new_context().new_page()
+    maria = browser.new_context().new_page()
+    _register(juan, site, "juan")
+    _register(maria, site, "maria")
+    for page in (juan, maria):  # the first creates it, the second joins
+        page.fill("#new-conv", "#sala")
+        page.press("#new-conv", "Enter")
+        expect(page.locator("#pane-title")).to_have_text("#sala", timeout=10_000)
+    juan.fill("#body", "hola sala")
+    juan.press("#body", "Enter")
+    expect(maria.locator("#messages .msg .body").last).to_have_text("hola sala", timeout=10_000)
+    expect(maria.locator("#messages .msg .who").last).to_have_text("juan")
+    ARTIFACTS.mkdir(exist_ok=True)
+    maria.screenshot(path=str(ARTIFACTS / "browser-room.png"))

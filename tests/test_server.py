@@ -1,0 +1,718 @@
+"""The WebSocket gateway end to end: real ``websockets`` clients against a real server on a free port.
+
+The gateway runs on its own event loop in a thread of this process (``ServerThread``); the CLI tests
+start ``python -m chatactors serve`` as a separate process and stop it with a signal. Every wait is
+on a frame with a timeout, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from chatactors import Chat
+from chatactors.chat import free_port
+from chatactors.server import Gateway, Limits, TokenBucket, parse_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "secreto123"
+
+
+# -- harness ------------------------------------------------------------------------------------------
+class ServerThread:
+    """A Gateway on 127.0.0.1:0, served by its own event loop in a thread."""
+
+    def __init__(self, chat: Chat, limits: Limits | None = None, clock: Callable[[], float] | None = None):
+        options: dict[str, Any] = {"limits": limits}
+        if clock is not None:
+            options["clock"] = clock
+        self.gateway = Gateway(chat, "127.0.0.1", 0, **options)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="test-gateway", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # surfaced by start()/stop()
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self.gateway.start()
+        self._ready.set()
+        await self._stop.wait()
+        await self.gateway.stop()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(15), "the gateway did not start"
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "the gateway did not stop"
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.gateway.port}"
+
+
+class Client:
+    """A protocol client: send frames, wait for the next frame of a type (others are kept for later)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._stack = contextlib.ExitStack()
+        options = {"open_timeout": 10, "max_size": 2**22, **options}
+        self.ws: ClientConnection = self._stack.enter_context(connect(url, **options))
+        self.frames: list[dict[str, Any]] = []
+        self.user_id = 0
+        self.token = ""
+
+    def send(self, type: str, **fields: Any) -> None:
+        self.ws.send(json.dumps({"type": type, **fields}))
+
+    def expect(self, type: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        def fits(frame: dict[str, Any]) -> bool:
+            return frame.get("type") == type and all(frame.get(k) == v for k, v in match.items())
+
+        for i, frame in enumerate(self.frames):
+            if fits(frame):
+                return self.frames.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                frame = json.loads(self.ws.recv(timeout=max(left, 0.001)))
+            except TimeoutError:
+                raise AssertionError(
+                    f"no {type!r} frame {match} within {timeout} s; got {self.frames}"
+                ) from None
+            if fits(frame):
+                return frame  # type: ignore[no-any-return]
+            self.frames.append(frame)
+
+    def error(self, code: str, **match: Any) -> dict[str, Any]:
+        return self.expect("error", code=code, **match)
+
+    def register(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        self.send("register", username=username, password=password)
+        return self._logged_in()
+
+    def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        self.send("login", username=username, password=password)
+        return self._logged_in()
+
+    def resume(self, token: str) -> dict[str, Any]:
+        self.send("login", token=token)
+        return self._logged_in()
+
+    def _logged_in(self) -> dict[str, Any]:
+        frame = self.expect("logged_in")
+        self.user_id, self.token = frame["user_id"], frame["token"]
+        return frame
+
+    def alive(self) -> None:
+        """The connection still answers."""
+        self.send("ping")
+        self.expect("pong")
+
+    def closed_with(self, timeout: float = 10.0) -> tuple[int | None, str | None]:
+        """Read until the server closes; the close code and reason it sent."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.frames.append(json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.001))))
+        except ConnectionClosed:
+            return self.ws.close_code, self.ws.close_reason
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    """``make_server(database_url, limits=..., clock=..., **chat_options)``: stopped afterwards."""
+    started: list[tuple[ServerThread, Chat]] = []
+
+    def make(
+        database_url: str,
+        limits: Limits | None = None,
+        clock: Callable[[], float] | None = None,
+        **options: Any,
+    ) -> ServerThread:
+        options.setdefault("system", "simpleSystemBase")
+        options.setdefault("password_profile", "cheapest")
+        chat = Chat(database_url=database_url, echo=False, announce_login=False, **options)
+        server = ServerThread(chat, limits, clock)
+        started.append((server, chat))
+        return server.start()
+
+    yield make
+    for server, chat in started:
+        server.stop()
+        chat.shutdown()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[[str], Client]]:
+    opened: list[Client] = []
+
+    def open_client(url: str) -> Client:
+        client = Client(url)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerThread], db_url: str) -> ServerThread:
+    """A gateway on SQLite and on PostgreSQL."""
+    return make_server(db_url)
+
+
+@pytest.fixture
+def lite(make_server: Callable[..., ServerThread], sqlite_url: str) -> ServerThread:
+    """A gateway on SQLite only: for the bad-input cases, which do not depend on the database."""
+    return make_server(sqlite_url)
+
+
+# -- the page -----------------------------------------------------------------------------------------
+def test_the_page_is_served_over_http(lite: ServerThread) -> None:
+    with urllib.request.urlopen(lite.http + "/", timeout=10) as page:
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert '<script src="/app.js"' in page.read().decode()
+    with urllib.request.urlopen(lite.http + "/app.js", timeout=10) as script:
+        assert "javascript" in script.headers["Content-Type"]
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(lite.http + "/../setup.cfg", timeout=10)
+    assert missing.value.code == 404
+    missing.value.close()
+
+
+# -- chatting -----------------------------------------------------------------------------------------
+def test_two_clients_chat_with_receipts(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, maria = clients(server.url), clients(server.url)
+    juan.register("juan")
+    maria.register("maria")
+
+    juan.send("send", to="maria", body="hola", client_id="c1")
+    sent = juan.expect("sent", client_id="c1")
+    assert sent["status"] == "entregado"  # maria is online
+    pushed = maria.expect("message")
+    assert (pushed["id"], pushed["sender"], pushed["recipient"], pushed["body"]) == (
+        sent["id"],
+        "juan",
+        "maria",
+        "hola",
+    )
+
+    maria.send("send", to=juan.user_id, body="hola juan", client_id="c2")  # to a user id works too
+    assert juan.expect("message")["body"] == "hola juan"
+
+    maria.send("read")
+    assert maria.expect("marked_read")["ids"] == [sent["id"]]
+    receipt = juan.expect("receipt", id=sent["id"])
+    assert (receipt["status"], receipt["by"]) == ("leido", "maria")
+
+    juan.send("history", limit=10, **{"with": "maria"})
+    history = juan.expect("history")
+    assert [m["body"] for m in history["messages"]] == ["hola", "hola juan"]
+    assert history["messages"][0]["status"] == "leido"
+
+
+def test_ten_clients_chat(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    people = [clients(server.url) for _ in range(10)]
+    names = [f"user{i}" for i in range(10)]
+    for person, name in zip(people, names, strict=True):
+        person.register(name)
+    for i, person in enumerate(people):
+        for j, name in enumerate(names):
+            if i != j:
+                person.send("send", to=name, body=f"{i}->{j}", client_id=f"{i}-{j}")
+    for i, person in enumerate(people):
+        for j in range(10):
+            if i != j:
+                person.expect("sent", client_id=f"{i}-{j}")
+        got = sorted(person.expect("message")["body"] for _ in range(9))
+        assert got == sorted(f"{j}->{i}" for j in range(10) if j != i)
+
+
+def test_offline_delivery(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    server.gateway.chat.register("maria", PASSWORD)  # maria exists, never connected
+    juan = clients(server.url)
+    juan.register("juan")
+    juan.send("send", to="maria", body="para cuando vuelvas", client_id="c1")
+    sent = juan.expect("sent", client_id="c1")
+    assert sent["status"] == "enviado"
+
+    maria = clients(server.url)
+    inbox = maria.login("maria")["inbox"]
+    assert [(m["id"], m["body"], m["status"]) for m in inbox] == [
+        (sent["id"], "para cuando vuelvas", "entregado")
+    ]
+
+
+def test_resume_by_token_after_a_dropped_connection(
+    server: ServerThread, clients: Callable[[str], Client]
+) -> None:
+    juan, maria = clients(server.url), clients(server.url)
+    first = juan.register("juan")
+    maria.register("maria")
+    juan.close()  # the connection drops: the token must still work
+
+    maria.send("send", to="juan", body="mientras no estabas", client_id="c1")
+    maria.expect("sent", client_id="c1")
+
+    again = clients(server.url)
+    resumed = again.resume(first["token"])
+    assert (resumed["user_id"], resumed["username"]) == (first["user_id"], "juan")
+    assert resumed["inbox"][-1]["body"] == "mientras no estabas"
+    maria.send("send", to="juan", body="ya volviste", client_id="c2")
+    assert again.expect("message")["body"] == "ya volviste"
+
+
+def test_logout_revokes_the_token(lite: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan = clients(lite.url)
+    token = juan.register("juan")["token"]
+    juan.send("logout")
+    juan.expect("logged_out")
+    juan.send("login", token=token)
+    assert juan.error("auth_failed", request="login")
+    juan.login("juan")  # the same socket can log in again
+
+
+def test_duplicate_client_id_is_stored_once(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, maria = clients(server.url), clients(server.url)
+    juan.register("juan")
+    maria.register("maria")
+    juan.send("send", to="maria", body="una vez", client_id="same")
+    juan.send("send", to="maria", body="una vez", client_id="same")  # a retry after a timeout
+    first, second = juan.expect("sent", client_id="same"), juan.expect("sent", client_id="same")
+    assert first["id"] == second["id"]
+    juan.send("send", to="maria", body="otra", client_id="next")
+    assert maria.expect("message")["body"] == "una vez"
+    assert maria.expect("message")["body"] == "otra"  # nothing in between: no second copy pushed
+    juan.send("history", limit=10, **{"with": "maria"})
+    assert [m["body"] for m in juan.expect("history")["messages"]] == ["una vez", "otra"]
+
+
+def test_several_sessions_of_one_user_all_get_pushes(
+    server: ServerThread, clients: Callable[[str], Client]
+) -> None:
+    terminal, browser, maria = clients(server.url), clients(server.url), clients(server.url)
+    terminal.register("juan")
+    browser.login("juan")
+    maria.register("maria")
+
+    maria.send("send", to="juan", body="a las dos", client_id="m1")
+    assert terminal.expect("message")["body"] == "a las dos"
+    assert browser.expect("message")["body"] == "a las dos"
+
+    terminal.send("send", to="maria", body="desde la terminal", client_id="t1")
+    sent = terminal.expect("sent", client_id="t1")
+    mirrored = browser.expect("message")  # the user's other session shows what they sent
+    assert (mirrored["id"], mirrored["sender"], mirrored["recipient"]) == (sent["id"], "juan", "maria")
+    assert maria.expect("message")["body"] == "desde la terminal"
+
+
+def test_presence(lite: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, maria = clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    maria.register("maria")
+    pedro = lite.gateway.chat.register("pedro", PASSWORD)
+    juan.send("presence", user_ids=[maria.user_id, pedro])
+    assert juan.expect("presence") == {"type": "presence", "online": [maria.user_id], "offline": [pedro]}
+    maria.send("logout")
+    maria.expect("logged_out")
+    juan.send("presence", user_ids=[maria.user_id])
+    assert juan.expect("presence")["online"] == []
+
+
+def test_rooms(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, maria, pedro = clients(server.url), clients(server.url), clients(server.url)
+    juan.register("juan")
+    maria.register("maria")
+    pedro.register("pedro")
+    juan.send("create_room", room="general")
+    assert juan.expect("joined", room="general")["created"] is True
+    maria.send("join", room="general")
+    maria.expect("joined", room="general")
+    pedro.send("send_room", room="general", body="no soy miembro", client_id="p1")
+    assert pedro.error("not_a_member", request="send_room", client_id="p1")
+    pedro.send("join", room="nowhere")
+    assert pedro.error("room_not_found", request="join", room="nowhere")
+
+    juan.send("send_room", room="general", body="hola a todos", client_id="r1")
+    sent = juan.expect("sent", client_id="r1")
+    pushed = maria.expect("message", id=sent["id"])
+    assert (pushed["room"], pushed["sender"], pushed["body"]) == ("general", "juan", "hola a todos")
+
+    maria.send("rooms")
+    assert maria.expect("rooms")["rooms"] == [{"name": "general", "members": 2, "unread": 1}]
+    maria.send("history", room="general", limit=5)
+    assert [m["body"] for m in maria.expect("history", room="general")["messages"]] == ["hola a todos"]
+    maria.send("read", room="general")
+    assert maria.expect("marked_read")["ids"] == [sent["id"]]
+    assert juan.expect("receipt", id=sent["id"])["status"] == "leido"  # every member has read it
+    juan.send("read_by", id=sent["id"])
+    assert juan.expect("read_by")["by"] == ["maria"]
+
+    maria.send("leave", room="general")
+    maria.expect("left", room="general")
+    juan.send("send_room", room="general", body="ya no estás", client_id="r2")
+    juan.expect("sent", client_id="r2")
+    maria.alive()
+    assert not [f for f in maria.frames if f["type"] == "message"]
+
+
+# -- bad input: every case answers with an error (or closes only that socket); the server lives on --
+@pytest.fixture
+def bystanders(lite: ServerThread, clients: Callable[[str], Client]) -> Callable[[], None]:
+    """Two users chatting on the same server; calling it checks they are still fine."""
+    ana, bea = clients(lite.url), clients(lite.url)
+    ana.register("ana")
+    bea.register("bea")
+    counter = iter(range(1_000_000))
+
+    def still_fine() -> None:
+        n = next(counter)
+        ana.send("send", to="bea", body=f"sigo aquí {n}", client_id=f"ok{n}")
+        ana.expect("sent", client_id=f"ok{n}")
+        assert bea.expect("message")["body"] == f"sigo aquí {n}"
+
+    return still_fine
+
+
+def test_not_json(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    bad = clients(lite.url)
+    for raw in ("{not json", "[1, 2]", '"text"', "{}", '{"type": 7}'):
+        bad.ws.send(raw)
+        assert bad.expect("error", code="invalid")["detail"]
+    bad.ws.send(b'{"type": "ping"}')  # binary frames are refused too
+    assert "binary" in bad.error("invalid")["detail"]
+    bad.alive()
+    bystanders()
+
+
+def test_unknown_type(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    bad = clients(lite.url)
+    bad.send("launch_missiles")
+    assert bad.error("invalid", request="launch_missiles")["detail"] == "unknown type 'launch_missiles'"
+    bystanders()
+
+
+def test_missing_and_wrong_fields(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    bad = clients(lite.url)
+    bad.send("login", username="ana")
+    assert "password" in bad.error("invalid", request="login")["detail"]
+    bad.send("register", username="zoe")
+    assert bad.error("invalid", request="register")
+    bad.register("zoe")
+    for frame in (
+        {"type": "send", "body": "sin destinatario", "client_id": "a"},
+        {"type": "send", "to": "ana", "client_id": "b"},
+        {"type": "send", "to": "ana", "body": 42, "client_id": "c"},
+        {"type": "send", "to": True, "body": "x", "client_id": "d"},
+        {"type": "send", "to": "ana", "body": "x", "client_id": ["e"]},
+        {"type": "send", "to": "ana", "body": "   ", "client_id": "f"},
+        {"type": "send", "to": "ana", "body": "x" * 4097, "client_id": "g"},
+        {"type": "history", "limit": "ten"},
+        {"type": "history", "limit": 100000},
+        {"type": "presence", "user_ids": "ana"},
+        {"type": "read_by"},
+    ):
+        bad.ws.send(json.dumps(frame))
+        error = bad.expect("error")
+        assert error["code"] == "invalid" and error["request"] == frame["type"], (frame, error)
+    bad.send("send", to="nadie", body="hola", client_id="h")
+    assert bad.error("user_not_found", client_id="h")
+    bad.send("login", username="zoe", password=PASSWORD)
+    assert "already logged in" in bad.error("invalid", request="login")["detail"]
+    bad.alive()
+    bystanders()
+
+
+def test_actions_before_login(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    bad = clients(lite.url)
+    for kind, fields in [
+        ("send", {"to": "ana", "body": "hola", "client_id": "x"}),
+        ("read", {}),
+        ("history", {}),
+        ("presence", {"user_ids": [1]}),
+        ("join", {"room": "general"}),
+        ("logout", {}),
+    ]:
+        bad.send(kind, **fields)
+        assert bad.error("not_logged_in", request=kind)
+    bad.alive()  # ping needs no login
+    bystanders()
+
+
+def test_wrong_password_and_unknown_user_look_the_same(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    bad = clients(lite.url)
+    bad.send("login", username="ana", password="wrong-password")
+    wrong = bad.error("auth_failed")
+    bad.send("login", username="nobody", password="wrong-password")
+    unknown = bad.error("auth_failed")
+    assert wrong["detail"] == unknown["detail"]
+    bystanders()
+
+
+def test_expired_token(
+    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+) -> None:
+    server = make_server(sqlite_url, token_ttl=0.0)  # every token is born expired
+    juan = clients(server.url)
+    token = juan.register("juan")["token"]
+    late = clients(server.url)
+    late.send("login", token=token)
+    assert "expired" in late.error("auth_failed", request="login")["detail"]
+    late.send("login", token="not-a-token")
+    assert late.error("auth_failed")
+    late.alive()
+    juan.alive()  # the session that holds the token is not cut off
+
+
+def test_frame_over_the_size_limit_closes_only_that_socket(
+    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+) -> None:
+    big = clients(lite.url)
+    big.send("send", to="ana", body="x" * (lite.gateway.limits.max_frame + 1), client_id="big")
+    assert big.closed_with()[0] == 1009  # message too big
+    bystanders()
+
+
+def test_rate_limit(
+    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+) -> None:
+    now = [1000.0]
+    server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=50), clock=lambda: now[0])
+    fast, calm = clients(server.url), clients(server.url)
+    for _ in range(8):
+        fast.send("ping")
+    for _ in range(5):
+        fast.expect("pong")
+    error = fast.error("rate_limited")
+    assert "5 frames per second" in error["detail"]
+    calm.alive()  # another connection has its own allowance
+    now[0] += 1.0  # a second later the allowance is back
+    fast.alive()
+    assert not [f for f in fast.frames if f["type"] in ("pong", "error")]  # the extra frames were dropped
+
+
+def test_a_flood_closes_the_socket(
+    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+) -> None:
+    server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=10), clock=lambda: 0.0)
+    flood, calm = clients(server.url), clients(server.url)
+    try:
+        for _ in range(100):
+            flood.send("ping")
+    except ConnectionClosed:
+        pass
+    assert flood.closed_with() == (1008, "rate limit exceeded")
+    calm.alive()
+
+
+def test_a_client_that_does_not_read_is_closed(
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    wait_until: Any,
+) -> None:
+    server = make_server(sqlite_url, limits=Limits(max_pending=3, rate=1000, burst=1000))
+    tiny = socket.create_connection(("127.0.0.1", server.gateway.port))
+    tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning to 32 MB
+    sleepy = Client(server.url, sock=tiny, max_queue=1)
+    writer = clients(server.url)
+    sleepy.register("sleepy")
+    writer.register("writer")
+    for i in range(50):
+        big = base64.b64encode(os.urandom(3000)).decode()  # 4,000 characters that do not compress
+        writer.send("send", to="sleepy", body=big, client_id=f"w{i}")
+        writer.expect("sent", client_id=f"w{i}")
+    for _ in range(80):  # about 200 KB each (10 MB in all), and sleepy reads none of it
+        sleepy.send("history", limit=50)
+
+    def given_up() -> bool:
+        return any(
+            c.closed for c in server.gateway.connections if c.session and c.session.username == "sleepy"
+        )
+
+    try:
+        wait_until(given_up, timeout=20, what="the gateway to give up on the sleepy reader")
+        writer.alive()  # meanwhile everyone else is served
+        assert sleepy.closed_with(timeout=20) == (1008, "client too slow: too many unread frames")
+    finally:
+        sleepy.close()
+
+
+def test_token_bucket() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2, burst=3, clock=lambda: now[0])
+    assert [bucket.allow() for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.5
+    assert [bucket.allow(), bucket.allow()] == [True, False]
+    now[0] = 100.0
+    assert sum(bucket.allow() for _ in range(10)) == 3  # never more than the burst
+
+
+def test_parse_frame() -> None:
+    assert parse_frame('{"type": "ping"}') == {"type": "ping"}
+    for raw in ("", "nope", "[]", "{}", '{"type": null}', b"{}"):
+        with pytest.raises(Exception) as error:
+            parse_frame(raw)
+        assert getattr(error.value, "code", None) == "invalid"
+
+
+# -- the command line: graceful shutdown, no process left -------------------------------------------
+class Marker:
+    """An open file every process forked from the server inherits (on a descriptor Thespian keeps):
+    whoever still holds it after the server exits was left behind."""
+
+    FD = 900
+
+    def __init__(self) -> None:
+        handle, path = tempfile.mkstemp(prefix="chatactors-server-test-")
+        os.unlink(path)
+        info = os.fstat(handle)
+        self.identity = (info.st_dev, info.st_ino)
+        os.dup2(handle, self.FD, inheritable=True)
+        os.close(handle)
+
+    def holders(self) -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            if int(pid) == os.getpid():
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+                for fd in fds:
+                    info = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if (info.st_dev, info.st_ino) == self.identity:
+                        found.append(int(pid))
+                        break
+            except OSError:
+                continue  # gone meanwhile, or not ours to look at
+        return found
+
+    def close(self) -> None:
+        os.close(self.FD)
+
+
+def _serve(args: list[str], marker: Marker) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m chatactors serve``; returns it and the WebSocket URL it printed."""
+    fds = [marker.FD]
+    try:
+        import conftest
+
+        fds.append(conftest.SESSION_MARKER_FD)  # the suite's own leftover check tracks it too
+    except (ImportError, AttributeError):
+        pass
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "THESPLOG_FILE": os.devnull}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatactors", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        pass_fds=fds,
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "terminal:" in line:
+            return proc, line.split("--url", 1)[1].strip()
+    raise AssertionError("the server did not start:\n" + "".join(lines))
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize(
+    ("system", "stop"),
+    [("simpleSystemBase", signal.SIGINT), ("multiprocTCPBase", signal.SIGTERM)],
+    ids=["simpleSystemBase-SIGINT", "multiprocTCPBase-SIGTERM"],
+)
+def test_serve_chats_then_stops_gracefully(
+    tmp_path: Path, system: str, stop: signal.Signals, wait_until: Any
+) -> None:
+    marker = Marker()
+    args = [
+        "--system",
+        system,
+        "--database-url",
+        f"sqlite:///{tmp_path}/chat.db",
+        "--password-profile",
+        "cheapest",
+    ]
+    if system == "multiprocTCPBase":
+        args += ["--admin-port", str(free_port())]
+    proc, url = _serve(args, marker)
+    try:
+        juan, maria = Client(url), Client(url)
+        juan.register("juan")
+        maria.register("maria")
+        juan.send("send", to="maria", body="antes de cerrar", client_id="c1")
+        assert maria.expect("message")["body"] == "antes de cerrar"
+        juan.expect("sent", client_id="c1")
+
+        proc.send_signal(stop)
+        assert juan.closed_with() == (1001, "server shutting down")
+        assert maria.closed_with() == (1001, "server shutting down")
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "chatactors server stopped" in out
+        wait_until(lambda: not marker.holders(), timeout=10, what="the server's processes to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in marker.holders():
+            os.kill(pid, signal.SIGKILL)
+        marker.close()
