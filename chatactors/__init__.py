@@ -13,6 +13,7 @@ from chatactors.errors import (
     ChatError,
     ChatTimeout,
     InvalidMessage,
+    MessageNotFound,
     NotAMember,
     RoomExists,
     RoomNotFound,
@@ -42,6 +43,7 @@ __all__ = [
     "RoomExists",
     "NotAMember",
     "InvalidMessage",
+    "MessageNotFound",
     "StorageUnavailable",
     "ChatTimeout",
 ]

@@ -33,13 +33,14 @@ _STOP = object()
 
 
 class _Waiter:
-    __slots__ = ("event", "value", "error", "seq")
+    __slots__ = ("event", "value", "error", "seq", "on_reply")
 
-    def __init__(self) -> None:
+    def __init__(self, on_reply: Callable[[Any], Any] | None = None) -> None:
         self.event = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.seq = 0
+        self.on_reply = on_reply
 
 
 class Bridge:
@@ -66,13 +67,22 @@ class Bridge:
 
     # -- API -----------------------------------------------------------------------------------
     def call(
-        self, target: Any, request: Request, timeout: float, route: tuple[str, int] | None = None
+        self,
+        target: Any,
+        request: Request,
+        timeout: float,
+        route: tuple[str, int] | None = None,
+        on_reply: Callable[[Any], Any] | None = None,
     ) -> Any:
-        """Send ``request`` (wrapped in a Route when ``route`` is given) and wait for its reply."""
+        """Send ``request`` (wrapped in a Route when ``route`` is given) and wait for its reply.
+
+        ``on_reply(value)`` runs on the push dispatcher, in order with the pushes, and its result is
+        returned: a login registers its session there, so no push that follows the reply is missed.
+        """
         if self.closed:
             raise ChatError("this chat is shut down")
         req_id = next(self._ids)
-        waiter = _Waiter()
+        waiter = _Waiter(on_reply)
         with self._lock:
             self._waiters[req_id] = waiter
         request = dataclasses.replace(request, req_id=req_id, reply_to=self.address)
@@ -117,6 +127,11 @@ class Bridge:
                 waiter.error = message.error
             else:
                 waiter.value = message.value
+                if waiter.on_reply is not None:
+                    self._pushed += 1
+                    waiter.seq = self._pushed
+                    self._pushes.put(waiter)  # the dispatcher runs the hook, then wakes the caller
+                    return
             waiter.seq = self._pushed
             waiter.event.set()
         elif isinstance(message, Push):
@@ -125,13 +140,26 @@ class Bridge:
         else:
             log.debug("bridge ignored %r", type(message).__name__)
 
+    @staticmethod
+    def _run_hook(waiter: _Waiter) -> None:
+        try:
+            assert waiter.on_reply is not None
+            waiter.value = waiter.on_reply(waiter.value)
+        except Exception as exc:
+            waiter.error = exc
+        finally:
+            waiter.event.set()
+
     def _dispatch(self) -> None:
         while True:
             push = self._pushes.get()
             if push is _STOP:
                 return
             try:
-                self._on_push(push)
+                if isinstance(push, _Waiter):
+                    self._run_hook(push)
+                else:
+                    self._on_push(push)
             except Exception:
                 log.exception("a push callback failed")
             with self._dispatch_cond:

@@ -185,9 +185,18 @@ class Chat:
         return int(self._call(self.roles.login, RegisterUser(username=username, password=password)))
 
     def login(
-        self, user: str | int | None = None, password: str | None = None, *, token: str | None = None
+        self,
+        user: str | int | None = None,
+        password: str | None = None,
+        *,
+        token: str | None = None,
+        on_message: MessageCallback | None = None,
+        on_receipt: ReceiptCallback | None = None,
     ) -> Session:
-        """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'."""
+        """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'.
+
+        ``on_message`` / ``on_receipt`` are in place before the first push can arrive.
+        """
         if token is not None:
             request = LoginUser(sink=self._bridge.address, token=token)
         elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
@@ -196,10 +205,14 @@ class Chat:
             request = LoginUser(sink=self._bridge.address, user_id=user, password=password)
         else:
             request = LoginUser(sink=self._bridge.address, username=user, password=password)
-        result: LoginResult = self._call(self.roles.login, request)
-        session = Session(self, result)
-        with self._sessions_lock:
-            self._sessions.setdefault(session.user_id, []).append(session)
+
+        def open_session(result: LoginResult) -> Session:
+            session = Session(self, result, on_message, on_receipt)
+            with self._sessions_lock:
+                self._sessions.setdefault(session.user_id, []).append(session)
+            return session
+
+        session: Session = self._bridge.call(self.roles.login, request, self.timeout, on_reply=open_session)
         if self.announce_login:
             print("usuario logeado")
         return session
@@ -290,15 +303,22 @@ class Chat:
 class Session:
     """One logged-in user, as returned by :meth:`Chat.login`."""
 
-    def __init__(self, chat: Chat, result: LoginResult) -> None:
+    def __init__(
+        self,
+        chat: Chat,
+        result: LoginResult,
+        on_message: MessageCallback | None = None,
+        on_receipt: ReceiptCallback | None = None,
+    ) -> None:
         self._chat = chat
         self.user_id = result.user_id
         self.username = result.username
         self.token = result.token
         self._pid = result.pid
         self.login_inbox: tuple[Message, ...] = result.inbox
-        self._message_callbacks: list[MessageCallback] = [print] if chat.echo else []
-        self._receipt_callbacks: list[ReceiptCallback] = []
+        default: list[MessageCallback] = [print] if chat.echo else []
+        self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default
+        self._receipt_callbacks: list[ReceiptCallback] = [on_receipt] if on_receipt else []
         self.active = True
 
     def __repr__(self) -> str:
@@ -359,10 +379,18 @@ class Session:
 
     enviar_mensaje = send_message
 
-    def read_messages(self) -> list[Message]:
-        """Unread messages, oldest first; marks them 'leido' and tells their senders (V0.6)."""
+    def read_messages(
+        self, *, with_user: str | int | None = None, room: str | None = None, up_to: int | None = None
+    ) -> list[Message]:
+        """Unread messages, oldest first; marks them 'leido' and tells their senders (V0.6).
+
+        By default everything unread; or only one conversation (``with_user``) or one ``room``,
+        and only up to message id ``up_to`` (what a reader has actually seen).
+        """
         self._check_active()
-        return list(self._chat._to_user(self.user_id, ReadMessages(user_id=self.user_id)))
+        other = self._chat.lookup(with_user).id if with_user is not None else None
+        request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to)
+        return list(self._chat._to_user(self.user_id, request))
 
     leer_mensajes = read_messages
 
@@ -420,13 +448,17 @@ class Session:
                 logging.getLogger("chatactors").exception("callback of %s failed", self.username)
 
     # -- end ----------------------------------------------------------------------------------
-    def logout(self) -> None:
-        """Close this session; the user is offline once no other session of theirs is open."""
+    def logout(self, *, revoke_token: bool = True) -> None:
+        """Close this session; the user is offline once no other session of theirs is open.
+
+        ``revoke_token=False`` keeps the token valid (a dropped connection that will resume).
+        """
         if not self.active:
             return
         self.active = False
         self._chat._forget(self)
-        request = Logout(user_id=self.user_id, sink=self._chat._bridge.address, token=self.token)
+        token = self.token if revoke_token else None
+        request = Logout(user_id=self.user_id, sink=self._chat._bridge.address, token=token)
         self._chat._call(self._chat.roles.login, request)
 
     def _check_active(self) -> None:

@@ -6,6 +6,7 @@
     ├── AuthenticationError      wrong password, unknown user, bad or expired token, throttled
     │   └── TooManyAttempts      an account locked for a while after repeated failures
     ├── UserNotFound             a recipient that does not exist
+    ├── MessageNotFound          a message id that does not exist, or is not one's to see
     ├── UsernameTaken            register() with a name already in use
     ├── RoomNotFound             a room that does not exist
     ├── RoomExists               create_room() with a name already in use
@@ -47,6 +48,10 @@ class UserNotFound(ChatError):
     code = "user_not_found"
 
 
+class MessageNotFound(ChatError):
+    code = "message_not_found"
+
+
 class UsernameTaken(ChatError):
     code = "username_taken"
 
@@ -80,6 +85,7 @@ __all__ = [
     "AuthenticationError",
     "TooManyAttempts",
     "UserNotFound",
+    "MessageNotFound",
     "UsernameTaken",
     "RoomNotFound",
     "RoomExists",

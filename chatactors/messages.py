@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatactors.core.model import Message, Receipt, RoomInfo, UserInfo
+from chatactors.core.model import Message, Only, Receipt, RoomInfo, UserInfo
 
 Address = Any  # a thespian ActorAddress; opaque here
 
@@ -164,7 +164,20 @@ class LookupUser(Request):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadMessages(Request):
+    """Read what is unread: everything, or only ``with_user``'s direct messages or one ``room``."""
+
     user_id: int
+    with_user: int | None = None
+    room: str | None = None
+    up_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """To the directory: push ``event`` to the user's live sessions, if any; never starts an actor."""
+
+    user_id: int
+    event: Message | Receipt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -455,6 +468,7 @@ class StoreDirect(Request):
 class FetchUnread:
     user_id: int
     token: int
+    only: Only | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,19 @@ from typing import Any, TypeVar
 import peewee as pw
 from playhouse.db_url import connect
 
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, RoomInfo, RoomSummary, UserInfo
+from chatactors.core.model import (
+    ENTREGADO,
+    ENVIADO,
+    LEIDO,
+    Message,
+    Only,
+    RoomInfo,
+    RoomSummary,
+    UserInfo,
+)
 from chatactors.errors import (
     ChatError,
+    MessageNotFound,
     NotAMember,
     RoomExists,
     RoomNotFound,
@@ -289,6 +299,10 @@ class Store:
     def insert_messages(self, new: list[NewMessage]) -> list[Message]:
         """Store a batch of messages in one statement; a (sender, client_id) already stored, or
         repeated within the batch, gives back the message stored first. Call inside a transaction."""
+        return [message for message, _ in self.insert_messages_fresh(new)]
+
+    def insert_messages_fresh(self, new: list[NewMessage]) -> list[tuple[Message, bool]]:
+        """:meth:`insert_messages`, telling which were stored now (a retry must not be pushed twice)."""
         results: list[Message | None] = [None] * len(new)
         by_sender: dict[int, list[str]] = {}
         for n in new:
@@ -331,11 +345,16 @@ class Store:
                     status=n.status,
                     recipient=n.recipient.username if n.recipient else None,
                 )
+        fresh_set = set(fresh)
+        out: list[tuple[Message, bool]] = []
         for i, n in enumerate(new):
-            if results[i] is None:
+            found = results[i]
+            if found is None:
                 assert n.client_id is not None
-                results[i] = results[first_of[(n.sender.id, n.client_id)]]
-        return [m for m in results if m is not None]
+                found = results[first_of[(n.sender.id, n.client_id)]]
+            assert found is not None
+            out.append((found, i in fresh_set))
+        return out
 
     def insert_direct(
         self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: str
@@ -364,16 +383,31 @@ class Store:
         ]
 
     def _received(
-        self, user_id: int, unread_only: bool = False, before: int | None = None, limit: int | None = None
+        self,
+        user_id: int,
+        unread_only: bool = False,
+        before: int | None = None,
+        limit: int | None = None,
+        only: Only | None = None,
     ) -> list[Mensaje]:
         """Messages ``user_id`` received, newest first: direct ones, and room messages posted after
         joining. Indexed queries merged here: one OR across both kinds would scan the table."""
-        direct = Mensaje.select().where(Mensaje.recipient == user_id)
-        if unread_only:
-            direct = direct.where(Mensaje.status != LEIDO)
-        queries = [direct]
+        only = only or Only()
+        queries = []
+        if only.room_id is None:
+            direct = Mensaje.select().where(Mensaje.recipient == user_id)
+            if unread_only:
+                direct = direct.where(Mensaje.status != LEIDO)
+            if only.sender_id is not None:
+                direct = direct.where(Mensaje.sender == only.sender_id)
+            queries.append(direct)
+        memberships = Membership.select().where(Membership.user == user_id)
+        if only.room_id is not None:
+            memberships = memberships.where(Membership.room == only.room_id)
+        elif only.sender_id is not None:
+            memberships = memberships.where(False)  # a conversation with one person: no rooms
         # One query per room (a user is in few), each served by the (room, id) index.
-        for m in Membership.select().where(Membership.user == user_id):
+        for m in memberships:
             cursor = max(m.joined_after, m.read_up_to) if unread_only else m.joined_after
             queries.append(
                 Mensaje.select().where(
@@ -384,6 +418,8 @@ class Store:
         for query in queries:
             if before is not None:
                 query = query.where(Mensaje.id < before)
+            if only.up_to is not None:
+                query = query.where(Mensaje.id <= only.up_to)
             query = query.order_by(Mensaje.id.desc())
             rows.extend(query.limit(limit) if limit is not None else query)
         rows.sort(key=lambda r: r.id, reverse=True)
@@ -393,9 +429,9 @@ class Store:
         """The last ``limit`` messages received (direct and room), newest last."""
         return self.run(lambda: self._decorate(reversed(self._received(user_id, before=before, limit=limit))))
 
-    def unread(self, user_id: int) -> list[Message]:
-        """Everything ``user_id`` has not read yet, direct and room, oldest first."""
-        return self.run(lambda: self._decorate(reversed(self._received(user_id, unread_only=True))))
+    def unread(self, user_id: int, only: Only | None = None) -> list[Message]:
+        """What ``user_id`` has not read yet, direct and room, oldest first (or ``only`` some)."""
+        return self.run(lambda: self._decorate(reversed(self._received(user_id, True, only=only))))
 
     def mark_read(self, reader_id: int, sender_id: int, ids: Iterable[int]) -> int:
         """Set 'leido' on messages ``sender_id`` sent to ``reader_id``; call inside a transaction."""
@@ -409,17 +445,22 @@ class Store:
 
     def mark_delivered(self, user_id: int) -> list[int]:
         """Messages waiting for ``user_id`` reached a live session: 'enviado' -> 'entregado'."""
+        return sorted(i for ids in self.mark_delivered_by_sender(user_id).values() for i in ids)
 
-        def work() -> list[int]:
-            ids = [
-                r.id
-                for r in Mensaje.select(Mensaje.id).where(
-                    (Mensaje.recipient == user_id) & (Mensaje.status == ENVIADO)
-                )
-            ]
+    def mark_delivered_by_sender(self, user_id: int) -> dict[int, list[int]]:
+        """:meth:`mark_delivered`, grouped by sender (each is told with one receipt)."""
+
+        def work() -> dict[int, list[int]]:
+            waiting = Mensaje.select(Mensaje.id, Mensaje.sender).where(
+                (Mensaje.recipient == user_id) & (Mensaje.status == ENVIADO)
+            )
+            by_sender: dict[int, list[int]] = {}
+            for r in waiting:
+                by_sender.setdefault(r.sender_id, []).append(r.id)
+            ids = [i for group in by_sender.values() for i in group]
             if ids:
                 Mensaje.update(status=ENTREGADO).where(Mensaje.id.in_(ids)).execute()
-            return ids
+            return by_sender
 
         return self.run(work)
 
@@ -436,7 +477,7 @@ class Store:
             return row
         if row is not None and row.room_id is not None and self._membership(row.room_id, user_id):
             return row
-        raise ChatError(f"no message {message_id} of yours")
+        raise MessageNotFound(f"no message {message_id} of yours")
 
     def _membership(self, room_id: int, user_id: int) -> Membership | None:
         return Membership.get_or_none((Membership.room == room_id) & (Membership.user == user_id))

@@ -23,7 +23,9 @@ from chatactors.messages import (
     Envelope,
     GetStats,
     IdleCheck,
+    Notify,
     Offline,
+    Push,
     Reply,
     RetireApproved,
     RetireCancelled,
@@ -91,6 +93,10 @@ class DirectoryActor(ChatActor):
         address = self.registry.address(("user", user_id))
         if not sinks and address is not None:
             self.send(address, Envelope(Route("user", user_id, Offline(user_id))))
+
+    def receiveMsg_Notify(self, msg: Notify, sender: Any) -> None:
+        for sink in self.registry.sinks(("user", msg.user_id)):
+            self.send(sink, Push((msg.user_id,), msg.event))
 
     def receiveMsg_RoomMembers(self, msg: RoomMembers, sender: Any) -> None:
         for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):

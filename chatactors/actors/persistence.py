@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
-from chatactors.core.model import LEIDO, Receipt
+from chatactors.core.model import ENTREGADO, LEIDO, Receipt
 from chatactors.core.rules import check_limit
 from chatactors.errors import ChatError, UserNotFound
 from chatactors.messages import (
@@ -31,10 +31,12 @@ from chatactors.messages import (
     LookupUser,
     MarkRead,
     MarkRoomRead,
+    Notify,
     Push,
     ReadAck,
     ReadBy,
     Reply,
+    Roles,
     RoomLoaded,
     RoomOp,
     RoomOpDone,
@@ -52,12 +54,14 @@ class PersistenceActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
         self.store: Store | None = None
+        self.roles: Roles | None = None
         self.pending: list[Any] = []
         self.flush_scheduled = False
         self.batch_max = 500
         self.batches = 0
 
     def configure(self, msg: Configure) -> None:
+        self.roles = msg.roles
         self.store = Store(msg.config.database_url)
         self.batch_max = msg.config.batch_max
 
@@ -110,8 +114,8 @@ class PersistenceActor(ChatActor):
         results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
         if stores:
             new = [self._new_message(batch[i]) for i in stores]
-            for i, message in zip(stores, self.store.insert_messages(new), strict=True):
-                results[i] = (True, message)
+            for i, stored in zip(stores, self.store.insert_messages_fresh(new), strict=True):
+                results[i] = (True, stored)
         for i, m in enumerate(batch):
             if not isinstance(m, (StoreDirect, StoreRoom)):
                 results[i] = self._apply_one(m)
@@ -141,14 +145,13 @@ class PersistenceActor(ChatActor):
         raise TypeError(type(m).__name__)
 
     def _done(self, out: Outbox, m: Any, result: Any) -> None:
-        if isinstance(m, StoreDirect):
-            for sink in m.sinks:
-                out.add(sink, Push((m.recipient.id,), result))
-            out.add(m.reply_to, Reply(m.req_id, result))
-        elif isinstance(m, StoreRoom):
-            for sink, user_ids in m.fanout:
-                out.add(sink, Push(user_ids, result))
-            out.add(m.reply_to, Reply(m.req_id, result))
+        if isinstance(m, (StoreDirect, StoreRoom)):
+            message, fresh = result
+            if fresh:  # a retried client_id is answered again, but pushed only once
+                fanout = m.fanout if isinstance(m, StoreRoom) else [(s, (m.recipient.id,)) for s in m.sinks]
+                for sink, user_ids in fanout:
+                    out.add(sink, Push(user_ids, message))
+            out.add(m.reply_to, Reply(m.req_id, message))
         elif isinstance(m, MarkRead):
             receipt = Receipt(m.message_ids, LEIDO, m.reader.username, m.reader.id)
             for sink in m.sinks:
@@ -198,11 +201,10 @@ class PersistenceActor(ChatActor):
 
         self._answer(sender, work, lambda e: RoomLoaded(None, (), e))
 
-
     def receiveMsg_FetchUnread(self, msg: FetchUnread, sender: Any) -> None:
         self._answer(
             sender,
-            lambda s: UnreadFetched(msg.token, tuple(s.unread(msg.user_id))),
+            lambda s: UnreadFetched(msg.token, tuple(s.unread(msg.user_id, msg.only))),
             lambda e: UnreadFetched(msg.token, (), e),
         )
 
@@ -224,8 +226,13 @@ class PersistenceActor(ChatActor):
         if msg.login is None:
             self.reply(msg, tuple(store.inbox(msg.user_id)))
             return
-        store.mark_delivered(msg.user_id)
-        self.reply(msg, replace(msg.login, inbox=tuple(store.inbox(msg.user_id))))
+        login = msg.login
+        delivered = store.mark_delivered_by_sender(msg.user_id)
+        self.reply(msg, replace(login, inbox=tuple(store.inbox(msg.user_id))))
+        assert self.roles is not None
+        for sender_id, ids in delivered.items():  # their ticks move to 'entregado' if they are online
+            receipt = Receipt(tuple(ids), ENTREGADO, login.username, login.user_id)
+            self.send(self.roles.directory, Notify(sender_id, receipt))
 
     def receiveMsg_LookupUser(self, msg: LookupUser, sender: Any) -> None:
         user = self._read().user(msg.ref)

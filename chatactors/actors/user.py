@@ -13,7 +13,7 @@ from typing import Any
 
 from chatactors.actors.base import as_chat_error
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import ENTREGADO, ENVIADO, Message, RoomInfo, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, Message, Only, RoomInfo, UserInfo
 from chatactors.core.rules import check_body, check_room_name
 from chatactors.errors import ChatError, NotAMember, UserNotFound
 from chatactors.messages import (
@@ -194,13 +194,17 @@ class UserActor(VirtualActor):
 
     # -- reading: I am the reader ----------------------------------------------------------------
     def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope | None) -> None:
-        if self.reads:
+        if msg.room is not None and msg.room not in self.rooms:
+            self.fail(msg, NotAMember(f"you are not in {msg.room!r}"))
+        elif self.reads:
             self.queued_reads.append(msg)  # one read at a time: none returns a message twice
-            return
-        token = self.token()
-        self.reads[token] = _Read(msg)
-        self.idle.started()
-        self._persist(FetchUnread(self.id, token))
+        else:
+            room_id = self.rooms[msg.room].id if msg.room is not None else None
+            only = Only(sender_id=msg.with_user, room_id=room_id, up_to=msg.up_to)
+            token = self.token()
+            self.reads[token] = _Read(msg)
+            self.idle.started()
+            self._persist(FetchUnread(self.id, token, only))
 
     def receiveMsg_UnreadFetched(self, msg: UnreadFetched, sender: Any) -> None:
         assert self.user is not None

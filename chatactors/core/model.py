@@ -42,6 +42,15 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Only:
+    """Narrows a read: one person's direct messages, or one room's, up to a message id."""
+
+    sender_id: int | None = None
+    room_id: int | None = None
+    up_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UserInfo:
     id: int
     username: str
