@@ -32,6 +32,23 @@ PushHandler = Callable[[Push], None]
 _STOP = object()
 
 
+_PORTS: dict[str, queue.SimpleQueue[Any]] = {}
+
+
+def open_local_port(key: str) -> queue.SimpleQueue[Any]:
+    """A queue of (address, message) that the simple base's driver tells into the system: how a
+    worker thread in this process hands a result back to an actor (see ``LoginService``)."""
+    return _PORTS.setdefault(key, queue.SimpleQueue())
+
+
+def local_port(key: str) -> queue.SimpleQueue[Any]:
+    return _PORTS[key]
+
+
+def close_local_port(key: str) -> None:
+    _PORTS.pop(key, None)
+
+
 class _Waiter:
     __slots__ = ("event", "value", "error", "seq", "on_reply")
 
@@ -172,13 +189,13 @@ class SimpleBridge(Bridge):
 
     POLL = 0.02  # how late an idle timer may fire
 
-    def __init__(self, asys: Any, on_push: PushHandler) -> None:
+    def __init__(self, asys: Any, on_push: PushHandler, work: queue.SimpleQueue[Any] | None = None) -> None:
         super().__init__(on_push)
         self._asys = asys
         self._base = asys._systemBase
         self._ctx = self._base.external_clone()  # enqueues only; the driver runs the actors
         self.address = self._ctx.my_ext_addr
-        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Any] = work if work is not None else queue.SimpleQueue()
         self._driver = threading.Thread(target=self._drive, name="chatactors-driver", daemon=True)
         self._driver.start()
 

@@ -16,13 +16,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorSystem
+from thespian.actors import ActorSystem
 
 from chatactors.actors.directory import DirectoryActor
 from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
 from chatactors.actors.supervisor import SupervisorActor
-from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
+from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, Receipt, RoomSummary, UserInfo
 from chatactors.core.rules import check_body, check_limit
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
@@ -51,6 +51,7 @@ from chatactors.messages import (
     RoomCommand,
     SendRoom,
     Stats,
+    StopActor,
     WhoIsOnline,
 )
 from chatactors.storage import Store, close_database
@@ -124,11 +125,15 @@ class Chat:
         finally:
             store.close()  # forked actor processes open their own connections
 
+        simple = self.system == "simpleSystemBase"
+        self._port_key = f"chat-{id(self)}-{os.getpid()}" if simple else None
+        work_queue = open_local_port(self._port_key) if self._port_key else None
         self.config = Config(
             database_url=self.database_url,
             idle_timeout=idle_timeout,
             password_profile=password_profile,
             token_ttl=token_ttl,
+            local_port=self._port_key,
         )
         if self.system == "multiprocTCPBase":
             port = admin_port or int(os.environ.get("CHATACTORS_ADMIN_PORT", 0)) or free_port()
@@ -142,13 +147,15 @@ class Chat:
         try:
             self.roles = self._start_actors()
             self._bridge: Bridge = (
-                SimpleBridge(self._asys, self._on_push)
-                if self.system == "simpleSystemBase"
+                SimpleBridge(self._asys, self._on_push, work_queue)
+                if simple
                 else ProcessBridge(self._asys, self.roles.directory, self._on_push)
             )
         except BaseException:
             self._asys.shutdown()
             close_database(self.database_url)
+            if self._port_key:
+                close_local_port(self._port_key)
             raise
         atexit.register(self.shutdown)
 
@@ -256,13 +263,13 @@ class Chat:
         """Which of these users have at least one live session anywhere (presence)."""
         return set(self._call(self.roles.directory, WhoIsOnline(user_ids=tuple(user_ids))))
 
-    def stop_actor(self, user_id: int) -> None:
+    def stop_actor(self, user_id: int) -> bool:
         """Stop the user's live actor, as ``GenServer.stop`` would (roadmap V0.7).
 
-        Nothing is lost: its state is in the database and its supervisor brings it back.
+        Nothing is lost: its state is in the database, and whatever is sent to the user meanwhile
+        waits in the directory for the next activation. False if no actor was running.
         """
-        address = self.whereis(user_id)
-        self._bridge.tell(address, ActorExitRequest())
+        return bool(self._call(self.roles.directory, StopActor(kind="user", id=user_id)))
 
     def os_pid(self, address: Any) -> int:
         """The OS process id an actor runs in (the caller's own on simpleSystemBase)."""
@@ -288,6 +295,8 @@ class Chat:
                 self._asys.shutdown()
         finally:
             close_database(self.database_url)
+            if self._port_key:
+                close_local_port(self._port_key)
             atexit.unregister(self.shutdown)
 
     def __enter__(self) -> Chat:

@@ -23,6 +23,7 @@ class Config:
     password_profile: str = "default"  # "default" (RFC 9106 low memory) or "cheapest" (tests, benches)
     token_ttl: float = 7 * 24 * 3600.0
     batch_max: int = 500
+    local_port: str | None = None  # simpleSystemBase: where worker threads hand results back
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +497,15 @@ class ReadAck:
 
 
 @dataclass(frozen=True, slots=True)
+class Hashed:
+    """A password hash or check done on a worker thread, back in the LoginService."""
+
+    key: int
+    value: Any
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Flush:
     pass
 
@@ -503,6 +513,12 @@ class Flush:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ping(Request):
     """Answered with the OS process id of the actor: for tests of process layout and crashes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopActor(Request):
+    kind: str
+    id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from thespian.actors import ActorExitRequest
+
 from chatactors.actors.base import ChatActor
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
@@ -37,6 +39,7 @@ from chatactors.messages import (
     Route,
     StartChild,
     Stats,
+    StopActor,
     WhoAmI,
     WhoIsOnline,
 )
@@ -137,6 +140,13 @@ class DirectoryActor(ChatActor):
 
     def receiveMsg_WhoIsOnline(self, msg: WhoIsOnline, sender: Any) -> None:
         self.reply(msg, tuple(u for u in msg.user_ids if self.registry.is_online(("user", u))))
+
+    def receiveMsg_StopActor(self, msg: StopActor, sender: Any) -> None:
+        """GenServer.stop: what is routed from now on waits here for the next activation."""
+        address = self.registry.stop((msg.kind, msg.id))
+        if address is not None:
+            self.send(address, ActorExitRequest())
+        self.reply(msg, address is not None)
 
     def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
         self.send(sender, Reply(msg.req_id, sender))  # how a bridge learns its own address

@@ -7,7 +7,10 @@ purpose, and doing it here keeps the persistence actor's batches of messages mov
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +18,24 @@ from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatactors.actors.base import ChatActor
+from chatactors.bridge import local_port
 from chatactors.core.clock import MonotonicClock
+from chatactors.core.model import UserInfo
 from chatactors.core.rules import check_password, check_username
 from chatactors.core.throttle import LoginThrottle
-from chatactors.errors import AuthenticationError, InvalidMessage, TooManyAttempts
-from chatactors.messages import Attach, Configure, Detach, LoginUser, Logout, RegisterUser, Roles, Route
+from chatactors.errors import AuthenticationError, InvalidMessage, TooManyAttempts, UsernameTaken
+from chatactors.messages import (
+    Attach,
+    Configure,
+    Detach,
+    Hashed,
+    LoginUser,
+    Logout,
+    RegisterUser,
+    Request,
+    Roles,
+    Route,
+)
 from chatactors.storage import Store, utcnow
 
 PROFILES = {
@@ -43,6 +59,10 @@ class LoginService(ChatActor):
         self.token_ttl = 0.0
         self._dummy_hash = ""
         self._rehash = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._port: Any = None
+        self._keys = itertools.count(1)
+        self._waiting: dict[int, tuple[Request, Callable[[Any], None]]] = {}
 
     def configure(self, msg: Configure) -> None:
         self.store = Store(msg.config.database_url)
@@ -52,52 +72,107 @@ class LoginService(ChatActor):
         self._rehash = msg.config.password_profile == "default"  # upgrade old hashes, never downgrade
         # Unknown users are checked against this so both failures cost one argon2 verify.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        if msg.config.local_port:
+            self._port = local_port(msg.config.local_port)
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chatactors-argon2")
 
+    # -- hashing off the actors' thread ---------------------------------------------------------
+    def _hash_then(self, request: Request, work: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        """Run ``work`` (argon2: ~0.1 s of CPU on purpose), then ``then(result)`` in this actor.
+
+        On simpleSystemBase every actor shares one thread, so the hash runs on a worker thread and
+        its result comes back as a message (``Hashed``); a login then stalls nobody else. Elsewhere
+        this actor is its own process and simply waits.
+        """
+        if self._pool is None or self._port is None:
+            then(work())
+            return
+        key = next(self._keys)
+        self._waiting[key] = (request, then)
+        port, me = self._port, self.myAddress
+
+        def done(future: Future[Any]) -> None:
+            error = future.exception()
+            port.put((me, Hashed(key, None if error else future.result(), error)))
+
+        self._pool.submit(work).add_done_callback(done)
+
+    def receiveMsg_Hashed(self, msg: Hashed, sender: Any) -> None:
+        request, then = self._waiting.pop(msg.key)
+        try:
+            if msg.error is not None:
+                raise msg.error
+            then(msg.value)
+        except Exception as exc:
+            self.fail(request, exc)
+
+    def on_exit(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- identity -------------------------------------------------------------------------------
     def receiveMsg_RegisterUser(self, msg: RegisterUser, sender: Any) -> None:
         assert self.store is not None
         username = check_username(msg.username)
         password = check_password(msg.password)
-        user = self.store.create_user(username, self.hasher.hash(password))
-        self.reply(msg, user.id)
+        store = self.store
+        if store.user(username) is not None:  # fail fast, before paying for a hash
+            raise UsernameTaken(f"username {username!r} is taken")
+        self._hash_then(
+            msg,
+            lambda: self.hasher.hash(password),
+            lambda hashed: self.reply(msg, store.create_user(username, hashed).id),
+        )
 
     def receiveMsg_LoginUser(self, msg: LoginUser, sender: Any) -> None:
-        assert self.store is not None and self.roles is not None
+        assert self.store is not None
         if msg.token is not None:
             user = self.store.token_user(token_hash(msg.token))
             if user is None:
                 raise AuthenticationError("invalid or expired token")
-            token = msg.token
-        else:
-            user = self._check_password(msg)
-            token = secrets.token_urlsafe(32)
-            expires = utcnow() + timedelta(seconds=self.token_ttl)
-            self.store.add_token(user.id, token_hash(token), expires)
-        attach = Attach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token)
-        self.send(self.roles.directory, Route("user", user.id, attach))
-
-    def _check_password(self, msg: LoginUser) -> Any:
-        assert self.store is not None
+            self._attach(msg, user, msg.token)
+            return
         ref: str | int | None = msg.user_id if msg.user_id is not None else msg.username
         if ref is None or msg.password is None:
             raise InvalidMessage("login needs a username or user id, and a password")
-        account = str(ref).lower()
+        found = self.store.credentials(ref)
+        # The account, however it was named (username or id); an unknown name is throttled too.
+        account = f"user:{found[0].id}" if found is not None else f"unknown:{str(ref).lower()}"
+        password = msg.password
         wait = self.throttle.retry_after(account)
         if wait > 0:
             raise TooManyAttempts(f"too many failed logins; try again in {wait:.0f} s")
-        found = self.store.credentials(ref)
         stored_hash = found[1] if found is not None else self._dummy_hash
-        try:
-            self.hasher.verify(stored_hash, msg.password)
-            if found is None:
-                raise VerificationError()
-        except (VerificationError, InvalidHashError):
-            self.throttle.failed(account)
-            raise AuthenticationError("wrong username or password") from None
-        self.throttle.succeeded(account)
-        user, _ = found
-        if self._rehash and self.hasher.check_needs_rehash(stored_hash):
-            self.store.set_password_hash(user.id, self.hasher.hash(msg.password))
-        return user
+
+        def verify() -> tuple[bool, str | None]:
+            try:
+                self.hasher.verify(stored_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False, None
+            rehash = self._rehash and self.hasher.check_needs_rehash(stored_hash)
+            return True, self.hasher.hash(password) if rehash else None
+
+        def checked(outcome: tuple[bool, str | None]) -> None:
+            ok, new_hash = outcome
+            if not ok or found is None:
+                self.throttle.failed(account)
+                raise AuthenticationError("wrong username or password")
+            self.throttle.succeeded(account)
+            user = found[0]
+            assert self.store is not None
+            if new_hash is not None:
+                self.store.set_password_hash(user.id, new_hash)
+            token = secrets.token_urlsafe(32)
+            self.store.add_token(user.id, token_hash(token), utcnow() + timedelta(seconds=self.token_ttl))
+            self._attach(msg, user, token)
+
+        self._hash_then(msg, verify, checked)
+
+    def _attach(self, msg: LoginUser, user: UserInfo, token: str) -> None:
+        """Logged in: the directory marks the session online and the user's actor answers."""
+        assert self.roles is not None
+        attach = Attach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token)
+        self.send(self.roles.directory, Route("user", user.id, attach))
 
     def receiveMsg_Logout(self, msg: Logout, sender: Any) -> None:
         assert self.store is not None and self.roles is not None

@@ -53,7 +53,10 @@ class VirtualActor(ChatActor):
         return self.idle.should_retire()
 
     def before_exit(self) -> None:
-        """Last messages before this activation goes."""
+        """Last messages before this activation goes (retired, stopped or shut down)."""
+
+    def on_exit(self) -> None:
+        self.before_exit()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
@@ -113,7 +116,6 @@ class VirtualActor(ChatActor):
             self.retiring = False
             self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
             return
-        self.before_exit()
         self.send(self.myAddress, ActorExitRequest())
 
     def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:

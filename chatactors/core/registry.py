@@ -100,6 +100,15 @@ class Registry:
         entry.state = RETIRING
         return [Approve(address)]
 
+    def stop(self, key: Key) -> Any:
+        """Stop a live actor now (no handshake): from here on it is retiring. Returns its address,
+        or None when nothing runs for ``key``."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state != LIVE:
+            return None
+        entry.state = RETIRING
+        return entry.address
+
     def cancel_retire(self, key: Key, address: Any) -> list[Effect]:
         """The actor found new work after asking: it stays, and takes what was buffered."""
         entry = self._entries.get(key)
