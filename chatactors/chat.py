@@ -397,6 +397,8 @@ class Session:
         and only up to message id ``up_to`` (what a reader has actually seen).
         """
         self._check_active()
+        if with_user is not None and room is not None:
+            raise InvalidMessage("read one conversation or one room, not both")
         other = self._chat.lookup(with_user).id if with_user is not None else None
         request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to)
         return list(self._chat._to_user(self.user_id, request))

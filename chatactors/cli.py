@@ -35,7 +35,8 @@ commands:
   /join ROOM       join ROOM (created if it does not exist); later lines go to the room
   /leave [ROOM]    leave ROOM (default: the current one)
   /rooms           the rooms you are in
-  /read            show your unread messages and mark them read (senders see 'leido')
+  /read            show the current conversation's unread messages and mark them read
+                   (their senders see 'leido'); with no conversation, or /read all: everything
   /history [N]     the last N messages of the current conversation (default 10)
   /help            this text
   /quit            leave (Ctrl-D too)"""
@@ -314,7 +315,9 @@ class TerminalClient:
             body = self.bodies.get(str(frame["id"]), f"message {frame['id']}")
             self.screen.show(f"  ✓✓ {frame['status']} by {frame['by']}: {body}")
         elif kind == "marked_read":
-            self.show_list("unread, now read", frame["messages"])
+            where = f" in #{frame['room']}" if frame.get("room") else ""
+            where = f" with {frame['with']}" if frame.get("with") is not None else where
+            self.show_list(f"unread{where}, now read", frame["messages"])
         elif kind == "history":
             name = f"#{frame['room']}" if frame.get("room") else frame.get("with") or "everyone"
             self.show_list(f"history with {name}", frame["messages"])
@@ -424,12 +427,21 @@ class TerminalClient:
         elif name == "/rooms":
             self.send(type="rooms")
         elif name == "/read":
-            self.send(type="read")
+            self.read(everything=rest == "all")
         elif name == "/history":
             self.history(rest)
         else:
             self.screen.show(HELP)
         return True
+
+    def read(self, everything: bool) -> None:
+        """Read the current conversation (a person's, or a room's); everything with no conversation."""
+        if everything or not self.target:
+            self.send(type="read")
+        elif self.target.startswith("#"):
+            self.send(type="read", room=self.target[1:])
+        else:
+            self.send(type="read", **{"with": self.target})
 
     def history(self, rest: str) -> None:
         limit = int(rest) if rest.isdigit() and 0 < int(rest) <= 200 else 10

@@ -25,8 +25,8 @@ import logging
 import mimetypes
 import signal
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
@@ -40,12 +40,14 @@ from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, Receipt
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
+from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, NotAMember, RoomNotFound
 
 log = logging.getLogger("chatactors.server")
 
 T = TypeVar("T")
 Frame = dict[str, Any]
+# The conversation a received message is read in: ("with", sender_id) or ("room", name).
+Where = tuple[str, str | int]
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_POLICY = 1008  # flood, or a reader too slow to keep up
 CLOSE_TOO_BIG = 1009  # set by websockets itself for a frame over max_size
@@ -191,11 +193,23 @@ def _client_id(frame: Frame) -> str | None:
     return client_id  # type: ignore[no-any-return]
 
 
+MAX_READ_IDS = 1000
+
+
 def _ids(frame: Frame) -> list[int]:
     ids = _field(frame, "ids", list)
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidMessage("'ids' must be a list of message ids")
+    if len(ids) > MAX_READ_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidMessage(f"'ids' must be a list of at most {MAX_READ_IDS} message ids")
     return list(ids)
+
+
+def _where(m: Frame, me: int) -> Where | None:
+    """The conversation a message shown to user ``me`` is read in; None for what ``me`` sent."""
+    if m.get("sender_id") == me:
+        return None
+    if m.get("room") is not None:
+        return ("room", m["room"])
+    return ("with", m["sender_id"])
 
 
 # -- static files ---------------------------------------------------------------------------------
@@ -243,7 +257,13 @@ _CLOSE = object()
 class Connection:
     """One socket: its session (once logged in), its rate limit, and its queue of outgoing frames."""
 
-    SEEN = 512  # message ids remembered to drop a repeated push (a retried client_id is pushed again)
+    # Message ids remembered to drop a repeated push. The core pushes a message once, but this gateway
+    # also mirrors what a user sends to their other connections: a retried client_id is mirrored
+    # again, and a message to oneself reaches the other connection both as a push and as a mirror.
+    SEEN = 512
+    # Received messages this connection has shown (inbox, pushes, history) and where each is read:
+    # what a 'read {ids}' can name.
+    SHOWN = 2048
 
     def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
         self.gateway = gateway
@@ -257,6 +277,7 @@ class Connection:
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
         self._seen: deque[int] = deque(maxlen=self.SEEN)
         self._seen_set: set[int] = set()
+        self._shown: OrderedDict[int, Where] = OrderedDict()
         self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         self.writer = asyncio.create_task(self._write())
 
@@ -293,6 +314,7 @@ class Connection:
         if frame["id"] in self._seen_set:
             return
         self.remember(frame["id"])
+        self.shown([frame])
         self.push(frame)
 
     def remember(self, message_id: int) -> None:
@@ -302,6 +324,22 @@ class Connection:
             self._seen_set.discard(self._seen[0])
         self._seen.append(message_id)
         self._seen_set.add(message_id)
+
+    def shown(self, messages: Iterable[Frame]) -> None:
+        """Note the conversation of each received message the client is being shown."""
+        if self.session is None:
+            return
+        for m in messages:
+            where = _where(m, self.session.user_id)
+            if where is not None:
+                self._shown[m["id"]] = where
+                self._shown.move_to_end(m["id"])
+        while len(self._shown) > self.SHOWN:
+            self._shown.popitem(last=False)
+
+    def where(self, message_id: int) -> Where | None:
+        """The conversation of a received message shown on this connection (None: not shown here)."""
+        return self._shown.get(message_id)
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with ``code``: pending writes are flushed, not dropped."""
@@ -504,19 +542,6 @@ class Gateway:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody to tell
             loop.call_soon_threadsafe(fn, *args)
 
-    def _subscribe(self, conn: Connection, session: Session) -> None:
-        """Runs on an executor thread right after login, so no push is missed in between."""
-
-        def on_message(m: Message) -> None:
-            self._from_thread(conn.deliver, message_frame(m))
-
-        def on_receipt(r: Receipt) -> None:
-            for frame in receipt_frames(r):
-                self._from_thread(conn.deliver, frame)
-
-        session.on_message(on_message)
-        session.on_receipt(on_receipt)
-
     # -- identity -----------------------------------------------------------------------------------
     async def on_register(self, conn: Connection, frame: Frame) -> None:
         """Create the account, then log in: a page or terminal goes straight to chatting."""
@@ -547,31 +572,39 @@ class Gateway:
     async def _login(
         self, conn: Connection, user: str | int | None = None, password: str | None = None, **kw: Any
     ) -> None:
-        def login() -> Session:
-            session = self.chat.login(user, password, **kw)
-            self._subscribe(conn, session)
-            return session
+        # The callbacks run on the Chat's dispatcher thread. chat.login registers them in order with
+        # the pushes, so none is missed; those that reach the loop before 'logged_in' wait in conn.held.
+        def on_message(m: Message) -> None:
+            self._from_thread(conn.deliver, message_frame(m))
+
+        def on_receipt(r: Receipt) -> None:
+            for frame in receipt_frames(r):
+                self._from_thread(conn.deliver, frame)
 
         conn.held = []
         try:
-            session = await self._blocking(login)
+            session = await self._blocking(
+                self.chat.login, user, password, on_message=on_message, on_receipt=on_receipt, **kw
+            )
         except BaseException:
             conn.held = None
             raise
-        if conn.closed:  # the socket went away while we waited
-            await self._blocking(_detach, session, False)
+        if conn.closed:  # the socket went away while we waited: the client may still resume
+            await self._blocking(session.logout, revoke_token=False)
             return
         conn.session = session
         self.by_user.setdefault(session.user_id, set()).add(conn)
+        inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
             conn.remember(m.id)
+        conn.shown(inbox)
         conn.push(
             {
                 "type": "logged_in",
                 "user_id": session.user_id,
                 "username": session.username,
                 "token": session.token,
-                "inbox": [message_dict(m) for m in session.login_inbox],
+                "inbox": inbox,
             }
         )
         conn.release()
@@ -583,6 +616,7 @@ class Gateway:
         conn.push({"type": "logged_out"})
 
     async def _end_session(self, conn: Connection, *, revoke: bool) -> None:
+        """Log the connection's session out; ``revoke=False`` (a dropped socket) keeps its token."""
         session, conn.session = conn.session, None
         if session is None:
             return
@@ -591,7 +625,7 @@ class Gateway:
         if not peers:
             self.by_user.pop(session.user_id, None)
         try:
-            await self._blocking(_detach, session, revoke)
+            await self._blocking(session.logout, revoke_token=revoke)
         except ChatError as exc:
             log.warning("could not log %s out: %s", session.username, exc)
 
@@ -633,21 +667,31 @@ class Gateway:
                 peer.push_message(message_frame(m))
 
     async def on_read(self, conn: Connection, frame: Frame) -> None:
-        """Marks unread messages read and answers ``marked_read`` with the ids it marked.
+        """Marks what the frame names read and answers ``marked_read`` with what was marked.
 
-        The core reads everything unread at once (``Session.read_messages()``); ``ids``, ``up_to``,
-        ``with`` and ``room`` are checked but select nothing until it can read selectively.
+        ``{}``: everything unread; ``{with}`` / ``{room}``: one conversation; ``up_to``: only up to that
+        message id. ``{ids}``: the conversation of each named message (as shown on this connection),
+        up to the newest one named in it.
         """
         session = self._session(conn)
-        if "ids" in frame:
-            _ids(frame)
-        _field(frame, "up_to", int, required=False)
-        _user_ref(frame, "with", required=False)
-        _field(frame, "room", str, required=False)
-        read = await self._blocking(session.read_messages)
-        conn.push(
-            {"type": "marked_read", "ids": [m.id for m in read], "messages": [message_dict(m) for m in read]}
-        )
+        up_to = _field(frame, "up_to", int, required=False)
+        with_user = _user_ref(frame, "with", required=False)
+        room = _field(frame, "room", str, required=False)
+        reply: Frame = {"type": "marked_read"}
+        if frame.get("ids") is not None:
+            ids = _ids(frame)
+            if up_to is not None or with_user is not None or room is not None:
+                raise InvalidMessage("'read' takes 'ids' alone, or 'up_to' with 'with' or 'room'")
+            read = await self._blocking(_read_shown, session, [(i, conn.where(i)) for i in ids])
+        else:
+            if with_user is not None and room is not None:
+                raise InvalidMessage("'read' takes 'with' or 'room', not both")
+            read = await self._blocking(session.read_messages, with_user=with_user, room=room, up_to=up_to)
+            for key, value in (("with", with_user), ("room", room), ("up_to", up_to)):
+                if value is not None:
+                    reply[key] = value
+        reply.update(ids=[m.id for m in read], messages=[message_dict(m) for m in read])
+        conn.push(reply)
 
     async def on_history(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
@@ -661,6 +705,7 @@ class Gateway:
         reply: Frame = {"type": "history", "messages": [message_dict(m) for m in messages]}
         reply.update({"with": with_user} if with_user is not None else {})
         reply.update({"room": room} if room is not None else {})
+        conn.shown(reply["messages"])
         conn.push(reply)
 
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
@@ -703,19 +748,31 @@ class Gateway:
         conn.push({"type": "read_by", "id": message_id, "by": _plain(readers)})
 
 
+def _read_shown(session: Session, named: list[tuple[int, Where | None]]) -> list[Message]:
+    """``read {ids}``: each conversation named, read up to the newest id named in it.
+
+    Ids this connection has not shown as received (unknown, one's own, or from before a reconnect) mark
+    nothing; neither does a room one has left since.
+    """
+    newest: dict[Where, int] = {}
+    for message_id, where in named:
+        if where is not None:
+            newest[where] = max(newest.get(where, message_id), message_id)
+    read: list[Message] = []
+    for (kind, ref), up_to in newest.items():
+        try:
+            if kind == "room":
+                read += session.read_messages(room=str(ref), up_to=up_to)
+            else:
+                read += session.read_messages(with_user=ref, up_to=up_to)
+        except (NotAMember, RoomNotFound):
+            continue
+    return sorted(read, key=lambda m: m.id)
+
+
 def _room(room: Any) -> Any:
     """A room as JSON: a name becomes ``{"name": ...}``; records keep their fields."""
     return {"name": room} if isinstance(room, str) else _plain(room)
-
-
-def _detach(session: Session, revoke: bool) -> None:
-    """Log a session out; ``revoke=False`` keeps its token alive so the client can resume with it.
-
-    ``Session.logout()`` revokes the token it holds, so a dropped connection hands it none.
-    """
-    if not revoke:
-        session.token = None  # type: ignore[assignment]  # nothing for logout() to revoke
-    session.logout()
 
 
 # -- running it -----------------------------------------------------------------------------------------

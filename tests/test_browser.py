@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server import ServerThread
+from test_server import Client, ServerThread
 
 from chatactors import Chat
 
@@ -115,6 +115,59 @@ def test_two_people_chat_in_the_browser(browser: Any, site: str) -> None:
     expect(juan.locator('#convs li[data-key="@maria"]')).to_have_count(1, timeout=10_000)
     juan.click("#logout")
     juan.wait_for_selector("#login-view:not([hidden])")
+
+
+def test_opening_one_conversation_leaves_the_others_unread(browser: Any, site: str) -> None:
+    """Ticks go enviado -> entregado (she logs in) -> leido (she opens it); pedro's badge stays."""
+    from playwright.sync_api import expect
+
+    juan = browser.new_context().new_page()
+    maria = browser.new_context().new_page()
+    _register(juan, site, "juan")
+    _register(maria, site, "maria")
+    maria.click("#logout")  # maria goes offline
+    maria.wait_for_selector("#login-view:not([hidden])")
+    pedro = Client(site.replace("http://", "ws://"))
+    try:
+        pedro.register("pedro")
+
+        juan.fill("#new-conv", "maria")
+        juan.press("#new-conv", "Enter")
+        juan.fill("#body", "¿estás?")
+        juan.press("#body", "Enter")
+        tick = juan.locator("#messages .msg.mine .tick").last
+        expect(tick).to_have_attribute("data-status", "enviado", timeout=10_000)  # one tick
+        pedro.send("send", to="maria", body="de pedro", client_id="p1")
+        from_pedro = pedro.expect("sent", client_id="p1")["id"]
+
+        maria.fill("#username", "maria")
+        maria.fill("#password", PASSWORD)
+        maria.click("#login-btn")
+        maria.wait_for_selector("#chat-view:not([hidden])")
+        expect(tick).to_have_attribute("data-status", "entregado", timeout=10_000)  # she is back
+        assert pedro.expect("receipt", id=from_pedro)["status"] == "entregado"
+        from_juan = maria.locator('#convs li[data-key="@juan"]')
+        from_pedro_conv = maria.locator('#convs li[data-key="@pedro"]')
+        expect(from_juan.locator(".badge")).to_have_text("1", timeout=10_000)
+        expect(from_pedro_conv.locator(".badge")).to_have_text("1", timeout=10_000)
+
+        from_juan.click()  # reads juan's conversation, and only that
+        expect(maria.locator("#messages .msg .body").last).to_have_text("¿estás?")
+        expect(tick).to_have_attribute("data-status", "leido", timeout=10_000)
+        expect(from_juan.locator(".badge")).to_have_count(0)
+        expect(from_pedro_conv.locator(".badge")).to_have_text("1")
+
+        # the server agrees: after a reload pedro's message is still unread, juan's is not
+        maria.reload()
+        expect(from_pedro_conv.locator(".badge")).to_have_text("1", timeout=10_000)
+        expect(from_juan).to_have_count(1)
+        expect(from_juan.locator(".badge")).to_have_count(0)
+        pedro.send("history", **{"with": "maria"})
+        assert [m["status"] for m in pedro.expect("history")["messages"]] == ["entregado"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        maria.screenshot(path=str(ARTIFACTS / "browser-unread.png"))
+    finally:
+        pedro.close()
 
 
 def test_rooms_in_the_browser(browser: Any, site: str) -> None:

@@ -245,9 +245,14 @@ def test_two_people_chat_in_terminals(chat_server: ServerThread, terminal: Calla
     juan.enter("a")
     maria.wait_for("juan: que tal tu dia")
 
-    maria.enter("/read")
-    maria.wait_for("-- unread, now read: 2 --")
+    maria.enter("/read")  # in her conversation with juan: reads that conversation
+    maria.wait_for("-- unread with juan, now read: 2 --")
     juan.wait_for("leido by maria: que tal tu dia")
+
+    juan.enter("/read")  # maria's message only: pedro's 12 stay unread
+    juan.wait_for("-- unread with maria, now read: 1 --")
+    juan.enter("/read all")
+    juan.wait_for("-- unread, now read: 12 --")
 
     juan.enter("/history")
     juan.wait_for("-- history with maria: 3 --")
@@ -275,6 +280,10 @@ def test_rooms_in_terminals(chat_server: ServerThread, terminal: Callable[[], Te
     juan.wait_for("#sala maria: hola sala")
     juan.enter("/rooms")
     juan.wait_for("rooms: #sala (1 unread)")
+    juan.enter("/read")  # the room he is in
+    juan.wait_for("-- unread in #sala, now read: 1 --")
+    juan.enter("/rooms")
+    juan.wait_for(lambda screen: "rooms: #sala" in screen.splitlines())  # no unread left
     juan.enter("/leave")
     juan.wait_for("-- left #sala --")
     juan.enter("/help")

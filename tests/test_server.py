@@ -305,6 +305,15 @@ def test_resume_by_token_after_a_dropped_connection(
     maria.send("send", to="juan", body="ya volviste", client_id="c2")
     assert again.expect("message")["body"] == "ya volviste"
 
+    again.close()  # dropped a second time: the same token resumes again
+    third = clients(server.url)
+    assert third.resume(first["token"])["user_id"] == first["user_id"]
+    third.send("logout")  # an explicit logout, unlike a drop, revokes it
+    third.expect("logged_out")
+    late = clients(server.url)
+    late.send("login", token=first["token"])
+    assert late.error("auth_failed", request="login")
+
 
 def test_logout_revokes_the_token(lite: ServerThread, clients: Callable[[str], Client]) -> None:
     juan = clients(lite.url)
@@ -317,18 +326,41 @@ def test_logout_revokes_the_token(lite: ServerThread, clients: Callable[[str], C
 
 
 def test_duplicate_client_id_is_stored_once(server: ServerThread, clients: Callable[[str], Client]) -> None:
-    juan, maria = clients(server.url), clients(server.url)
+    juan, juans_phone, maria = clients(server.url), clients(server.url), clients(server.url)
     juan.register("juan")
+    juans_phone.login("juan")
     maria.register("maria")
     juan.send("send", to="maria", body="una vez", client_id="same")
     juan.send("send", to="maria", body="una vez", client_id="same")  # a retry after a timeout
     first, second = juan.expect("sent", client_id="same"), juan.expect("sent", client_id="same")
     assert first["id"] == second["id"]
     juan.send("send", to="maria", body="otra", client_id="next")
+    juan.expect("sent", client_id="next")
     assert maria.expect("message")["body"] == "una vez"
     assert maria.expect("message")["body"] == "otra"  # nothing in between: no second copy pushed
+    # juan's other session is shown what he sent (mirrored by the gateway), once too
+    assert [juans_phone.expect("message")["body"] for _ in range(2)] == ["una vez", "otra"]
+    juans_phone.alive()
+    assert not [f for f in juans_phone.frames if f["type"] == "message"]
     juan.send("history", limit=10, **{"with": "maria"})
     assert [m["body"] for m in juan.expect("history")["messages"]] == ["una vez", "otra"]
+
+
+def test_no_push_is_lost_around_a_login(lite: ServerThread, clients: Callable[[str], Client]) -> None:
+    """Messages sent while maria logs in are in her inbox or pushed after 'logged_in', once each."""
+    lite.gateway.chat.register("maria", PASSWORD)
+    juan, maria = clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    for i in range(10):  # at most 10: the inbox holds every message stored before the login
+        juan.send("send", to="maria", body=f"m{i}", client_id=f"c{i}")
+    maria.send("login", username="maria", password=PASSWORD)  # while those are on their way
+    sent = [juan.expect("sent", client_id=f"c{i}") for i in range(10)]
+    inbox = {m["id"] for m in maria.expect("logged_in")["inbox"]}
+    reached_her = {s["id"] for s in sent if s["status"] == "entregado"}  # routed to her new session
+    for message_id in sorted(reached_her - inbox):
+        maria.expect("message", id=message_id)
+    maria.alive()
+    assert not [f for f in maria.frames if f["type"] == "message"]  # nothing twice, nothing stray
 
 
 def test_several_sessions_of_one_user_all_get_pushes(
@@ -348,6 +380,137 @@ def test_several_sessions_of_one_user_all_get_pushes(
     mirrored = browser.expect("message")  # the user's other session shows what they sent
     assert (mirrored["id"], mirrored["sender"], mirrored["recipient"]) == (sent["id"], "juan", "maria")
     assert maria.expect("message")["body"] == "desde la terminal"
+
+
+def test_read_marks_only_what_it_names(server: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, pedro, maria = clients(server.url), clients(server.url), clients(server.url)
+    juan.register("juan")
+    pedro.register("pedro")
+    maria.register("maria")
+    juan.send("create_room", room="general")
+    juan.expect("joined", room="general")
+    maria.send("join", room="general")
+    maria.expect("joined", room="general")
+    pedro.send("create_room", room="privada")
+    pedro.expect("joined", room="privada")
+
+    ids = {}
+    for who, kind, fields in [
+        (juan, "send", {"to": "maria", "body": "uno"}),
+        (juan, "send", {"to": "maria", "body": "dos"}),
+        (pedro, "send", {"to": "maria", "body": "de pedro"}),
+        (juan, "send_room", {"room": "general", "body": "en la sala"}),
+    ]:
+        who.send(kind, client_id=fields["body"], **fields)
+        ids[fields["body"]] = who.expect("sent", client_id=fields["body"])["id"]
+    for _ in ids:
+        maria.expect("message")
+
+    maria.send("read", **{"with": "pedro"})  # one conversation: juan's and the room's stay unread
+    read = maria.expect("marked_read")
+    assert (read["with"], read["ids"]) == ("pedro", [ids["de pedro"]])
+    assert read["messages"][0]["status"] == "leido"
+    assert pedro.expect("receipt", id=ids["de pedro"])["status"] == "leido"
+
+    maria.send("read", up_to=ids["uno"], **{"with": juan.user_id})  # only up to what she has seen
+    assert maria.expect("marked_read")["ids"] == [ids["uno"]]
+    assert juan.expect("receipt", id=ids["uno"])["status"] == "leido"
+    juan.send("history", **{"with": "maria"})
+    statuses = [m["status"] for m in juan.expect("history")["messages"]]
+    assert statuses == ["leido", "entregado"]  # "dos" is still unread
+
+    maria.send("rooms")
+    assert maria.expect("rooms")["rooms"] == [{"name": "general", "members": 2, "unread": 1}]
+    maria.send("read", room="general")
+    read = maria.expect("marked_read")
+    assert (read["room"], read["ids"]) == ("general", [ids["en la sala"]])
+    maria.send("read")  # everything: only "dos" was left
+    assert maria.expect("marked_read")["ids"] == [ids["dos"]]
+    maria.send("read")
+    assert maria.expect("marked_read")["ids"] == []
+
+    for fields, code in [
+        ({"with": "juan", "room": "general"}, "invalid"),
+        ({"ids": [ids["dos"]], "with": "juan"}, "invalid"),
+        ({"ids": [ids["dos"]], "up_to": 3}, "invalid"),
+        ({"ids": "todos"}, "invalid"),
+        ({"up_to": "9"}, "invalid"),
+        ({"room": "privada"}, "not_a_member"),
+        ({"with": "nadie"}, "user_not_found"),
+    ]:
+        maria.send("read", **fields)
+        assert maria.error(code, request="read"), fields
+    maria.alive()
+
+
+def test_read_ids_reads_their_conversations_only(
+    lite: ServerThread, clients: Callable[[str], Client]
+) -> None:
+    juan, pedro, maria = clients(lite.url), clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    pedro.register("pedro")
+    maria.register("maria")
+    juan.send("create_room", room="general")
+    juan.expect("joined", room="general")
+    maria.send("join", room="general")
+    maria.expect("joined", room="general")
+    ids = {}
+    for who, kind, fields in [
+        (juan, "send", {"to": "maria", "body": "uno"}),
+        (juan, "send", {"to": "maria", "body": "dos"}),
+        (pedro, "send", {"to": "maria", "body": "de pedro"}),
+        (juan, "send_room", {"room": "general", "body": "en la sala"}),
+        (maria, "send", {"to": "juan", "body": "mío"}),
+    ]:
+        who.send(kind, client_id=fields["body"], **fields)
+        ids[fields["body"]] = who.expect("sent", client_id=fields["body"])["id"]
+    for _ in range(4):
+        maria.expect("message")
+
+    # her own message and an unknown id mark nothing; "uno" reads juan's conversation up to it
+    maria.send("read", ids=[ids["de pedro"], ids["uno"], ids["mío"], 999_999])
+    assert maria.expect("marked_read")["ids"] == [ids["uno"], ids["de pedro"]]
+    assert juan.expect("receipt", id=ids["uno"])["status"] == "leido"
+    maria.send("read", ids=[ids["en la sala"]])
+    assert maria.expect("marked_read")["ids"] == [ids["en la sala"]]
+    maria.send("read", ids=[])
+    assert maria.expect("marked_read")["ids"] == []
+    maria.send("read")
+    assert maria.expect("marked_read")["ids"] == [ids["dos"]]  # the one no read named
+
+
+def test_entregado_receipt_when_an_offline_recipient_logs_in(
+    server: ServerThread, clients: Callable[[str], Client]
+) -> None:
+    server.gateway.chat.register("maria", PASSWORD)
+    juan = clients(server.url)
+    juan.register("juan")
+    juan.send("send", to="maria", body="¿estás?", client_id="c1")
+    sent = juan.expect("sent", client_id="c1")
+    assert sent["status"] == "enviado"  # maria is offline: one tick
+
+    maria = clients(server.url)
+    assert maria.login("maria")["inbox"][0]["id"] == sent["id"]
+    receipt = juan.expect("receipt", id=sent["id"])  # she logged in: two ticks
+    assert (receipt["status"], receipt["by"], receipt["by_id"]) == ("entregado", "maria", maria.user_id)
+    maria.send("read", **{"with": "juan"})
+    maria.expect("marked_read")
+    assert juan.expect("receipt", id=sent["id"])["status"] == "leido"  # read: blue ticks
+
+
+def test_read_by_a_message_that_is_not_yours(lite: ServerThread, clients: Callable[[str], Client]) -> None:
+    juan, maria, pedro = clients(lite.url), clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    maria.register("maria")
+    pedro.register("pedro")
+    juan.send("send", to="maria", body="privado", client_id="c1")
+    message_id = juan.expect("sent", client_id="c1")["id"]
+    pedro.send("read_by", id=message_id)
+    assert pedro.error("message_not_found", request="read_by")
+    pedro.send("read_by", id=999_999)
+    assert pedro.error("message_not_found", request="read_by")
+    maria.send("read_by", id=message_id)  # the recipient may ask
+    assert maria.expect("read_by") == {"type": "read_by", "id": message_id, "by": []}
 
 
 def test_presence(lite: ServerThread, clients: Callable[[str], Client]) -> None:

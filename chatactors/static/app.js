@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const TICKS = { pending: "…", enviado: "✓", entregado: "✓✓", leido: "✓✓", failed: "!" };
+const RANK = { failed: 0, pending: 0, enviado: 1, entregado: 2, leido: 3 };
 const state = {
   ws: null, me: null, token: localStorage.getItem("chatactors.token"), retry: 0,
   convs: new Map(),      // "@maria" or "#general" -> {key, title, room, peerId, msgs, unread (ids), online}
@@ -61,7 +62,7 @@ const handlers = {
     const c = addMessage(f);
     if (fresh && f.sender_id !== state.me.id) {
       c.unread.add(f.id);
-      if (c === state.current && document.visibilityState === "visible") markRead();
+      if (c === state.current && document.visibilityState === "visible") markRead(c);
     }
     render();
   },
@@ -75,16 +76,20 @@ const handlers = {
     c.msgs.sort(byId);
     render();
   },
-  receipt(f) {
+  receipt(f) {                                          // entregado, then leido: the ticks move on
     const m = state.byId.get(f.id);
-    if (m) { m.status = f.status; render(); }
+    if (m) { advance(m, f.status); render(); }
   },
-  marked_read(f) {
+  marked_read(f) {                                      // only what this read named was marked
     for (const m of f.messages) {
       const c = state.convs.get(convKey(m));
-      if (c) { c.unread.delete(m.id); c.roomUnread = 0; }
+      if (c) c.unread.delete(m.id);
       const known = state.byId.get(m.id);
-      if (known) known.status = m.status;
+      if (known) advance(known, m.status);
+    }
+    if (f.room) {                                       // the room's cursor passed what it counted
+      const c = state.convs.get("#" + f.room);
+      if (c) c.roomUnread = 0;
     }
     render();
   },
@@ -96,6 +101,8 @@ const handlers = {
       }
       askPresenceSoon();
     }
+    const c = f.room ? state.convs.get("#" + f.room) : f.with ? state.convs.get("@" + f.with) : null;
+    if (c && c === state.current && document.visibilityState === "visible") markRead(c);  // now shown
     render();
   },
   rooms(f) {
@@ -154,12 +161,17 @@ function addMessage(m) {
     askPresenceSoon();  // someone new in the list: is she online?
   }
   const known = state.byId.get(m.id);
-  if (known) { known.status = m.status; return c; }
+  if (known) { advance(known, m.status); return c; }
   const copy = { ...m, mine: m.sender_id === state.me.id };
   state.byId.set(m.id, copy);
   c.msgs.push(copy);
   c.msgs.sort(byId);
   return c;
+}
+
+function advance(m, status) {
+  // Statuses only move forward; a reply that left the server before a receipt must not undo it.
+  if ((RANK[status] ?? 0) >= (RANK[m.status] ?? 0)) m.status = status;
 }
 
 function byId(a, b) {
@@ -176,7 +188,14 @@ function forget() {
   state.convs.clear(); state.byId.clear(); state.pending.clear();
 }
 
-function markRead() { send({ type: "read" }); }
+function markRead(c) {
+  // Read this conversation only, up to the newest message shown in it: other badges stay.
+  if (!c || !unread(c)) return;
+  const upTo = c.msgs.reduce((top, m) => Math.max(top, m.id ?? 0), 0);
+  if (!upTo) return;                                    // nothing shown yet: its history will call again
+  if (c.room) send({ type: "read", room: c.room, up_to: upTo });
+  else send({ type: "read", with: c.title, up_to: upTo });
+}
 
 function askPresence() {
   clearTimeout(state.presenceTimer);
@@ -194,8 +213,7 @@ function openConv(key) {
   state.current = c;
   $("chat-error").textContent = "";
   if (c.room) send({ type: "history", room: c.room, limit: 50 });
-  else send({ type: "history", with: c.title, limit: 50 });
-  if (unread(c)) markRead();
+  else send({ type: "history", with: c.title, limit: 50 });  // its answer reads what it shows
   render();
   $("body").focus();
 }
@@ -316,7 +334,7 @@ $("new-conv-form").addEventListener("submit", (e) => {
   else if (name && name !== state.me.name) openConv("@" + name);
 });
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && state.current && unread(state.current)) markRead();
+  if (document.visibilityState === "visible") markRead(state.current);
 });
 setInterval(() => { if (state.me) askPresence(); }, 20000);
 
