@@ -166,6 +166,7 @@ class TerminalClient:
         self.quitting = False
         self.reader: threading.Thread | None = None
         self.pong = threading.Event()
+        self.left_input = threading.Event()  # set once the main thread has left the chat loop
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
 
@@ -217,6 +218,9 @@ class TerminalClient:
         except (EOFError, KeyboardInterrupt):
             pass
         finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late interrupt must not cut the goodbye
+            self.left_input.set()
             self.settle()
             self.quitting = True
             self._hang_up()
@@ -284,7 +288,16 @@ class TerminalClient:
             self.screen.show(f"! disconnected ({code} {reason})".rstrip())
             if code in (1001, 1008, 1009) or not self.resume():
                 self.quitting = True
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # leave input()
+                self._interrupt_main()
+                return
+
+    def _interrupt_main(self) -> None:
+        """Get the main thread out of input(). A SIGINT that lands just before it enters input() is
+        absorbed elsewhere, so repeat it until the main thread says it has left (``left_input``)."""
+        main = threading.main_thread()
+        while main.is_alive():
+            signal.pthread_kill(main.ident or 0, signal.SIGINT)
+            if self.left_input.wait(0.2):
                 return
 
     def resume(self) -> bool:
