@@ -286,15 +286,31 @@ class ProcessBridge(Bridge):
                     self._inbound(message)
 
     def _send_loop(self) -> None:
+        # What queued up meanwhile goes as one Batch per target: a hop costs ~0.7 ms of CPU whatever
+        # it carries, and concurrent callers mostly talk to the directory.
         with self._asys.private() as ctx:
             while True:
-                item = self._outgoing.get()
-                if item is _STOP:
+                items = [self._outgoing.get()]
+                while True:
+                    try:
+                        items.append(self._outgoing.get_nowait())
+                    except queue.Empty:
+                        break
+                by_target: dict[str, tuple[Any, list[Any]]] = {}
+                for item in items:
+                    if item is not _STOP:
+                        by_target.setdefault(str(item[0]), (item[0], []))[1].append(item[1])
+                for target, messages in by_target.values():
+                    # Only requests: an ActorExitRequest must reach Thespian as itself.
+                    if len(messages) > 1 and all(isinstance(m, (Route, Request)) for m in messages):
+                        messages = [Batch(tuple(messages))]
+                    for message in messages:
+                        try:
+                            ctx.tell(target, message)
+                        except Exception:
+                            log.exception("could not send %r", type(message).__name__)
+                if _STOP in items:
                     return
-                try:
-                    ctx.tell(*item)
-                except Exception:
-                    log.exception("could not send %r", type(item[1]).__name__)
 
     def _send(self, target: Any, message: Any) -> None:
         self._outgoing.put((target, message))

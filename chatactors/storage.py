@@ -168,17 +168,6 @@ class NewMessage:
     client_id: str | None
     status: str
 
-    def row(self, now: datetime) -> dict[str, Any]:
-        return {
-            "sender": self.sender.id,
-            "recipient": self.recipient.id if self.recipient is not None else None,
-            "room": self.room.id if self.room is not None else None,
-            "body": self.body,
-            "created_at": now,
-            "status": self.status,
-            "client_id": self.client_id,
-        }
-
 
 def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None) -> Message:
     return Message(
@@ -200,6 +189,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = open_database(url)
+        self._insert_sql: dict[int, str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
     def run(self, work: Callable[[], T]) -> T:
@@ -329,9 +319,8 @@ class Store:
                     first_of[key] = i
         if fresh:
             now = utcnow()
-            rows_in = [new[i].row(now) for i in fresh]
             # Ids come from one sequence in VALUES order; sorting maps them back to the rows.
-            ids = sorted(r[0] for r in Mensaje.insert_many(rows_in).returning(Mensaje.id).tuples().execute())
+            ids = sorted(r[0] for r in self._insert_rows([new[i] for i in fresh], now))
             for i, ident in zip(fresh, ids, strict=True):
                 n = new[i]
                 results[i] = Message(
@@ -355,6 +344,34 @@ class Store:
             assert found is not None
             out.append((found, i in fresh_set))
         return out
+
+    _INSERT_COLUMNS = "sender_id, recipient_id, room_id, body, created_at, status, client_id"
+
+    def _insert_rows(self, rows: list[NewMessage], now: datetime) -> list[tuple[Any, ...]]:
+        """One multi-row INSERT ... RETURNING id, its SQL built once per batch size.
+
+        Peewee renders every value of ``insert_many`` through its SQL builder (~30 us a row, a
+        fifth of a message's CPU embedded); the parameters alone cost nothing.
+        """
+        sql = self._insert_sql.get(len(rows))
+        if sql is None:
+            p = self.db.param
+            one = "(" + ", ".join([p] * 7) + ")"
+            sql = f"INSERT INTO mensajes ({self._INSERT_COLUMNS}) VALUES {', '.join([one] * len(rows))} RETURNING id"
+            self._insert_sql[len(rows)] = sql
+        created = Mensaje.created_at.db_value(now)
+        params: list[Any] = []
+        for n in rows:
+            params += (
+                n.sender.id,
+                n.recipient.id if n.recipient is not None else None,
+                n.room.id if n.room is not None else None,
+                n.body,
+                created,
+                n.status,
+                n.client_id,
+            )
+        return list(self.db.execute_sql(sql, params).fetchall())
 
     def insert_direct(
         self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: str
