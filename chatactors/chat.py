@@ -399,6 +399,7 @@ class Session:
             sender=UserInfo(self.user_id, self.username),
             body=body,
             client_id=client_id,
+            recipient=recipient,
         )
         # Like Registry.lookup + GenServer.cast: the directory finds (or starts) the recipient's actor.
         return self._chat._to_user(recipient.id, request)  # type: ignore[no-any-return]

@@ -199,6 +199,7 @@ class Deliver(Request):
     sender: UserInfo
     body: str
     client_id: str | None = None
+    recipient: UserInfo | None = None  # lets a fresh activation store it before it has loaded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

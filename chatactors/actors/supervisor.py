@@ -31,14 +31,24 @@ class SupervisorActor(ChatActor):
         super().__init__()
         self.configured: Configure | None = None
         self.children: list[tuple[str, int, Any]] = []
+        self.spares: dict[str, list[Any]] = {}
         self.started = 0
 
     def configure(self, msg: Configure) -> None:
         self.configured = msg
 
+    SPARES = 4  # started ahead of need: an activation then skips the fork and the imports
+
+    def _spare(self, kind: str) -> Any:
+        spares = self.spares.setdefault(kind, [])
+        address = spares.pop(0) if spares else self.createActor(_child_class(kind))
+        while len(spares) < self.SPARES:
+            spares.append(self.createActor(_child_class(kind)))
+        return address
+
     def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
         assert self.configured is not None
-        address = self.createActor(_child_class(msg.kind))
+        address = self._spare(msg.kind)
         self.children.append((msg.kind, msg.id, address))
         self.started += 1
         self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
