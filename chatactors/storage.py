@@ -134,6 +134,10 @@ def open_database(url: str) -> pw.Database:
         if url.startswith("sqlite"):
             db = connect(
                 url,
+                # BEGIN IMMEDIATE: the login service and the persistence actor may be separate
+                # processes; a read-then-write transaction must wait busy_timeout for the other's
+                # lock, not fail at once when it upgrades.
+                lock_type="IMMEDIATE",
                 pragmas={
                     "journal_mode": "wal",  # readers never block the writer
                     "synchronous": "normal",  # durable at checkpoints; a commit costs no fsync
