@@ -139,3 +139,91 @@ class Inbox:
 @pytest.fixture
 def collector() -> Callable[[], Inbox]:
     return Inbox
+
+
+# -- leftovers: what the last test file (test_zz_no_leftovers.py) checks --------------------------------
+# Thespian daemonizes its admin (setsid + double fork), so its processes are not descendants of pytest.
+# To recognize them anyway, the session holds an (unlinked) marker file open on a high descriptor:
+# every process forked from this one inherits it (Thespian closes only descriptors 3 to 254 in its
+# children), and subprocesses that should be tracked get it through ``pass_fds=(SESSION_MARKER_FD,)``.
+def _open_session_marker() -> tuple[int, tuple[int, int]]:
+    import resource
+    import tempfile
+
+    handle, path = tempfile.mkstemp(prefix=f"chatactors-test-session-{os.getpid()}-")
+    os.unlink(path)  # nothing left on disk; the open descriptor is the marker
+    info = os.fstat(handle)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(1000, soft - 1)
+    while target > 255:
+        try:
+            os.fstat(target)  # taken: try the next lower number
+        except OSError:
+            os.dup2(handle, target, inheritable=True)
+            os.close(handle)
+            return target, (info.st_dev, info.st_ino)
+        target -= 1
+    return handle, (info.st_dev, info.st_ino)  # no high descriptor free: plain forks still carry it
+
+
+SESSION_MARKER_FD, SESSION_MARKER_ID = _open_session_marker()
+USED_ADMIN_PORTS: set[int] = set()  # every multiprocTCPBase admin port a Chat of this session used
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _record_admin_ports() -> Iterator[None]:
+    """Remember each Chat's admin port (a pass-through wrapper: nothing is faked)."""
+    original = Chat.__init__
+
+    def recording_init(self: Chat, *args: Any, **kwargs: Any) -> None:
+        try:
+            original(self, *args, **kwargs)
+        finally:
+            port = getattr(self, "admin_port", None)
+            if port:
+                USED_ADMIN_PORTS.add(int(port))
+
+    Chat.__init__ = recording_init  # type: ignore[method-assign]
+    yield
+    Chat.__init__ = original  # type: ignore[method-assign]
+
+
+def poll_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "a condition") -> Any:
+    """Check ``condition`` until it returns something truthy, failing after ``timeout`` seconds.
+
+    For states with no event to wait on (a directory's counters, a process gone): it waits on the
+    condition, never a fixed time.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: wait() is the interval between two checks
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}")
+        pause.wait(0.01)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """``wait_until(condition, timeout=10, what="...")``: see :func:`poll_until`."""
+    return poll_until
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this host (IPv4 and IPv6), from /proc/net."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports

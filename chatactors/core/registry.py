@@ -146,7 +146,8 @@ class Registry:
         return entry.address if entry is not None and entry.state == LIVE else None
 
     def live(self, kind: str | None = None) -> int:
-        return sum(1 for (k, _), e in self._entries.items() if e.state != RETIRING and kind in (None, k))
+        """Actors starting or running: a retiring one counts until its exit is confirmed."""
+        return sum(1 for k, _ in self._entries if kind in (None, k))
 
     # -- presence -------------------------------------------------------------------------------
     def attach(self, key: Key, sink: Any) -> None:

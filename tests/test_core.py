@@ -1,0 +1,465 @@
+"""The pure core, with no actor system, no database and no sleeps: time is a FakeClock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from chatactors.core.clock import FakeClock, MonotonicClock
+from chatactors.core.idle import IdlePolicy
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, advance
+from chatactors.core.registry import Approve, Deny, Forward, Registry, Start
+from chatactors.core.rules import (
+    HISTORY_MAX,
+    MAX_BODY,
+    check_body,
+    check_limit,
+    check_password,
+    check_username,
+)
+from chatactors.core.throttle import LoginThrottle
+from chatactors.errors import InvalidMessage
+
+JUAN = ("user", 1)
+MARIA = ("user", 2)
+
+
+class Addr:
+    """Like a Thespian ActorAddress: compared by value, and unhashable (the registry keys by str)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Addr) and other.name == self.name
+
+    def __str__(self) -> str:
+        return f"Addr({self.name})"
+
+    __repr__ = __str__
+
+
+def msg(ident: int, status: str = ENVIADO, body: str = "hola") -> Message:
+    return Message(
+        id=ident,
+        sender_id=1,
+        sender="juan",
+        recipient_id=2,
+        room=None,
+        body=body,
+        sent_at=datetime(2026, 1, 1, tzinfo=UTC),
+        status=status,
+        recipient="maria",
+    )
+
+
+def live_registry(key: tuple[str, int] = JUAN, address: Addr | None = None) -> tuple[Registry, Addr]:
+    registry = Registry()
+    address = address or Addr("a1")
+    assert registry.route(key, "first") == [Start(key)]
+    assert registry.started(key, address) == [Forward(key, address, "first")]
+    return registry, address
+
+
+# -- Registry: location -----------------------------------------------------------------------------
+class TestRegistryRouting:
+    def test_first_message_starts_an_activation_and_is_buffered(self) -> None:
+        registry = Registry()
+        assert registry.route(JUAN, "m1") == [Start(JUAN)]
+        assert registry.route(JUAN, "m2") == []  # already activating: buffered, no second Start
+        assert registry.address(JUAN) is None
+        assert registry.live("user") == 1 and registry.activations == 1
+
+    def test_started_forwards_the_buffer_in_order_then_routes_straight(self) -> None:
+        registry = Registry()
+        registry.route(JUAN, "m1")
+        registry.route(JUAN, "m2")
+        a1 = Addr("a1")
+        assert registry.started(JUAN, a1) == [Forward(JUAN, a1, "m1"), Forward(JUAN, a1, "m2")]
+        assert registry.route(JUAN, "m3") == [Forward(JUAN, a1, "m3")]
+        assert registry.address(JUAN) == a1
+
+    def test_keys_are_independent_and_counted_by_kind(self) -> None:
+        registry = Registry()
+        registry.route(JUAN, "x")
+        registry.route(MARIA, "y")
+        registry.route(("room", 1), "z")
+        assert registry.live("user") == 2
+        assert registry.live("room") == 1
+        assert registry.live() == 3
+        assert registry.activations == 3
+
+
+class TestRetireHandshake:
+    def test_approve_then_buffer_then_exit_without_work_forgets_the_actor(self) -> None:
+        registry, a1 = live_registry()
+        assert registry.retire_request(JUAN, a1) == [Approve(a1)]
+        assert registry.live("user") == 1  # still running until its exit is confirmed
+        assert registry.address(JUAN) is None  # nothing is sent to an address that may vanish
+        assert registry.exited(JUAN, a1) == []
+        assert registry.live("user") == 0
+        assert registry.retirements == 1 and registry.crashes == 0
+        # Hibernated: the next message activates it again.
+        assert registry.route(JUAN, "later") == [Start(JUAN)]
+        assert registry.activations == 2
+
+    def test_messages_arriving_while_retiring_go_to_a_fresh_activation(self) -> None:
+        registry, a1 = live_registry()
+        registry.retire_request(JUAN, a1)
+        assert registry.route(JUAN, "m1") == []
+        assert registry.route(JUAN, "m2") == []
+        assert registry.exited(JUAN, a1) == [Start(JUAN)]
+        a2 = Addr("a2")
+        assert registry.started(JUAN, a2) == [Forward(JUAN, a2, "m1"), Forward(JUAN, a2, "m2")]
+        assert registry.retirements == 1 and registry.crashes == 0
+        assert registry.activations == 2
+
+    def test_deny_a_retire_request_from_a_stale_or_unknown_address(self) -> None:
+        registry, a1 = live_registry()
+        old = Addr("old")
+        assert registry.retire_request(JUAN, old) == [Deny(old)]
+        assert registry.retire_request(MARIA, a1) == [Deny(a1)]  # no such activation
+        assert registry.route(JUAN, "still live") == [Forward(JUAN, a1, "still live")]
+
+    def test_deny_while_activating(self) -> None:
+        registry = Registry()
+        registry.route(JUAN, "m1")
+        a1 = Addr("a1")
+        assert registry.retire_request(JUAN, a1) == [Deny(a1)]
+
+    def test_deny_a_second_request_while_already_retiring(self) -> None:
+        registry, a1 = live_registry()
+        assert registry.retire_request(JUAN, a1) == [Approve(a1)]
+        assert registry.retire_request(JUAN, a1) == [Deny(a1)]
+
+    def test_cancel_keeps_the_actor_and_hands_it_what_was_buffered(self) -> None:
+        registry, a1 = live_registry()
+        registry.retire_request(JUAN, a1)
+        registry.route(JUAN, "m1")
+        assert registry.cancel_retire(JUAN, a1) == [Forward(JUAN, a1, "m1")]
+        assert registry.address(JUAN) == a1
+        assert registry.route(JUAN, "m2") == [Forward(JUAN, a1, "m2")]
+        assert registry.retirements == 0 and registry.activations == 1
+
+    def test_cancel_from_a_stale_address_or_when_not_retiring_is_ignored(self) -> None:
+        registry, a1 = live_registry()
+        assert registry.cancel_retire(JUAN, a1) == []  # not retiring
+        registry.retire_request(JUAN, a1)
+        assert registry.cancel_retire(JUAN, Addr("other")) == []
+        assert registry.address(JUAN) is None  # still retiring
+
+    def test_addresses_are_compared_by_str_not_identity(self) -> None:
+        registry, _ = live_registry(address=Addr("a1"))
+        same = Addr("a1")  # another object for the same actor, as after unpickling
+        assert registry.retire_request(JUAN, same) == [Approve(same)]
+        assert registry.exited(JUAN, Addr("a1")) == []
+        assert registry.retirements == 1
+
+
+class TestCrashes:
+    def test_an_unapproved_exit_of_an_online_user_restarts_it_at_once(self) -> None:
+        registry, a1 = live_registry()
+        registry.attach(JUAN, "sink")
+        assert registry.exited(JUAN, a1) == [Start(JUAN)]
+        assert registry.crashes == 1 and registry.retirements == 0
+        assert registry.route(JUAN, "m") == []  # buffered for the restart
+        a2 = Addr("a2")
+        assert registry.started(JUAN, a2) == [Forward(JUAN, a2, "m")]
+
+    def test_an_offline_user_that_crashed_comes_back_on_demand(self) -> None:
+        registry, a1 = live_registry()
+        assert registry.exited(JUAN, a1) == []
+        assert registry.crashes == 1
+        assert registry.live("user") == 0
+        assert registry.route(JUAN, "m") == [Start(JUAN)]
+
+    def test_a_dead_letter_then_reroute_restarts_with_the_message_buffered(self) -> None:
+        # What the directory does on DeadEnvelope: forget the dead address, then route again.
+        registry, a1 = live_registry()
+        assert registry.exited(JUAN, a1) == []
+        assert registry.route(JUAN, "lost in flight") == [Start(JUAN)]
+        a2 = Addr("a2")
+        assert registry.started(JUAN, a2) == [Forward(JUAN, a2, "lost in flight")]
+        # The supervisor's late report of the first exit does not touch the new activation.
+        assert registry.exited(JUAN, a1) == []
+        assert registry.address(JUAN) == a2
+        assert registry.crashes == 1
+
+    def test_an_exit_of_an_old_activation_is_ignored(self) -> None:
+        registry, a1 = live_registry()
+        registry.retire_request(JUAN, a1)
+        registry.route(JUAN, "m")
+        registry.exited(JUAN, a1)
+        a2 = Addr("a2")
+        registry.started(JUAN, a2)
+        assert registry.exited(JUAN, a1) == []  # e.g. multiprocTCPBase reports each exit twice
+        assert registry.address(JUAN) == a2
+        assert registry.retirements == 1 and registry.crashes == 0
+
+
+class TestIdleDetection:
+    """The directory's single timer asks ``idle(timeout)`` which live actors nothing was routed to."""
+
+    def test_an_actor_is_idle_after_timeout_without_traffic(self) -> None:
+        clock = FakeClock()
+        registry = Registry(clock)
+        a1 = Addr("a1")
+        registry.route(JUAN, "m")
+        registry.started(JUAN, a1)
+        clock.advance(9.0)
+        assert registry.idle(10.0) == []
+        registry.route(JUAN, "more")  # traffic restarts the count
+        clock.advance(9.0)
+        assert registry.idle(10.0) == []
+        clock.advance(1.0)
+        assert registry.idle(10.0) == [(JUAN, a1)]
+
+    def test_each_idle_actor_is_reported_once_per_timeout(self) -> None:
+        clock = FakeClock()
+        registry = Registry(clock)
+        registry.route(JUAN, "m")
+        registry.started(JUAN, Addr("a1"))
+        clock.advance(10.0)
+        assert len(registry.idle(10.0)) == 1
+        assert registry.idle(10.0) == []  # it declined, or is retiring: asked again later
+        clock.advance(10.0)
+        assert len(registry.idle(10.0)) == 1
+
+    def test_only_live_actors_are_reported(self) -> None:
+        clock = FakeClock()
+        registry = Registry(clock)
+        registry.route(JUAN, "m")  # activating
+        registry.route(MARIA, "m")
+        a2 = Addr("a2")
+        registry.started(MARIA, a2)
+        registry.retire_request(MARIA, a2)  # retiring
+        clock.advance(100.0)
+        assert registry.idle(10.0) == []
+
+
+class TestPresence:
+    def test_attach_detach_counts_sessions_per_sink(self) -> None:
+        registry = Registry()
+        sink = Addr("bridge")
+        registry.attach(JUAN, sink)
+        registry.attach(JUAN, Addr("bridge"))  # a second session through the same sink
+        assert registry.is_online(JUAN) and registry.online() == 1
+        assert registry.sinks(JUAN) == (sink,)
+        registry.detach(JUAN, sink)
+        assert registry.is_online(JUAN)  # one session left
+        registry.detach(JUAN, sink)
+        assert not registry.is_online(JUAN) and registry.online() == 0
+        assert registry.sinks(JUAN) == ()
+
+    def test_several_sinks_for_one_user(self) -> None:
+        registry = Registry()
+        b1, b2 = Addr("b1"), Addr("b2")
+        registry.attach(JUAN, b1)
+        registry.attach(JUAN, b2)
+        assert sorted(str(s) for s in registry.sinks(JUAN)) == ["Addr(b1)", "Addr(b2)"]
+        registry.detach(JUAN, b1)
+        assert registry.sinks(JUAN) == (b2,)
+
+    def test_detach_of_unknown_user_or_sink_is_harmless(self) -> None:
+        registry = Registry()
+        registry.detach(JUAN, Addr("nobody"))
+        registry.attach(JUAN, Addr("b1"))
+        registry.detach(JUAN, Addr("b2"))
+        assert registry.is_online(JUAN)
+
+    def test_drop_sink_takes_every_session_it_held_offline(self) -> None:
+        registry = Registry()
+        gone, other = Addr("gone"), Addr("other")
+        registry.attach(JUAN, gone)
+        registry.attach(JUAN, gone)
+        registry.attach(MARIA, gone)
+        registry.attach(MARIA, other)
+        assert sorted(registry.drop_sink(gone)) == [JUAN, MARIA]  # whose presence changed
+        assert not registry.is_online(JUAN)
+        assert registry.sinks(MARIA) == (other,)
+        assert registry.online() == 1
+
+    def test_presence_does_not_start_actors(self) -> None:
+        registry = Registry()
+        registry.attach(JUAN, Addr("b1"))
+        assert registry.live() == 0 and registry.activations == 0
+
+
+# -- LoginThrottle ----------------------------------------------------------------------------------
+class TestLoginThrottle:
+    def test_free_attempts_then_a_growing_lock(self) -> None:
+        clock = FakeClock()
+        throttle = LoginThrottle(clock, free_attempts=3, base_lock=1.0, max_lock=5.0)
+        for _ in range(2):
+            throttle.failed("juan")
+            assert throttle.retry_after("juan") == 0
+        throttle.failed("juan")  # the third failure locks
+        assert throttle.retry_after("juan") == 1.0
+        clock.advance(0.5)
+        assert throttle.retry_after("juan") == 0.5
+        clock.advance(0.5)
+        assert throttle.retry_after("juan") == 0
+        throttle.failed("juan")
+        assert throttle.retry_after("juan") == 2.0
+        clock.advance(2.0)
+        throttle.failed("juan")
+        assert throttle.retry_after("juan") == 4.0
+        clock.advance(4.0)
+        throttle.failed("juan")
+        assert throttle.retry_after("juan") == 5.0  # capped at max_lock
+
+    def test_success_clears_the_record(self) -> None:
+        clock = FakeClock()
+        throttle = LoginThrottle(clock, free_attempts=2)
+        throttle.failed("juan")
+        throttle.succeeded("juan")
+        throttle.failed("juan")
+        assert throttle.retry_after("juan") == 0  # counting started over
+
+    def test_accounts_are_independent(self) -> None:
+        clock = FakeClock()
+        throttle = LoginThrottle(clock, free_attempts=1)
+        throttle.failed("juan")
+        assert throttle.retry_after("juan") > 0
+        assert throttle.retry_after("maria") == 0
+
+    def test_defaults_allow_five_failures(self) -> None:
+        throttle = LoginThrottle(FakeClock())
+        for _ in range(4):
+            throttle.failed("x")
+        assert throttle.retry_after("x") == 0
+        throttle.failed("x")
+        assert throttle.retry_after("x") == 1.0
+
+
+# -- IdlePolicy -------------------------------------------------------------------------------------
+class TestIdlePolicy:
+    def test_retires_after_the_timeout_without_activity(self) -> None:
+        clock = FakeClock(100.0)
+        idle = IdlePolicy(clock, timeout=10.0)
+        assert not idle.should_retire()
+        assert idle.next_check() == 10.0
+        clock.advance(9.0)
+        assert not idle.should_retire()
+        assert idle.next_check() == pytest.approx(1.0)
+        clock.advance(1.0)
+        assert idle.should_retire()
+
+    def test_activity_restarts_the_count(self) -> None:
+        clock = FakeClock()
+        idle = IdlePolicy(clock, timeout=10.0)
+        clock.advance(8.0)
+        idle.touch()
+        clock.advance(8.0)
+        assert not idle.should_retire()
+        assert idle.next_check() == pytest.approx(2.0)
+
+    def test_never_while_owed_a_reply(self) -> None:
+        clock = FakeClock()
+        idle = IdlePolicy(clock, timeout=1.0)
+        idle.started()
+        idle.started()
+        clock.advance(50.0)
+        assert not idle.should_retire()
+        idle.finished()
+        clock.advance(50.0)
+        assert not idle.should_retire()
+        idle.finished()
+        assert not idle.should_retire()  # finishing is activity too
+        clock.advance(1.0)
+        assert idle.should_retire()
+        idle.finished()  # an extra reply never drives the count negative
+        assert idle.outstanding == 0
+
+    def test_next_check_is_never_zero(self) -> None:
+        clock = FakeClock()
+        idle = IdlePolicy(clock, timeout=1.0)
+        clock.advance(5.0)
+        assert idle.next_check() == 0.001
+
+    def test_clocks(self) -> None:
+        fake = FakeClock(3.0)
+        fake.advance(2.5)
+        assert fake.now() == 5.5
+        real = MonotonicClock()
+        assert real.now() <= real.now()
+
+
+# -- rules ------------------------------------------------------------------------------------------
+class TestRules:
+    @pytest.mark.parametrize("name", ["abc", "juan", "Maria_2", "a.b-c", "x" * 32, "123"])
+    def test_good_usernames(self, name: str) -> None:
+        assert check_username(name) == name
+
+    @pytest.mark.parametrize(
+        "name",
+        ["", "ab", "x" * 33, "juan perez", "juan!", "ñandú", "juan\n", "\njuan", "ju\x00an", None, 42],
+    )
+    def test_bad_usernames(self, name: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_username(name)
+
+    @pytest.mark.parametrize("body", ["a", "hola", "x" * MAX_BODY, " padded "])
+    def test_good_bodies(self, body: str) -> None:
+        assert MAX_BODY == 4096
+        assert check_body(body) == body
+
+    @pytest.mark.parametrize("body", ["", "   ", "\n\t", "x" * (MAX_BODY + 1), None, 12, b"bytes"])
+    def test_bad_bodies(self, body: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_body(body)
+
+    @pytest.mark.parametrize("password", ["12345678", "x" * 1024])
+    def test_good_passwords(self, password: str) -> None:
+        assert check_password(password) == password
+
+    @pytest.mark.parametrize("password", ["", "1234567", "x" * 1025, None, 12345678])
+    def test_bad_passwords(self, password: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_password(password)
+
+    @pytest.mark.parametrize("limit", [1, 10, HISTORY_MAX])
+    def test_good_limits(self, limit: int) -> None:
+        assert check_limit(limit) == limit
+
+    @pytest.mark.parametrize("limit", [0, -1, HISTORY_MAX + 1, True, 1.5, "10", None])
+    def test_bad_limits(self, limit: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_limit(limit)
+
+    def test_limit_with_a_custom_maximum(self) -> None:
+        assert check_limit(5, maximum=5) == 5
+        with pytest.raises(InvalidMessage):
+            check_limit(6, maximum=5)
+
+
+# -- model ------------------------------------------------------------------------------------------
+class TestModel:
+    @pytest.mark.parametrize(
+        ("current", "new", "expected"),
+        [
+            (ENVIADO, ENTREGADO, ENTREGADO),
+            (ENVIADO, LEIDO, LEIDO),
+            (ENTREGADO, LEIDO, LEIDO),
+            (ENTREGADO, ENVIADO, ENTREGADO),
+            (LEIDO, ENTREGADO, LEIDO),  # a late 'entregado' never undoes 'leido'
+            (LEIDO, ENVIADO, LEIDO),
+            (ENTREGADO, ENTREGADO, ENTREGADO),
+        ],
+    )
+    def test_advance_only_moves_forward(self, current: str, new: str, expected: str) -> None:
+        assert advance(current, new) == expected
+
+    def test_with_status_returns_a_new_message(self) -> None:
+        m = msg(1)
+        read = m.with_status(LEIDO)
+        assert m.status == ENVIADO and read.status == LEIDO
+        assert read.with_status(ENTREGADO).status == LEIDO
+
+    def test_str_is_what_a_repl_prints(self) -> None:
+        assert str(msg(1, body="hola")) == "[juan -> maria] hola"
+        receipt = Receipt((1, 2), LEIDO, "maria", 2)
+        assert str(receipt) == "[maria leido: 1, 2]"

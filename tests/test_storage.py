@@ -1,0 +1,281 @@
+"""The peewee Store on SQLite and on a real PostgreSQL (the ``db_url`` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, UserInfo
+from chatactors.errors import MessageNotFound, StorageUnavailable, UsernameTaken, UserNotFound
+from chatactors.storage import Mensaje, Room, Store, close_database, utcnow
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    store = Store(db_url)
+    store.create_schema()
+    yield store
+    close_database(db_url)
+
+
+@pytest.fixture
+def users(store: Store) -> tuple[UserInfo, UserInfo, UserInfo]:
+    return (
+        store.create_user("juan", "hash-juan"),
+        store.create_user("maria", "hash-maria"),
+        store.create_user("pedro", "hash-pedro"),
+    )
+
+
+def send(store: Store, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None = None):
+    with store.transaction():
+        return store.insert_direct(sender, recipient, body, client_id, ENVIADO)
+
+
+# -- schema -----------------------------------------------------------------------------------------
+def test_the_messages_table_is_named_mensajes(store: Store) -> None:
+    tables = set(store.db.get_tables())
+    assert "mensajes" in tables
+    assert {"users", "session_tokens"} <= tables
+    cursor = store.db.execute_sql("SELECT COUNT(*) FROM mensajes")
+    assert cursor.fetchone()[0] == 0
+
+
+def test_indexes_serve_inbox_unread_and_retries(store: Store) -> None:
+    indexes = store.db.get_indexes("mensajes")
+    columns = {tuple(i.columns): i.unique for i in indexes}
+    assert ("recipient_id", "id") in columns, columns  # a user's inbox and history
+    assert ("recipient_id", "status", "id") in columns, columns  # unread lookups
+    assert columns.get(("sender_id", "client_id")) is True, columns  # a retried send is stored once
+    user_indexes = store.db.get_indexes("users")
+    assert any(i.unique and i.columns == ["username"] for i in user_indexes)
+
+
+def test_create_schema_twice_is_harmless(store: Store) -> None:
+    store.create_schema()
+    assert "mensajes" in store.db.get_tables()
+
+
+# -- users ------------------------------------------------------------------------------------------
+def test_users_by_name_and_by_id(store: Store) -> None:
+    juan = store.create_user("juan", "argon-hash")
+    assert juan.username == "juan" and juan.id > 0
+    assert store.credentials("juan") == (juan, "argon-hash")
+    assert store.credentials(juan.id) == (juan, "argon-hash")
+    assert store.user("juan") == juan and store.user(juan.id) == juan
+    assert store.credentials("nadie") is None
+    assert store.user(juan.id + 1000) is None
+    store.set_password_hash(juan.id, "new-hash")
+    assert store.credentials("juan") == (juan, "new-hash")
+
+
+def test_usernames_are_unique_case_insensitively(store: Store) -> None:
+    store.create_user("juan", "h")
+    with pytest.raises(UsernameTaken):
+        store.create_user("juan", "h2")
+    with pytest.raises(UsernameTaken):
+        store.create_user("JUAN", "h2")
+    with pytest.raises(UsernameTaken):
+        store.create_user("Juan", "h2")
+    assert store.create_user("juana", "h").username == "juana"
+
+
+# -- tokens -----------------------------------------------------------------------------------------
+def test_tokens_resolve_until_expiry_or_revocation(store: Store, users) -> None:
+    juan, maria, _ = users
+    store.add_token(juan.id, "a" * 64, utcnow() + timedelta(hours=1))
+    store.add_token(maria.id, "b" * 64, utcnow() - timedelta(seconds=1))  # already expired
+    assert store.token_user("a" * 64) == juan
+    assert store.token_user("b" * 64) is None
+    assert store.token_user("c" * 64) is None
+    store.revoke_token("a" * 64)
+    assert store.token_user("a" * 64) is None
+
+
+# -- direct messages --------------------------------------------------------------------------------
+def test_insert_direct_returns_the_stored_message(store: Store, users) -> None:
+    juan, maria, _ = users
+    m = send(store, juan, maria, "hola")
+    assert (m.sender_id, m.sender, m.recipient_id, m.recipient) == (juan.id, "juan", maria.id, "maria")
+    assert m.body == "hola" and m.status == ENVIADO and m.room is None
+    assert m.sent_at.tzinfo is not None
+    assert store.count_messages() == 1
+
+
+def test_insert_direct_is_idempotent_by_client_id(store: Store, users) -> None:
+    juan, maria, pedro = users
+    first = send(store, juan, maria, "hola", client_id="c-1")
+    again = send(store, juan, maria, "hola", client_id="c-1")
+    assert again.id == first.id and again.body == "hola"
+    assert again.sender == "juan" and again.recipient == "maria"
+    # Same client id from another sender is another message; no client id never deduplicates.
+    other = send(store, pedro, maria, "hola", client_id="c-1")
+    assert other.id != first.id
+    plain1 = send(store, juan, maria, "sin id")
+    plain2 = send(store, juan, maria, "sin id")
+    assert plain1.id != plain2.id
+    assert store.count_messages() == 4
+
+
+def test_insert_direct_twice_in_one_batch_is_stored_once(store: Store, users) -> None:
+    juan, maria, _ = users
+    with store.transaction():
+        a = store.insert_direct(juan, maria, "x", "batch-1", ENVIADO)
+        b = store.insert_direct(juan, maria, "x", "batch-1", ENVIADO)
+    assert a.id == b.id and store.count_messages() == 1
+
+
+def test_inbox_last_ten_newest_last_and_paging(store: Store, users) -> None:
+    juan, maria, pedro = users
+    sent = [send(store, juan if i % 2 else pedro, maria, f"m{i}") for i in range(13)]
+    send(store, maria, juan, "not in maria's inbox")
+    inbox = store.inbox(maria.id)
+    assert [m.body for m in inbox] == [f"m{i}" for i in range(3, 13)]
+    assert [m.id for m in inbox] == sorted(m.id for m in inbox)
+    older = store.inbox(maria.id, limit=10, before=inbox[0].id)
+    assert [m.body for m in older] == ["m0", "m1", "m2"]
+    assert [m.body for m in store.inbox(maria.id, limit=2)] == ["m11", "m12"]
+    assert store.inbox(maria.id, before=sent[0].id) == []
+    assert store.inbox(pedro.id) == []
+
+
+def test_unread_mark_read_and_mark_delivered(store: Store, users) -> None:
+    juan, maria, pedro = users
+    a = send(store, juan, maria, "a")
+    b = send(store, pedro, maria, "b")
+    c = send(store, juan, maria, "c")
+    assert [m.id for m in store.unread(maria.id)] == [a.id, b.id, c.id]  # oldest first
+
+    assert store.mark_delivered(maria.id) == [a.id, b.id, c.id]
+    assert {store.status(maria.id, i) for i in (a.id, b.id, c.id)} == {ENTREGADO}
+    assert store.mark_delivered(maria.id) == []  # nothing left in 'enviado'
+
+    with store.transaction():
+        # Only messages that sender sent to that reader change.
+        assert store.mark_read(maria.id, juan.id, [a.id, b.id, c.id]) == 2
+        assert store.mark_read(pedro.id, juan.id, [a.id]) == 0
+    assert store.status(juan.id, a.id) == LEIDO
+    assert store.status(pedro.id, b.id) == ENTREGADO
+    assert [m.id for m in store.unread(maria.id)] == [b.id]
+
+    send(store, juan, maria, "d")
+    assert len(store.mark_delivered(maria.id)) == 1
+    assert store.status(maria.id, a.id) == LEIDO  # 'leido' is never moved back
+
+
+def test_status_is_visible_to_sender_and_recipient_only(store: Store, users) -> None:
+    juan, maria, pedro = users
+    m = send(store, juan, maria, "secreto")
+    assert store.status(juan.id, m.id) == ENVIADO
+    assert store.status(maria.id, m.id) == ENVIADO
+    with pytest.raises(MessageNotFound):
+        store.status(pedro.id, m.id)
+    with pytest.raises(MessageNotFound):
+        store.status(juan.id, m.id + 1000)
+
+
+def test_history_with_a_user(store: Store, users) -> None:
+    juan, maria, pedro = users
+    bodies = []
+    for i in range(6):
+        if i % 2:
+            send(store, maria, juan, f"m{i}")
+        else:
+            send(store, juan, maria, f"j{i}")
+        bodies.append(f"m{i}" if i % 2 else f"j{i}")
+    send(store, pedro, juan, "de pedro")
+    send(store, maria, pedro, "a pedro")
+
+    with_maria = store.history(juan.id, "maria", limit=10, before=None)
+    assert [m.body for m in with_maria] == bodies  # both directions, newest last
+    assert [m.body for m in store.history(juan.id, maria.id, limit=10, before=None)] == bodies
+    everything = store.history(juan.id, None, limit=10, before=None)
+    assert [m.body for m in everything] == [*bodies, "de pedro"]
+    page = store.history(juan.id, "maria", limit=2, before=None)
+    assert [m.body for m in page] == bodies[-2:]
+    earlier = store.history(juan.id, "maria", limit=2, before=page[0].id)
+    assert [m.body for m in earlier] == bodies[-4:-2]
+    with pytest.raises(UserNotFound):
+        store.history(juan.id, "nadie", limit=10, before=None)
+
+
+def test_room_messages_stay_out_of_direct_history_and_inbox(store: Store, users) -> None:
+    juan, maria, _ = users
+    send(store, juan, maria, "directo")
+
+    def add_room_message() -> None:
+        room = Room.create(name="general", created_by=juan.id, created_at=utcnow())
+        Mensaje.create(sender=juan.id, room=room, body="a la sala", created_at=utcnow())
+
+    store.run(add_room_message)
+    assert [m.body for m in store.history(juan.id, None, 10, None)] == ["directo"]
+    assert [m.body for m in store.inbox(maria.id)] == ["directo"]
+    assert store.count_messages() == 2
+
+
+def test_an_unreachable_database_raises_storage_unavailable() -> None:
+    url = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    try:
+        with pytest.raises(StorageUnavailable):
+            Store(url).create_schema()
+    finally:
+        close_database(url)
+
+
+def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> None:
+    """Sending (the retry check), the inbox, unread messages and a status read must use indexes:
+    each is on every request, and mensajes only grows."""
+    users = [store.create_user(f"user{i}", "h") for i in range(12)]
+    rows = [
+        {
+            "sender": users[i % 12].id,
+            "recipient": users[(i * 7 + 1) % 12].id,
+            "body": "x",
+            "created_at": utcnow(),
+            "status": ENVIADO,
+            "client_id": f"seed-{i}",
+        }
+        for i in range(6000)
+    ]
+
+    def seed() -> None:
+        for start in range(0, len(rows), 500):
+            Mensaje.insert_many(rows[start : start + 500]).execute()
+
+    store.run(seed)
+    store.db.execute_sql("ANALYZE" if db_url.startswith("sqlite") else "ANALYZE mensajes")
+
+    recorded: list[tuple[str, Any]] = []
+    original = store.db.execute_sql
+
+    def recording(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if sql.lstrip().upper().startswith("SELECT") and '"mensajes"' in sql:
+            recorded.append((sql, params))
+        return original(sql, params, *args, **kwargs)
+
+    store.db.execute_sql = recording  # type: ignore[method-assign]
+    try:
+        juan, maria = users[0], users[1]
+        with store.transaction():
+            m = store.insert_direct(juan, maria, "hola", "client-42", ENVIADO)
+        store.inbox(maria.id)
+        store.unread(maria.id)
+        store.status(juan.id, m.id)
+    finally:
+        store.db.execute_sql = original  # type: ignore[method-assign]
+    assert recorded, "no query on mensajes was seen"
+
+    scans = []
+    for sql, params in recorded:
+        if db_url.startswith("sqlite"):
+            plan = [row[-1] for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+            full = [line for line in plan if line.startswith("SCAN") and "USING" not in line]
+        else:
+            plan = [row[0] for row in store.db.execute_sql("EXPLAIN " + sql, params).fetchall()]
+            full = [line for line in plan if "Seq Scan on mensajes" in line]
+        if full:
+            scans.append(f"{sql}\n  -> {plan}")
+    assert scans == [], "full scans of mensajes:\n" + "\n".join(scans)
