@@ -50,18 +50,34 @@ def close_local_port(key: str) -> None:
 
 
 class _Waiter:
-    __slots__ = ("event", "value", "error", "seq", "on_reply")
+    """One caller waiting for its reply: a bare lock, released once (cheaper than an Event)."""
 
-    def __init__(self, on_reply: Callable[[Any], Any] | None = None) -> None:
-        self.event = threading.Event()
+    __slots__ = ("lock", "value", "error", "direct", "on_reply")
+
+    def __init__(self, direct: bool, on_reply: Callable[[Any], Any] | None) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
         self.value: Any = None
         self.error: BaseException | None = None
-        self.seq = 0
+        self.direct = direct  # the caller is the push dispatcher itself (a callback calling the API)
         self.on_reply = on_reply
+
+    def release(self) -> None:
+        if self.on_reply is not None and self.error is None:
+            try:
+                self.value = self.on_reply(self.value)
+            except Exception as exc:
+                self.error = exc
+        self.lock.release()
 
 
 class Bridge:
-    """The common part: request ids, waiting for replies, dispatching pushes in arrival order."""
+    """The common part: request ids, waiting for replies, dispatching pushes in arrival order.
+
+    A reply goes through the push queue behind the pushes that arrived before it, so those are shown
+    before the call returns (REPL order) without callers waiting on a shared condition, and the
+    thread that drives the actors only enqueues: it never wakes callers itself.
+    """
 
     address: Any = None
 
@@ -71,9 +87,6 @@ class Bridge:
         self._waiters: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
         self._pushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pushed = 0  # pushes received so far
-        self._dispatched = 0  # pushes handed to callbacks so far
-        self._dispatch_cond = threading.Condition()
         self._dispatcher = threading.Thread(target=self._dispatch, name="chatactors-push", daemon=True)
         self._dispatcher.start()
         self.closed = False
@@ -99,19 +112,15 @@ class Bridge:
         if self.closed:
             raise ChatError("this chat is shut down")
         req_id = next(self._ids)
-        waiter = _Waiter(on_reply)
+        waiter = _Waiter(threading.current_thread() is self._dispatcher, on_reply)
         with self._lock:
             self._waiters[req_id] = waiter
         request = dataclasses.replace(request, req_id=req_id, reply_to=self.address)
         self._send(target, request if route is None else Route(route[0], route[1], request))
-        if not waiter.event.wait(timeout):
+        if not waiter.lock.acquire(timeout=timeout):
             with self._lock:
                 self._waiters.pop(req_id, None)
             raise ChatTimeout(f"no answer to {type(request).__name__} within {timeout} s")
-        # Pushes that arrived before this reply are shown before the call returns (REPL order).
-        if threading.current_thread() is not self._dispatcher:
-            with self._dispatch_cond:
-                self._dispatch_cond.wait_for(lambda: self._dispatched >= waiter.seq or self.closed, timeout)
         if waiter.error is not None:
             raise waiter.error.with_traceback(None)  # the actor's frames mean nothing here
         return waiter.value
@@ -126,9 +135,7 @@ class Bridge:
             waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
             waiter.error = ChatError("this chat is shut down")
-            waiter.event.set()
-        with self._dispatch_cond:
-            self._dispatch_cond.notify_all()
+            waiter.lock.release()
 
     # -- inbound -------------------------------------------------------------------------------
     def _inbound(self, message: Any) -> None:
@@ -144,44 +151,35 @@ class Bridge:
                 waiter.error = message.error
             else:
                 waiter.value = message.value
-                if waiter.on_reply is not None:
-                    self._pushed += 1
-                    waiter.seq = self._pushed
-                    self._pushes.put(waiter)  # the dispatcher runs the hook, then wakes the caller
-                    return
-            waiter.seq = self._pushed
-            waiter.event.set()
+            if waiter.direct:
+                waiter.release()  # the dispatcher is the caller: it cannot wait for itself
+            else:
+                self._pushes.put(waiter)
         elif isinstance(message, Push):
-            self._pushed += 1
             self._pushes.put(message)
         else:
             log.debug("bridge ignored %r", type(message).__name__)
 
-    @staticmethod
-    def _run_hook(waiter: _Waiter) -> None:
-        try:
-            assert waiter.on_reply is not None
-            waiter.value = waiter.on_reply(waiter.value)
-        except Exception as exc:
-            waiter.error = exc
-        finally:
-            waiter.event.set()
-
     def _dispatch(self) -> None:
         while True:
-            push = self._pushes.get()
-            if push is _STOP:
-                return
+            item = self._pushes.get()
+            if item is _STOP:
+                break
+            if isinstance(item, _Waiter):
+                item.release()
+                continue
             try:
-                if isinstance(push, _Waiter):
-                    self._run_hook(push)
-                else:
-                    self._on_push(push)
+                self._on_push(item)
             except Exception:
                 log.exception("a push callback failed")
-            with self._dispatch_cond:
-                self._dispatched += 1
-                self._dispatch_cond.notify_all()
+        while True:  # replies queued behind the stop: their callers are told, not left waiting
+            try:
+                item = self._pushes.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Waiter):
+                item.error = ChatError("this chat is shut down")
+                item.lock.release()
 
 
 class SimpleBridge(Bridge):
