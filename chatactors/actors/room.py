@@ -40,7 +40,7 @@ class RoomActor(VirtualActor):
         self.members: dict[int, UserInfo] = {}
         self.active: set[int] = set()
         self.sinks: dict[int, tuple[Any, ...]] = {}
-        self._members_known = False
+        self.pending_replies: list[MemberJoined] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -69,6 +69,11 @@ class RoomActor(VirtualActor):
                 self.sinks.pop(user_id, None)
         if msg.complete and not self.ready:
             self.loaded()  # state and presence are both in: serve what waited
+        if msg.complete and self.pending_replies:
+            assert self.room is not None
+            replies, self.pending_replies = self.pending_replies, []
+            for request in replies:
+                self.reply(request, self.room.name)
 
     def may_retire(self) -> bool:
         return not self.active and self.idle.outstanding == 0
@@ -85,9 +90,10 @@ class RoomActor(VirtualActor):
         self.members[msg.user.id] = msg.user
         if msg.active:
             self.active.add(msg.user.id)
+        # Answered once the directory has said where the new member's sessions are: a message
+        # posted after join() returns must reach them.
+        self.pending_replies.append(msg)
         self._register()
-        assert self.room is not None
-        self.reply(msg, self.room.name)
 
     def on_MemberLeft(self, msg: MemberLeft, envelope: Envelope) -> None:
         self.members.pop(msg.user_id, None)
