@@ -262,10 +262,11 @@ class Chat:
         """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
         if isinstance(user, bool) or not isinstance(user, (str, int)):
             raise InvalidMessage("a user is a username or a user id")
-        found = self._users.get(user)
+        key = user.lower() if isinstance(user, str) else user  # names are case-insensitive
+        found = self._users.get(key)
         if found is None:
             found = self._call(self.roles.persistence, LookupUser(ref=user))
-            self._users[found.id] = self._users[found.username] = found
+            self._users[found.id] = self._users[found.username.lower()] = found
         return found
 
     def stats(self) -> Stats:
@@ -407,18 +408,27 @@ class Session:
     enviar_mensaje = send_message
 
     def read_messages(
-        self, *, with_user: str | int | None = None, room: str | None = None, up_to: int | None = None
+        self,
+        *,
+        with_user: str | int | None = None,
+        room: str | None = None,
+        up_to: int | None = None,
+        ids: Iterable[int] | None = None,
     ) -> list[Message]:
         """Unread messages, oldest first; marks them 'leido' and tells their senders (V0.6).
 
         By default everything unread; or only one conversation (``with_user``) or one ``room``,
-        and only up to message id ``up_to`` (what a reader has actually seen).
+        only up to message id ``up_to`` (what a reader has actually seen), or exactly ``ids``.
+        In a room, reading moves the member's cursor: messages before one read are read too.
         """
         self._check_active()
         if with_user is not None and room is not None:
             raise InvalidMessage("read one conversation or one room, not both")
+        wanted = tuple(ids) if ids is not None else None
+        if wanted is not None and (with_user is not None or room is not None or up_to is not None):
+            raise InvalidMessage("read exact ids, or a conversation or room, not both")
         other = self._chat.lookup(with_user).id if with_user is not None else None
-        request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to)
+        request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to, ids=wanted)
         return list(self._chat._to_user(self.user_id, request))
 
     leer_mensajes = read_messages

@@ -171,6 +171,7 @@ class ReadMessages(Request):
     with_user: int | None = None
     room: str | None = None
     up_to: int | None = None
+    ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

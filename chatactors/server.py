@@ -25,8 +25,8 @@ import logging
 import mimetypes
 import signal
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
@@ -40,14 +40,13 @@ from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, Receipt
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, NotAMember, RoomNotFound
+from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
 
 log = logging.getLogger("chatactors.server")
 
 T = TypeVar("T")
 Frame = dict[str, Any]
 # The conversation a received message is read in: ("with", sender_id) or ("room", name).
-Where = tuple[str, str | int]
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_POLICY = 1008  # flood, or a reader too slow to keep up
 CLOSE_TOO_BIG = 1009  # set by websockets itself for a frame over max_size
@@ -203,15 +202,6 @@ def _ids(frame: Frame) -> list[int]:
     return list(ids)
 
 
-def _where(m: Frame, me: int) -> Where | None:
-    """The conversation a message shown to user ``me`` is read in; None for what ``me`` sent."""
-    if m.get("sender_id") == me:
-        return None
-    if m.get("room") is not None:
-        return ("room", m["room"])
-    return ("with", m["sender_id"])
-
-
 # -- static files ---------------------------------------------------------------------------------
 class StaticFiles:
     """The chat page, read once at start-up (a handful of small files, no build step)."""
@@ -261,9 +251,6 @@ class Connection:
     # also mirrors what a user sends to their other connections: a retried client_id is mirrored
     # again, and a message to oneself reaches the other connection both as a push and as a mirror.
     SEEN = 512
-    # Received messages this connection has shown (inbox, pushes, history) and where each is read:
-    # what a 'read {ids}' can name.
-    SHOWN = 2048
 
     def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
         self.gateway = gateway
@@ -277,7 +264,6 @@ class Connection:
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
         self._seen: deque[int] = deque(maxlen=self.SEEN)
         self._seen_set: set[int] = set()
-        self._shown: OrderedDict[int, Where] = OrderedDict()
         self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         self.writer = asyncio.create_task(self._write())
 
@@ -314,7 +300,6 @@ class Connection:
         if frame["id"] in self._seen_set:
             return
         self.remember(frame["id"])
-        self.shown([frame])
         self.push(frame)
 
     def remember(self, message_id: int) -> None:
@@ -324,22 +309,6 @@ class Connection:
             self._seen_set.discard(self._seen[0])
         self._seen.append(message_id)
         self._seen_set.add(message_id)
-
-    def shown(self, messages: Iterable[Frame]) -> None:
-        """Note the conversation of each received message the client is being shown."""
-        if self.session is None:
-            return
-        for m in messages:
-            where = _where(m, self.session.user_id)
-            if where is not None:
-                self._shown[m["id"]] = where
-                self._shown.move_to_end(m["id"])
-        while len(self._shown) > self.SHOWN:
-            self._shown.popitem(last=False)
-
-    def where(self, message_id: int) -> Where | None:
-        """The conversation of a received message shown on this connection (None: not shown here)."""
-        return self._shown.get(message_id)
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with ``code``: pending writes are flushed, not dropped."""
@@ -597,7 +566,6 @@ class Gateway:
         inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
             conn.remember(m.id)
-        conn.shown(inbox)
         conn.push(
             {
                 "type": "logged_in",
@@ -670,8 +638,7 @@ class Gateway:
         """Marks what the frame names read and answers ``marked_read`` with what was marked.
 
         ``{}``: everything unread; ``{with}`` / ``{room}``: one conversation; ``up_to``: only up to that
-        message id. ``{ids}``: the conversation of each named message (as shown on this connection),
-        up to the newest one named in it.
+        message id. ``{ids}``: exactly those messages (in a room, the member's cursor moves up to them).
         """
         session = self._session(conn)
         up_to = _field(frame, "up_to", int, required=False)
@@ -682,7 +649,7 @@ class Gateway:
             ids = _ids(frame)
             if up_to is not None or with_user is not None or room is not None:
                 raise InvalidMessage("'read' takes 'ids' alone, or 'up_to' with 'with' or 'room'")
-            read = await self._blocking(_read_shown, session, [(i, conn.where(i)) for i in ids])
+            read = await self._blocking(session.read_messages, ids=ids)
         else:
             if with_user is not None and room is not None:
                 raise InvalidMessage("'read' takes 'with' or 'room', not both")
@@ -705,7 +672,6 @@ class Gateway:
         reply: Frame = {"type": "history", "messages": [message_dict(m) for m in messages]}
         reply.update({"with": with_user} if with_user is not None else {})
         reply.update({"room": room} if room is not None else {})
-        conn.shown(reply["messages"])
         conn.push(reply)
 
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
@@ -746,28 +712,6 @@ class Gateway:
         message_id = _field(frame, "id", int)
         readers = await self._blocking(session.read_by, message_id)
         conn.push({"type": "read_by", "id": message_id, "by": _plain(readers)})
-
-
-def _read_shown(session: Session, named: list[tuple[int, Where | None]]) -> list[Message]:
-    """``read {ids}``: each conversation named, read up to the newest id named in it.
-
-    Ids this connection has not shown as received (unknown, one's own, or from before a reconnect) mark
-    nothing; neither does a room one has left since.
-    """
-    newest: dict[Where, int] = {}
-    for message_id, where in named:
-        if where is not None:
-            newest[where] = max(newest.get(where, message_id), message_id)
-    read: list[Message] = []
-    for (kind, ref), up_to in newest.items():
-        try:
-            if kind == "room":
-                read += session.read_messages(room=str(ref), up_to=up_to)
-            else:
-                read += session.read_messages(with_user=ref, up_to=up_to)
-        except (NotAMember, RoomNotFound):
-            continue
-    return sorted(read, key=lambda m: m.id)
 
 
 def _room(room: Any) -> Any:

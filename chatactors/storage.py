@@ -221,7 +221,15 @@ class Store:
             pass
 
     def create_schema(self) -> None:
-        self.run(lambda: self.db.create_tables(MODELS, safe=True))
+        def work() -> None:
+            self.db.create_tables(MODELS, safe=True)
+            # Names are unique whatever their case, and found whatever case they are typed in.
+            for table, column in (("users", "username"), ("rooms", "name")):
+                self.db.execute_sql(
+                    f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_{column}_lower ON {table} (LOWER({column}))"
+                )
+
+        self.run(work)
 
     def close(self) -> None:
         self._reset()
@@ -255,7 +263,7 @@ class Store:
             if isinstance(ref, int):
                 row = query.where(User.id == ref).first()
             else:
-                row = query.where(User.username == ref).first()
+                row = query.where(pw.fn.LOWER(User.username) == ref.lower()).first()
             return None if row is None else (UserInfo(row.id, row.username), row.password_hash)
 
         return self.run(work)
@@ -441,6 +449,8 @@ class Store:
                 query = query.where(Mensaje.id < before)
             if only.up_to is not None:
                 query = query.where(Mensaje.id <= only.up_to)
+            if only.ids is not None:
+                query = query.where(Mensaje.id.in_(list(only.ids)))
             query = query.order_by(Mensaje.id.desc())
             rows.extend(query.limit(limit) if limit is not None else query)
         rows.sort(key=lambda r: r.id, reverse=True)
@@ -531,7 +541,9 @@ class Store:
 
     # -- rooms ------------------------------------------------------------------------------------
     def _room(self, ref: str | int) -> Room:
-        room = Room.get_or_none(Room.id == ref if isinstance(ref, int) else Room.name == ref)
+        room = Room.get_or_none(
+            Room.id == ref if isinstance(ref, int) else pw.fn.LOWER(Room.name) == ref.lower()
+        )
         if room is None:
             raise RoomNotFound(f"no room {ref!r}")
         return room

@@ -76,3 +76,23 @@ def test_status_of_someone_elses_message_is_not_found(chat: Chat) -> None:
         pedro.read_by(m.id)
     with pytest.raises(MessageNotFound):
         juan.status(10_000)
+
+
+def test_read_exact_ids(chat: Chat) -> None:
+    juan, maria = (chat.crear(n, f"{n}-secret") for n in ("juan", "maria"))
+    a, b, c = (juan.send_message("maria", body) for body in ("uno", "dos", "tres"))
+    assert [m.id for m in maria.read_messages(ids=[b.id])] == [b.id]
+    assert [juan.status(x.id) for x in (a, b, c)] == [ENTREGADO, LEIDO, ENTREGADO]
+    assert [m.id for m in maria.read_messages()] == [a.id, c.id]
+
+
+def test_names_are_case_insensitive_but_keep_their_case(chat: Chat) -> None:
+    juan = chat.crear("Juan", "juan-secret")
+    maria = chat.crear("maria", "maria-secret")
+    assert chat.login("JUAN", "juan-secret").username == "Juan"
+    m = maria.send_message("jUaN", "hola")
+    assert m.recipient == "Juan"
+    juan.create_room("General")
+    assert maria.join("general") == "General"
+    assert maria.send_message("#GENERAL", "hola sala").room == "General"
+    assert [x.room for x in juan.read_messages(room="general")] == ["General"]

@@ -79,7 +79,7 @@ class UserActor(VirtualActor):
             self.fail_stash(as_chat_error(msg.error or UserNotFound(f"no user {self.id}")))
             return
         self.user = msg.user
-        self.rooms = {r.name: r for r in msg.rooms}
+        self.rooms = {r.name.lower(): r for r in msg.rooms}  # names are case-insensitive
         self.loaded()
         if self.online_hint:
             self._set_active(True)
@@ -153,7 +153,7 @@ class UserActor(VirtualActor):
     def on_RoomCommand(self, msg: RoomCommand, envelope: Envelope) -> None:
         assert self.user is not None
         check_room_name(msg.room)
-        if msg.action == "leave" and msg.room not in self.rooms:
+        if msg.action == "leave" and msg.room.lower() not in self.rooms:
             self._find_room(msg)  # RoomNotFound, or NotAMember
             return
         token = self.token()
@@ -164,7 +164,7 @@ class UserActor(VirtualActor):
     def on_SendRoom(self, msg: SendRoom, envelope: Envelope) -> None:
         assert self.user is not None
         check_body(msg.body)
-        room = self.rooms.get(msg.room)
+        room = self.rooms.get(msg.room.lower())
         if room is None:
             self._find_room(msg)
             return
@@ -192,12 +192,12 @@ class UserActor(VirtualActor):
         if action == "find":  # it exists, and it is not one of mine
             self.fail(request, NotAMember(f"you are not in {room.name!r}"))
         elif action == "leave":
-            self.rooms.pop(room.name, None)
+            self.rooms.pop(room.name.lower(), None)
             self._route(
                 "room", room.id, MemberLeft(req_id=request.req_id, reply_to=request.reply_to, user_id=self.id)
             )
         else:
-            self.rooms[room.name] = room
+            self.rooms[room.name.lower()] = room
             joined = MemberJoined(
                 req_id=request.req_id, reply_to=request.reply_to, user=self.user, active=self.active
             )
@@ -205,13 +205,13 @@ class UserActor(VirtualActor):
 
     # -- reading: I am the reader ----------------------------------------------------------------
     def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope | None) -> None:
-        if msg.room is not None and msg.room not in self.rooms:
+        if msg.room is not None and msg.room.lower() not in self.rooms:
             self.fail(msg, NotAMember(f"you are not in {msg.room!r}"))
         elif self.reads:
             self.queued_reads.append(msg)  # one read at a time: none returns a message twice
         else:
-            room_id = self.rooms[msg.room].id if msg.room is not None else None
-            only = Only(sender_id=msg.with_user, room_id=room_id, up_to=msg.up_to)
+            room_id = self.rooms[msg.room.lower()].id if msg.room is not None else None
+            only = Only(sender_id=msg.with_user, room_id=room_id, up_to=msg.up_to, ids=msg.ids)
             token = self.token()
             self.reads[token] = _Read(msg)
             self.idle.started()
@@ -228,7 +228,7 @@ class UserActor(VirtualActor):
         read.messages = msg.messages
         direct: dict[int, list[int]] = {}
         rooms: dict[int, int] = {}
-        by_name = {r.name: r.id for r in self.rooms.values()}
+        by_name = {r.name: r.id for r in self.rooms.values()}  # as stored: m.room carries it too
         for m in msg.messages:
             if m.room is None:
                 direct.setdefault(m.sender_id, []).append(m.id)

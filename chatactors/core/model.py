@@ -48,6 +48,7 @@ class Only:
     sender_id: int | None = None
     room_id: int | None = None
     up_to: int | None = None
+    ids: tuple[int, ...] | None = None  # exactly these (a room's cursor still moves up to them)
 
 
 @dataclass(frozen=True, slots=True)
