@@ -394,6 +394,23 @@ class StartChild:
 
 
 @dataclass(frozen=True, slots=True)
+class Spares:
+    """From the supervisor to the directory: actors started ahead of need, for it to hand out."""
+
+    kind: str
+    addresses: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """From the directory to the supervisor: a spare now serves (kind, id)."""
+
+    kind: str
+    id: int
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
 class ChildStarted:
     kind: str
     id: int

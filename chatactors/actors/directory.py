@@ -16,6 +16,7 @@ from thespian.actors import ActorExitRequest
 from chatactors.actors.base import ChatActor
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
+    Assigned,
     Attach,
     ChildExited,
     ChildStarted,
@@ -25,6 +26,7 @@ from chatactors.messages import (
     Envelope,
     GetStats,
     IdleCheck,
+    Init,
     Notify,
     Offline,
     Push,
@@ -37,6 +39,7 @@ from chatactors.messages import (
     RoomMembers,
     RoomSinks,
     Route,
+    Spares,
     StartChild,
     Stats,
     StopActor,
@@ -51,11 +54,14 @@ class DirectoryActor(ChatActor):
         self.registry = Registry()
         self.roles: Roles | None = None
         self.idle_timeout = 300.0
+        self.configured: Configure | None = None
+        self.spares: dict[str, list[Any]] = {}  # actors the supervisor started ahead of need
         # Members of live rooms, so a room learns at once where its members' sessions are.
         self.room_members: dict[int, set[int]] = {}
         self.user_rooms: dict[int, set[int]] = {}
 
     def configure(self, msg: Configure) -> None:
+        self.configured = msg
         self.roles = msg.roles
         self.idle_timeout = msg.config.idle_timeout
         self.handleDeadLetters()
@@ -100,6 +106,23 @@ class DirectoryActor(ChatActor):
     def receiveMsg_Notify(self, msg: Notify, sender: Any) -> None:
         for sink in self.registry.sinks(("user", msg.user_id)):
             self.send(sink, Push((msg.user_id,), msg.event))
+
+    def receiveMsg_Spares(self, msg: Spares, sender: Any) -> None:
+        self.spares.setdefault(msg.kind, []).extend(msg.addresses)
+
+    def _start(self, key: Key) -> None:
+        """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
+        the supervisor to start an actor."""
+        assert self.roles is not None and self.configured is not None
+        kind, ident = key
+        spares = self.spares.get(kind)
+        if not spares:
+            self.send(self.roles.supervisor, StartChild(kind, ident))
+            return
+        address = spares.pop(0)
+        self.send(address, Init(kind, ident, self.configured.config, self.roles))
+        self.send(self.roles.supervisor, Assigned(kind, ident, address))
+        self._apply(self.registry.started(key, address))
 
     def receiveMsg_RoomMembers(self, msg: RoomMembers, sender: Any) -> None:
         for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):
@@ -173,7 +196,7 @@ class DirectoryActor(ChatActor):
                 envelope = Envelope(Route(kind, ident, effect.message), self.registry.sinks(effect.key))
                 self.send(effect.address, envelope)
             elif isinstance(effect, Start):
-                self.send(self.roles.supervisor, StartChild(*effect.key))
+                self._start(effect.key)
             elif isinstance(effect, Approve):
                 self.send(effect.address, RetireApproved())
             elif isinstance(effect, Deny):

@@ -92,7 +92,7 @@ class UserActor(VirtualActor):
 
     def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
         body = msg.body.body
-        if not self.ready and isinstance(body, Deliver) and body.recipient is not None:
+        if not self.ready and self.roles is not None and isinstance(body, Deliver) and body.recipient:
             # The first message to a hibernated user needs nothing loaded: store it now, and take
             # the database read out of its path (activation latency, V0.8).
             self.online_hint = self.online_hint or bool(msg.sinks)
