@@ -159,9 +159,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if not hasattr(Session, "send_room"):
-        print("rooms bench: this chatactors has no Session.send_room yet (issue 3); nothing measured")
-        return 0
     args = parse_args(argv)
     if "postgres" in args.dbs and not args.pg_url:
         print("no PostgreSQL URL ($CHATACTORS_TEST_DATABASE_URL or --pg-url): postgres is skipped")
