@@ -65,7 +65,7 @@ class UserActor(VirtualActor):
         self.rooms: dict[str, RoomInfo] = {}
         self.active = False
         self.online_hint = False  # sessions were seen before the state had loaded
-        self.resolving: dict[int, tuple[Request, Any]] = {}
+        self.room_ops: dict[int, tuple[Request, str]] = {}  # token -> (request, action)
         self.reads: dict[int, _Read] = {}
         self.queued_reads: list[ReadMessages] = []
 
@@ -157,7 +157,7 @@ class UserActor(VirtualActor):
             self._find_room(msg)  # RoomNotFound, or NotAMember
             return
         token = self.token()
-        self.resolving[token] = (msg, msg.action)
+        self.room_ops[token] = (msg, msg.action)
         self.idle.started()
         self._persist(RoomOp(token, msg.action, self.user, msg.room))
 
@@ -177,14 +177,14 @@ class UserActor(VirtualActor):
         """Not one of mine: the answer is RoomNotFound or NotAMember, and the database knows which."""
         assert self.user is not None
         token = self.token()
-        self.resolving[token] = (msg, "find")
+        self.room_ops[token] = (msg, "find")
         self.idle.started()
         self._persist(RoomOp(token, "find", self.user, getattr(msg, "room", "")))
 
     def receiveMsg_RoomOpDone(self, msg: RoomOpDone, sender: Any) -> None:
         assert self.user is not None
         self.idle.finished()
-        request, action = self.resolving.pop(msg.token)
+        request, action = self.room_ops.pop(msg.token)
         if msg.error is not None or msg.room is None:
             self.fail(request, msg.error or ChatError(f"{action} failed"))
             return

@@ -25,7 +25,3 @@ class IdlePolicy:
 
     def should_retire(self) -> bool:
         return self.outstanding == 0 and self.clock.now() - self.last_activity >= self.timeout
-
-    def next_check(self) -> float:
-        """Seconds to wait before asking again."""
-        return max(0.001, self.timeout - (self.clock.now() - self.last_activity))
