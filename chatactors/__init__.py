@@ -7,7 +7,7 @@ usuario logeado
 """
 
 from chatactors.chat import Chat, Session
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary
 from chatactors.errors import (
     AuthenticationError,
     ChatError,
@@ -30,6 +30,7 @@ __all__ = [
     "Session",
     "Message",
     "Receipt",
+    "ReadEvent",
     "RoomSummary",
     "ENVIADO",
     "ENTREGADO",

@@ -23,7 +23,7 @@ from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
 from chatactors.actors.supervisor import SupervisorActor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
-from chatactors.core.model import Message, Receipt, RoomSummary, UserInfo
+from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
 from chatactors.core.rules import check_body, check_limit
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
@@ -60,6 +60,7 @@ SYSTEMS = ("simpleSystemBase", "multiprocTCPBase")
 DEFAULT_DATABASE_URL = "sqlite:///chatactors.db"
 MessageCallback = Callable[[Message], Any]
 ReceiptCallback = Callable[[Receipt], Any]
+ReadCallback = Callable[[ReadEvent], Any]
 
 
 def free_port() -> int:
@@ -216,10 +217,11 @@ class Chat:
         token: str | None = None,
         on_message: MessageCallback | None = None,
         on_receipt: ReceiptCallback | None = None,
+        on_read: ReadCallback | None = None,
     ) -> Session:
         """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'.
 
-        ``on_message`` / ``on_receipt`` are in place before the first push can arrive.
+        ``on_message`` / ``on_receipt`` / ``on_read`` are in place before the first push can arrive.
         """
         if token is not None:
             request = LoginUser(sink=self._bridge.address, token=token)
@@ -232,6 +234,7 @@ class Chat:
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
+            session.on_read(on_read)
             with self._sessions_lock:
                 self._sessions.setdefault(session.user_id, []).append(session)
             return session
@@ -346,6 +349,7 @@ class Session:
         default: list[MessageCallback] = [print] if chat.echo else []
         self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default
         self._receipt_callbacks: list[ReceiptCallback] = [on_receipt] if on_receipt else []
+        self._read_callbacks: list[ReadCallback] = []
         self.active = True
 
     def __repr__(self) -> str:
@@ -476,10 +480,19 @@ class Session:
         """Call ``callback(receipt)`` when messages this user sent change status."""
         self._receipt_callbacks = [] if callback is None else [callback]
 
-    def _deliver(self, event: Message | Receipt) -> None:
-        callbacks: list[Any] = (
-            self._message_callbacks if isinstance(event, Message) else self._receipt_callbacks
-        )
+    def on_read(self, callback: ReadCallback | None) -> None:
+        """Call ``callback(read_event)`` when any session of this user (this one included) has read
+        messages: what another device read can stop showing as unread here."""
+        self._read_callbacks = [] if callback is None else [callback]
+
+    def _deliver(self, event: Message | Receipt | ReadEvent) -> None:
+        callbacks: list[Callable[[Any], Any]]
+        if isinstance(event, Message):
+            callbacks = self._message_callbacks
+        elif isinstance(event, Receipt):
+            callbacks = self._receipt_callbacks
+        else:
+            callbacks = self._read_callbacks
         for callback in callbacks:
             try:
                 callback(event)

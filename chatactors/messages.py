@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatactors.core.model import Message, Only, Receipt, RoomInfo, UserInfo
+from chatactors.core.model import Message, Only, ReadEvent, Receipt, RoomInfo, UserInfo
 
 Address = Any  # a thespian ActorAddress; opaque here
 
@@ -69,7 +69,7 @@ class Push:
     message reaches each sink once, however many members are behind it."""
 
     user_ids: tuple[int, ...]
-    event: Message | Receipt
+    event: Message | Receipt | ReadEvent
 
 
 @dataclass(frozen=True, slots=True)

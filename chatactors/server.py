@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
-from chatactors.core.model import Message, Receipt
+from chatactors.core.model import Message, ReadEvent, Receipt
 from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
 
 log = logging.getLogger("chatactors.server")
@@ -550,10 +550,19 @@ class Gateway:
             for frame in receipt_frames(r):
                 self._from_thread(conn.deliver, frame)
 
+        def on_read(r: ReadEvent) -> None:  # read on any of this user's sessions: badges follow
+            self._from_thread(conn.deliver, {"type": "read_sync", "ids": list(r.message_ids)})
+
         conn.held = []
         try:
             session = await self._blocking(
-                self.chat.login, user, password, on_message=on_message, on_receipt=on_receipt, **kw
+                self.chat.login,
+                user,
+                password,
+                on_message=on_message,
+                on_receipt=on_receipt,
+                on_read=on_read,
+                **kw,
             )
         except BaseException:
             conn.held = None

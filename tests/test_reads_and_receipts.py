@@ -96,3 +96,18 @@ def test_names_are_case_insensitive_but_keep_their_case(chat: Chat) -> None:
     assert maria.join("general") == "General"
     assert maria.send_message("#GENERAL", "hola sala").room == "General"
     assert [x.room for x in juan.read_messages(room="general")] == ["General"]
+
+
+def test_what_one_session_reads_is_told_to_the_others(chat: Chat, collector) -> None:
+    juan = chat.crear("juan", "juan-secret")
+    phone = chat.crear("maria", "maria-secret")
+    laptop = chat.login("maria", "maria-secret")
+    seen = collector()
+    laptop.on_read(seen)
+    m = juan.send_message("maria", "hola")
+    assert [x.id for x in phone.read_messages()] == [m.id]
+    assert seen.wait_for(1)[0].message_ids == (m.id,)
+    assert phone.read_messages() == []  # nothing read: nobody is told
+    other = juan.send_message("maria", "otra")
+    laptop.read_messages()
+    assert [e.message_ids for e in seen.wait_for(2)] == [(m.id,), (other.id,)]

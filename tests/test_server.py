@@ -382,6 +382,23 @@ def test_several_sessions_of_one_user_all_get_pushes(
     assert maria.expect("message")["body"] == "desde la terminal"
 
 
+def test_a_read_on_one_session_clears_it_on_the_others(
+    server: ServerThread, clients: Callable[[str], Client]
+) -> None:
+    phone, laptop, juan = clients(server.url), clients(server.url), clients(server.url)
+    phone.register("maria")
+    laptop.login("maria")
+    juan.register("juan")
+    juan.send("send", to="maria", body="hola", client_id="j1")
+    sent = juan.expect("sent", client_id="j1")
+    phone.expect("message")
+    laptop.expect("message")
+    phone.send("read", ids=[sent["id"]])
+    assert phone.expect("marked_read")["ids"] == [sent["id"]]
+    assert laptop.expect("read_sync")["ids"] == [sent["id"]]
+    assert phone.expect("read_sync")["ids"] == [sent["id"]]
+
+
 def test_read_marks_only_what_it_names(server: ServerThread, clients: Callable[[str], Client]) -> None:
     juan, pedro, maria = clients(server.url), clients(server.url), clients(server.url)
     juan.register("juan")

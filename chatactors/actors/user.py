@@ -13,7 +13,7 @@ from typing import Any
 
 from chatactors.actors.base import as_chat_error
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import ENTREGADO, ENVIADO, Message, Only, RoomInfo, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, Message, Only, ReadEvent, RoomInfo, UserInfo
 from chatactors.core.rules import check_body, check_room_name
 from chatactors.errors import ChatError, NotAMember, UserNotFound
 from chatactors.messages import (
@@ -34,6 +34,7 @@ from chatactors.messages import (
     MemberPresence,
     Offline,
     PostRoom,
+    Push,
     ReadAck,
     ReadMessages,
     Request,
@@ -51,6 +52,7 @@ from chatactors.messages import (
 @dataclass
 class _Read:
     request: ReadMessages
+    sinks: tuple[Any, ...] = ()  # the reader's sessions, told what was read
     messages: tuple[Message, ...] = ()
     waiting: frozenset[tuple[str, int]] = frozenset()
     error: ChatError | None = None
@@ -67,7 +69,7 @@ class UserActor(VirtualActor):
         self.online_hint = False  # sessions were seen before the state had loaded
         self.room_ops: dict[int, tuple[Request, str]] = {}  # token -> (request, action)
         self.reads: dict[int, _Read] = {}
-        self.queued_reads: list[ReadMessages] = []
+        self.queued_reads: list[tuple[ReadMessages, tuple[Any, ...]]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -204,16 +206,19 @@ class UserActor(VirtualActor):
             self._route("room", room.id, joined)
 
     # -- reading: I am the reader ----------------------------------------------------------------
-    def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope | None) -> None:
+    def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope) -> None:
+        self._read(msg, envelope.sinks)
+
+    def _read(self, msg: ReadMessages, sinks: tuple[Any, ...]) -> None:
         if msg.room is not None and msg.room.lower() not in self.rooms:
             self.fail(msg, NotAMember(f"you are not in {msg.room!r}"))
         elif self.reads:
-            self.queued_reads.append(msg)  # one read at a time: none returns a message twice
+            self.queued_reads.append((msg, sinks))  # one read at a time: none returns a message twice
         else:
             room_id = self.rooms[msg.room.lower()].id if msg.room is not None else None
             only = Only(sender_id=msg.with_user, room_id=room_id, up_to=msg.up_to, ids=msg.ids)
             token = self.token()
-            self.reads[token] = _Read(msg)
+            self.reads[token] = _Read(msg, sinks)
             self.idle.started()
             self._persist(FetchUnread(self.id, token, only))
 
@@ -268,8 +273,12 @@ class UserActor(VirtualActor):
             self.fail(read.request, read.error)
         else:
             self.reply(read.request, tuple(m.with_status("leido") for m in read.messages))
+            if read.messages:
+                event = ReadEvent(tuple(m.id for m in read.messages))
+                for sink in read.sinks:
+                    self.send(sink, Push((self.id,), event))
         if self.queued_reads:
-            self.on_ReadMessages(self.queued_reads.pop(0), None)
+            self._read(*self.queued_reads.pop(0))
 
     # -- confirming: I sent what was read --------------------------------------------------------
     def on_ConfirmRead(self, msg: ConfirmRead, envelope: Envelope) -> None:

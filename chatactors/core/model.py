@@ -84,3 +84,14 @@ class Receipt:
     def __str__(self) -> str:
         ids = ", ".join(str(i) for i in self.message_ids)
         return f"[{self.by} {self.status}: {ids}]"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvent:
+    """Messages this user just read, pushed to all their sessions: a badge cleared on one device
+    clears on the others."""
+
+    message_ids: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"[read: {', '.join(str(i) for i in self.message_ids)}]"

@@ -87,9 +87,20 @@ const handlers = {
       const known = state.byId.get(m.id);
       if (known) advance(known, m.status);
     }
+
     if (f.room) {                                       // the room's cursor passed what it counted
       const c = state.convs.get("#" + f.room);
       if (c) c.roomUnread = 0;
+    }
+    render();
+  },
+  read_sync(f) {                                        // read on one of my sessions (maybe another device)
+    for (const id of f.ids) {
+      const known = state.byId.get(id);
+      if (!known) continue;
+      const c = state.convs.get(convKey(known));
+      if (c && c.unread.delete(id) === false && known.room && c.roomUnread) c.roomUnread -= 1;
+      advance(known, "leido");
     }
     render();
   },
