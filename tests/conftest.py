@@ -213,9 +213,8 @@ def wait_until() -> Callable[..., Any]:
     return poll_until
 
 
-def listening_ports() -> set[int]:
-    """TCP ports in LISTEN state on this host (IPv4 and IPv6), from /proc/net."""
-    ports: set[int] = set()
+def listen_sockets() -> Iterator[tuple[int, str]]:
+    """(port, socket inode) of every TCP socket in LISTEN state on this host, from /proc/net."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -223,7 +222,11 @@ def listening_ports() -> set[int]:
                 for line in f:
                     fields = line.split()
                     if fields[3] == "0A":  # TCP_LISTEN
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                        yield int(fields[1].rsplit(":", 1)[1], 16), fields[9]
         except FileNotFoundError:
             continue
-    return ports
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this host (IPv4 and IPv6)."""
+    return {port for port, _ in listen_sockets()}

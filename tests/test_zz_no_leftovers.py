@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from conftest import SESSION_MARKER_ID, USED_ADMIN_PORTS, listening_ports, poll_until
+from conftest import SESSION_MARKER_ID, USED_ADMIN_PORTS, listen_sockets, listening_ports, poll_until
 
 
 def _processes() -> dict[int, tuple[int, str, str]]:
@@ -88,18 +88,7 @@ def test_no_process_started_by_the_suite_is_still_running() -> None:
 
 def _listeners(ports: set[int]) -> dict[int, set[int]]:
     """port -> pids of the processes listening on it, for the given ports."""
-    inodes: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    port = int(fields[1].rsplit(":", 1)[1], 16)
-                    if fields[3] == "0A" and port in ports:  # TCP_LISTEN
-                        inodes[f"socket:[{fields[9]}]"] = port
-        except FileNotFoundError:
-            continue
+    inodes = {f"socket:[{inode}]": port for port, inode in listen_sockets() if port in ports}
     owners: dict[int, set[int]] = {}
     if not inodes:
         return owners
