@@ -125,9 +125,6 @@ class Bridge:
             raise waiter.error.with_traceback(None)  # the actor's frames mean nothing here
         return waiter.value
 
-    def tell(self, target: Any, message: Any) -> None:
-        self._send(target, message)
-
     def close(self) -> None:
         self.closed = True
         self._pushes.put(_STOP)

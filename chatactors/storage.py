@@ -632,12 +632,6 @@ class Store:
 
         return self.run(work)
 
-    def insert_room(
-        self, room: RoomInfo, sender: UserInfo, body: str, client_id: str | None, status: str
-    ) -> Message:
-        """One room message, stored once whatever the number of members (see :meth:`insert_messages`)."""
-        return self.insert_messages([NewMessage(sender, None, room, body, client_id, status)])[0]
-
     def mark_room_read(self, room_id: int, reader_id: int, up_to: int) -> list[tuple[int, int]]:
         """Move the reader's cursor to ``up_to``; returns (message id, sender id) of the messages
         that every member has now read. Call inside a transaction."""

@@ -58,7 +58,6 @@ class PersistenceActor(ChatActor):
         self.pending: list[Any] = []
         self.flush_scheduled = False
         self.batch_max = 500
-        self.batches = 0
 
     def configure(self, msg: Configure) -> None:
         self.roles = msg.roles
@@ -99,7 +98,6 @@ class PersistenceActor(ChatActor):
             for m in batch:
                 self._failed(out, m, error)
         else:
-            self.batches += 1
             for m, (ok, result) in zip(batch, results, strict=True):
                 if ok:
                     self._done(out, m, result)

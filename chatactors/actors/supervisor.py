@@ -32,7 +32,6 @@ class SupervisorActor(ChatActor):
         self.configured: Configure | None = None
         self.children: list[tuple[str, int, Any]] = []
         self.spares: dict[str, list[Any]] = {}
-        self.started = 0
 
     # Per kind, started ahead of need: an activation then waits for no process to start. Eight keep
     # a burst of wake-ups (50 hibernated users messaged back to back) under 25 ms p99 on 2 cores;
@@ -64,7 +63,6 @@ class SupervisorActor(ChatActor):
                 del spares[index]
                 break
         self.children.append((msg.kind, msg.id, msg.address))
-        self.started += 1
         self._top_up(msg.kind)
 
     def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
@@ -72,7 +70,6 @@ class SupervisorActor(ChatActor):
         assert self.configured is not None
         address = self.createActor(_child_class(msg.kind))
         self.children.append((msg.kind, msg.id, address))
-        self.started += 1
         self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
         self.send(self.configured.roles.directory, ChildStarted(msg.kind, msg.id, address))
         self._top_up(msg.kind)
