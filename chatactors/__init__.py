@@ -15,6 +15,7 @@ from chatactors.errors import (
     InvalidMessage,
     MessageNotFound,
     NotAMember,
+    Restarting,
     RoomExists,
     RoomNotFound,
     StorageUnavailable,
@@ -46,5 +47,6 @@ __all__ = [
     "InvalidMessage",
     "MessageNotFound",
     "StorageUnavailable",
+    "Restarting",
     "ChatTimeout",
 ]

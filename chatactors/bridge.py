@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from chatactors.errors import ChatError, ChatTimeout
-from chatactors.messages import Batch, Failed, Push, Reply, Request, Route, WhoAmI
+from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
 
 log = logging.getLogger("chatactors.bridge")
-PushHandler = Callable[[Push], None]
+PushHandler = Callable[[Push | RolesChanged | CoreStopped], None]
 _STOP = object()
 
 
@@ -125,6 +125,11 @@ class Bridge:
             raise waiter.error.with_traceback(None)  # the actor's frames mean nothing here
         return waiter.value
 
+    def send(self, target: Any, message: Any) -> None:
+        """Fire and forget (a bridge telling the actors something that needs no answer)."""
+        if not self.closed:
+            self._send(target, message)
+
     def close(self) -> None:
         self.closed = True
         self._pushes.put(_STOP)
@@ -152,7 +157,7 @@ class Bridge:
                 waiter.release()  # the dispatcher is the caller: it cannot wait for itself
             else:
                 self._pushes.put(waiter)
-        elif isinstance(message, Push):
+        elif isinstance(message, (Push, RolesChanged, CoreStopped)):
             self._pushes.put(message)
         else:
             log.debug("bridge ignored %r", type(message).__name__)
@@ -256,23 +261,23 @@ class SimpleBridge(Bridge):
 class ProcessBridge(Bridge):
     """For ``multiprocTCPBase``: a listening thread and a sending thread, each with a private context."""
 
-    def __init__(self, asys: Any, directory: Any, on_push: PushHandler) -> None:
+    def __init__(self, asys: Any, root: Any, on_push: PushHandler) -> None:
         super().__init__(on_push)
         self._asys = asys
         self._outgoing: queue.SimpleQueue[Any] = queue.SimpleQueue()
         ready = threading.Event()
         self._listener = threading.Thread(
-            target=self._listen, args=(directory, ready), name="chatactors-listen", daemon=True
+            target=self._listen, args=(root, ready), name="chatactors-listen", daemon=True
         )
         self._sender = threading.Thread(target=self._send_loop, name="chatactors-send", daemon=True)
         self._listener.start()
         if not ready.wait(30) or self.address is None:
-            raise ChatError("could not reach the actor system's directory")
+            raise ChatError("could not reach the actor system's root supervisor")
         self._sender.start()
 
-    def _listen(self, directory: Any, ready: threading.Event) -> None:
+    def _listen(self, root: Any, ready: threading.Event) -> None:
         with self._asys.private() as ctx:
-            answer = ctx.ask(directory, WhoAmI(), 30)
+            answer = ctx.ask(root, WhoAmI(), 30)  # the root also takes this address as a watcher
             self.address = answer.value if isinstance(answer, Reply) else None
             ready.set()
             while not self.closed:

@@ -18,17 +18,14 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from chatactors.actors.directory import DirectoryActor
-from chatactors.actors.login import LoginService
-from chatactors.actors.persistence import PersistenceActor
-from chatactors.actors.supervisor import SupervisorActor
+from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
 from chatactors.core.rules import check_body, check_limit
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
-    Configure,
+    CoreStopped,
     Deliver,
     DropSink,
     GetHistory,
@@ -45,13 +42,17 @@ from chatactors.messages import (
     Push,
     ReadBy,
     ReadMessages,
+    Reattach,
     RegisterUser,
     Request,
     Roles,
+    RolesChanged,
     RoomCommand,
     SendRoom,
+    StartCore,
     Stats,
     StopActor,
+    Watch,
     WhoIsOnline,
 )
 from chatactors.storage import Store, close_database
@@ -99,6 +100,9 @@ def _interactive() -> bool:
     return bool(getattr(sys, "ps1", None)) or bool(sys.flags.interactive)
 
 
+log = logging.getLogger("chatactors")
+
+
 class Chat:
     """A running chat: the actor system, its database, and the sessions opened from here.
 
@@ -109,6 +113,8 @@ class Chat:
     ``$CHATACTORS_ADMIN_PORT``). ``idle_timeout``: seconds before an idle user actor hibernates.
     ``echo``: print arriving messages (default: only in an interactive interpreter).
     ``announce_login``: print the roadmap's "usuario logeado" on each login (a server turns it off).
+    ``max_restarts`` in ``max_seconds``: the core actors' restart intensity (OTP's); a core actor that
+    crashes more often than that stops the chat, loudly, instead of restarting in a loop.
     """
 
     def __init__(
@@ -123,6 +129,8 @@ class Chat:
         echo: bool | None = None,
         announce_login: bool = True,
         timeout: float = 15.0,
+        max_restarts: int = 5,
+        max_seconds: float = 10.0,
     ) -> None:
         self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
@@ -135,6 +143,7 @@ class Chat:
         self._sessions_lock = threading.Lock()
         self._users: dict[str | int, UserInfo] = {}
         self._closed = False
+        self._stopped_reason: str | None = None
 
         store = Store(self.database_url)
         try:
@@ -163,12 +172,14 @@ class Chat:
             self.admin_port = None
             self._asys = ActorSystem(self.system, transientUnique=True)
         try:
-            self.roles = self._start_actors()
+            self._root, self.roles = self._start_actors(max_restarts, max_seconds)
             self._bridge: Bridge = (
                 SimpleBridge(self._asys, self._on_push, work_queue)
                 if simple
-                else ProcessBridge(self._asys, self.roles.directory, self._on_push)
+                else ProcessBridge(self._asys, self._root, self._on_push)
             )
+            if simple:
+                self._call(self._root, Watch())
         except BaseException:
             self._asys.shutdown()
             close_database(self.database_url)
@@ -177,32 +188,44 @@ class Chat:
             raise
         atexit.register(self.shutdown)
 
-    def _start_actors(self) -> Roles:
-        asys = self._asys
-        roles = Roles(
-            directory=asys.createActor(DirectoryActor, globalName="chatactors.directory"),
-            supervisor=asys.createActor(SupervisorActor, globalName="chatactors.supervisor"),
-            persistence=asys.createActor(PersistenceActor, globalName="chatactors.persistence"),
-            login=asys.createActor(LoginService, globalName="chatactors.login"),
-        )
-        configure = Configure(self.config, roles)
-        for address in (roles.persistence, roles.login, roles.supervisor, roles.directory):
-            if asys.ask(address, configure, 30) is None:
-                raise ChatError(f"an actor did not start: {address}")
-        return roles
+    def _start_actors(self, max_restarts: int, max_seconds: float) -> tuple[Any, Roles]:
+        """The root supervisor, which starts the core actors and keeps them running."""
+        root = self._asys.createActor(CoreSupervisor, globalName="chatactors.root")
+        start = StartCore(req_id=1, config=self.config, max_restarts=max_restarts, max_seconds=max_seconds)
+        answer = self._asys.ask(root, start, 30)
+        if answer is None or not isinstance(answer.value, Roles):
+            raise ChatError("the core actors did not start")
+        return root, answer.value
 
     # -- plumbing ------------------------------------------------------------------------------
     def _call(self, target: Any, request: Request, route: tuple[str, int] | None = None) -> Any:
+        if self._stopped_reason is not None:
+            raise ChatError(f"this chat stopped: {self._stopped_reason}")
         return self._bridge.call(target, request, self.timeout, route)
 
     def _to_user(self, user_id: int, request: Request) -> Any:
         return self._call(self.roles.directory, request, ("user", user_id))
 
-    def _on_push(self, push: Push) -> None:
+    def _on_push(self, push: Push | RolesChanged | CoreStopped) -> None:
+        if isinstance(push, RolesChanged):
+            self._roles_changed(push)
+            return
+        if isinstance(push, CoreStopped):
+            self._stopped_reason = push.reason
+            log.critical("the chat's core stopped: %s", push.reason)
+            return
         with self._sessions_lock:
             sessions = [s for u in push.user_ids for s in self._sessions.get(u, ())]
         for session in sessions:
             session._deliver(push.event)
+
+    def _roles_changed(self, event: RolesChanged) -> None:
+        """A core actor was restarted: use its new address; a new directory learns our sessions."""
+        self.roles = event.roles
+        if "directory" in event.changed:
+            with self._sessions_lock:
+                sessions = tuple((u, len(s)) for u, s in self._sessions.items() if s)
+            self._bridge.send(event.roles.directory, Reattach(self._bridge.address, sessions))
 
     # -- identity --------------------------------------------------------------------------------
     def register(self, username: str, password: str) -> int:

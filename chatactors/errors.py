@@ -13,6 +13,7 @@
     ├── NotAMember               acting in a room one has not joined
     ├── InvalidMessage           bad body, bad username, bad request
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
+    ├── Restarting               a core actor crashed and is being restarted; nothing was acknowledged
     └── ChatTimeout              an actor did not answer in time
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
@@ -76,6 +77,13 @@ class StorageUnavailable(ChatError):
     code = "storage_unavailable"
 
 
+class Restarting(ChatError):
+    """Retry, with the same ``client_id``: the request was not acknowledged, so at most one
+    message is stored."""
+
+    code = "restarting"
+
+
 class ChatTimeout(ChatError):
     code = "timeout"
 
@@ -92,5 +100,6 @@ __all__ = [
     "NotAMember",
     "InvalidMessage",
     "StorageUnavailable",
+    "Restarting",
     "ChatTimeout",
 ]

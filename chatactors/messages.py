@@ -368,6 +368,55 @@ class Offline:
     user_id: int
 
 
+# -- the core supervision tree (see actors/root.py) -----------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartCore(Request):
+    """From the Chat to the root: start the core actors; answered with their :class:`Roles`."""
+
+    config: Config
+    max_restarts: int = 5
+    max_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watch(Request):
+    """From a bridge to the root: tell me when a core actor is replaced, or the tree gives up."""
+
+
+@dataclass(frozen=True, slots=True)
+class RolesChanged:
+    """A core actor was restarted: its role has a new address. Sent to every core actor, every
+    bridge, and (by the directory) every live user and room actor."""
+
+    roles: Roles
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStopped:
+    """The root gave up (restart intensity exceeded): the chat no longer serves."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """From the supervisor to a restarted directory: the actors that are still live, so the new
+    directory's table starts where the old one's ended."""
+
+    children: tuple[tuple[str, int, Address], ...]
+    spares: tuple[tuple[str, Address], ...]
+    supervisor: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Reattach:
+    """From a bridge to a restarted directory: the sessions it holds, ``(user_id, count)``."""
+
+    sink: Address
+    sessions: tuple[tuple[int, int], ...]
+
+
 # -- directory, supervisor, lifecycle ------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -395,10 +444,14 @@ class StartChild:
 
 @dataclass(frozen=True, slots=True)
 class Spares:
-    """From the supervisor to the directory: actors started ahead of need, for it to hand out."""
+    """From the supervisor to the directory: actors started ahead of need, for it to hand out.
+
+    ``supervisor`` says whose they are: a restarted supervisor's spares replace the dead one's, which
+    died with it, whichever of the two messages reaches the directory first."""
 
     kind: str
     addresses: tuple[Address, ...]
+    supervisor: Address = None
 
 
 @dataclass(frozen=True, slots=True)

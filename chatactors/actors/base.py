@@ -7,10 +7,10 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from thespian.actors import ActorTypeDispatcher
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
-from chatactors.errors import ChatError
-from chatactors.messages import Batch, Configure, Envelope, Failed, Ping, Reply, Request
+from chatactors.errors import ChatError, Restarting
+from chatactors.messages import Batch, Configure, Envelope, Failed, Ping, Reply, Request, Roles, RolesChanged
 
 log = logging.getLogger("chatactors")
 
@@ -22,20 +22,54 @@ def as_chat_error(exc: BaseException) -> ChatError:
 
 
 class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
+    # A core actor (directory, supervisor, persistence, login) crashes on an unexpected exception:
+    # its state may be inconsistent, and its supervisor (actors/root.py) restarts it from a clean
+    # one. ChatErrors are the caller's mistake or the database's, never a reason to crash.
+    crash_on_error = False
+    roles: Roles | None = None
+
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         # A raising handler would be retried by Thespian (side effects twice) and then poison the
-        # sender; instead we answer the request with Failed and keep going.
+        # sender; instead we answer the request with Failed, then keep going or crash.
+        if getattr(self, "_crashed", False) and not isinstance(message, ActorExitRequest):
+            self._refuse(message, Restarting(f"{type(self).__name__} is restarting; retry"))
+            return None
         try:
             return super().receiveMessage(message, sender)
         except Exception as exc:
             if isinstance(exc, ChatError):  # the caller's mistake (or the database's): they are told
                 log.debug("%s refused %s: %r", type(self).__name__, type(message).__name__, exc)
+                self._refuse(message, exc)
+            elif self.crash_on_error:
+                log.error(
+                    "%s crashed on %s; exiting so that its supervisor restarts it",
+                    type(self).__name__,
+                    type(message).__name__,
+                    exc_info=True,
+                )
+                self._refuse(message, exc)
+                self.crash()
             else:
                 log.exception("%s failed on %s", type(self).__name__, type(message).__name__)
-            request = message.body.body if isinstance(message, Envelope) else message
-            if isinstance(request, Request) and request.reply_to is not None:
-                self.fail(request, exc)
+                self._refuse(message, exc)
             return None
+
+    def crash(self) -> None:
+        """Exit now, refusing whatever arrives before the exit: the supervisor starts a fresh one."""
+        self._crashed = True
+        self.send(self.myAddress, ActorExitRequest())
+
+    def _refuse(self, message: Any, exc: BaseException) -> None:
+        request = message.body.body if isinstance(message, Envelope) else message
+        if isinstance(request, Request) and request.reply_to is not None:
+            self.fail(request, exc)
+
+    def receiveMsg_RolesChanged(self, message: RolesChanged, sender: Any) -> None:
+        self.roles = message.roles
+        self.roles_changed(message)
+
+    def roles_changed(self, message: RolesChanged) -> None:
+        """A core actor was restarted elsewhere (``message.changed``); ``self.roles`` is updated."""
 
     def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
         self.configure(message)

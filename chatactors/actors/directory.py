@@ -16,6 +16,7 @@ from thespian.actors import ActorExitRequest
 from chatactors.actors.base import ChatActor
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
+    Adopt,
     Assigned,
     Attach,
     ChildExited,
@@ -30,12 +31,14 @@ from chatactors.messages import (
     Notify,
     Offline,
     Push,
+    Reattach,
     Reply,
     RetireApproved,
     RetireCancelled,
     RetireDenied,
     RetireRequest,
     Roles,
+    RolesChanged,
     RoomMembers,
     RoomSinks,
     Route,
@@ -49,13 +52,18 @@ from chatactors.messages import (
 
 
 class DirectoryActor(ChatActor):
+    crash_on_error = True
+
     def __init__(self) -> None:
         super().__init__()
         self.registry = Registry()
         self.roles: Roles | None = None
         self.idle_timeout = 300.0
         self.configured: Configure | None = None
-        self.spares: dict[str, list[Any]] = {}  # actors the supervisor started ahead of need
+        # Actors the supervisor started ahead of need, as (supervisor, address): a restarted
+        # supervisor's replace the dead one's, whichever message comes first.
+        self.spares: dict[str, list[tuple[str, Any]]] = {}
+        self.roles_restarted = False  # a core actor was replaced since this directory started
         # Members of live rooms, so a room learns at once where its members' sessions are.
         self.room_members: dict[int, set[int]] = {}
         self.user_rooms: dict[int, set[int]] = {}
@@ -108,18 +116,64 @@ class DirectoryActor(ChatActor):
             self.send(sink, Push((msg.user_id,), msg.event))
 
     def receiveMsg_Spares(self, msg: Spares, sender: Any) -> None:
-        self.spares.setdefault(msg.kind, []).extend(msg.addresses)
+        owner = str(msg.supervisor or sender)
+        self.spares.setdefault(msg.kind, []).extend((owner, a) for a in msg.addresses)
+
+    # -- supervision: a core actor was replaced ---------------------------------------------------
+    def roles_changed(self, msg: RolesChanged) -> None:
+        assert self.configured is not None and self.roles is not None
+        self.configured = Configure(self.configured.config, self.roles)
+        self.roles_restarted = True
+        if "supervisor" in msg.changed:
+            current = str(self.roles.supervisor)
+            for kind, spares in self.spares.items():
+                self.spares[kind] = [(o, a) for o, a in spares if o == current]
+            dead_rooms = [k[1] for k in self._room_keys()]
+            self._apply(self.registry.supervisor_lost())
+            for room_id in dead_rooms:
+                self._forget_room(room_id)
+        if "directory" not in msg.changed:  # a new directory tells its adopted actors itself
+            for _, address in self.registry.addresses():
+                self.send(address, msg)
+
+    def _room_keys(self) -> list[Key]:
+        return [key for key, _ in self.registry.addresses() if key[0] == "room"]
+
+    def receiveMsg_Adopt(self, msg: Adopt, sender: Any) -> None:
+        """This directory replaced a crashed one: the supervisor says which actors live."""
+        assert self.roles is not None
+        current = str(self.roles.supervisor)
+        for kind, address in msg.spares:
+            self.spares.setdefault(kind, []).append((str(msg.supervisor), address))
+        for kind in self.spares:
+            self.spares[kind] = [(o, a) for o, a in self.spares[kind] if o in (current, str(msg.supervisor))]
+        changed = RolesChanged(self.roles, ("directory",))
+        for kind, ident, address in msg.children:
+            if self.registry.adopt((kind, ident), address):
+                self.send(address, changed)  # rooms register their members again
+            else:
+                self.send(address, ActorExitRequest())  # a newer activation took its place
+
+    def receiveMsg_Reattach(self, msg: Reattach, sender: Any) -> None:
+        """This directory replaced a crashed one: a bridge says which sessions it holds."""
+        for user_id, count in msg.sessions:
+            for _ in range(count):
+                self.registry.attach(("user", user_id), msg.sink)
+            self._presence_changed(user_id)
 
     def _start(self, key: Key) -> None:
         """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
         the supervisor to start an actor."""
         assert self.roles is not None and self.configured is not None
         kind, ident = key
-        spares = self.spares.get(kind)
+        current = str(self.roles.supervisor)
+        spares = self.spares.get(kind, [])
+        while spares and spares[0][0] != current:
+            spares.pop(0)  # the dead supervisor's: they died with it
         if not spares:
             self.send(self.roles.supervisor, StartChild(kind, ident))
             return
-        address = spares.pop(0)
+        _, address = spares.pop(0)
         self.send(address, Init(kind, ident, self.configured.config, self.roles))
         self.send(self.roles.supervisor, Assigned(kind, ident, address))
         self._apply(self.registry.started(key, address))
@@ -138,6 +192,9 @@ class DirectoryActor(ChatActor):
         self.send(msg.address, RoomSinks(online, complete=True))
 
     def receiveMsg_ChildStarted(self, msg: ChildStarted, sender: Any) -> None:
+        if self.roles_restarted:  # its Init may carry an address that was replaced meanwhile
+            assert self.roles is not None
+            self.send(msg.address, RolesChanged(self.roles, ()))
         self._apply(self.registry.started((msg.kind, msg.id), msg.address))
 
     def receiveMsg_RetireRequest(self, msg: RetireRequest, sender: Any) -> None:
@@ -149,8 +206,11 @@ class DirectoryActor(ChatActor):
     def receiveMsg_ChildExited(self, msg: ChildExited, sender: Any) -> None:
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
         if msg.kind == "room" and self.registry.address(("room", msg.id)) is None:
-            for user_id in self.room_members.pop(msg.id, set()):
-                self.user_rooms.get(user_id, set()).discard(msg.id)
+            self._forget_room(msg.id)
+
+    def _forget_room(self, room_id: int) -> None:
+        for user_id in self.room_members.pop(room_id, set()):
+            self.user_rooms.get(user_id, set()).discard(room_id)
 
     def receiveMsg_DeadEnvelope(self, msg: Any, sender: Any) -> None:
         dead = msg.deadMessage

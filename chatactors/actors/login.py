@@ -50,6 +50,8 @@ def token_hash(token: str) -> str:
 
 
 class LoginService(ChatActor):
+    crash_on_error = True
+
     def __init__(self) -> None:
         super().__init__()
         self.store: Store | None = None

@@ -51,6 +51,8 @@ WRITES = (StoreDirect, StoreRoom, MarkRead, MarkRoomRead)
 
 
 class PersistenceActor(ChatActor):
+    crash_on_error = True
+
     def __init__(self) -> None:
         super().__init__()
         self.store: Store | None = None

@@ -24,6 +24,7 @@ from chatactors.messages import (
     MemberLeft,
     MemberPresence,
     PostRoom,
+    RolesChanged,
     RoomLoaded,
     RoomMembers,
     RoomSinks,
@@ -74,6 +75,11 @@ class RoomActor(VirtualActor):
             replies, self.pending_replies = self.pending_replies, []
             for request in replies:
                 self.reply(request, self.room.name)
+
+    def roles_changed(self, msg: RolesChanged) -> None:
+        super().roles_changed(msg)
+        if "directory" in msg.changed and self.room is not None and not getattr(self, "_crashed", False):
+            self._register()  # the new directory learns the members; RoomSinks answers
 
     def may_retire(self) -> bool:
         return not self.active and self.idle.outstanding == 0

@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from chatactors.actors.base import ChatActor
-from chatactors.messages import Assigned, ChildExited, ChildStarted, Configure, Init, Spares, StartChild
+from chatactors.messages import (
+    Adopt,
+    Assigned,
+    ChildExited,
+    ChildStarted,
+    Configure,
+    Init,
+    RolesChanged,
+    Spares,
+    StartChild,
+)
 
 
 def _child_class(kind: str) -> type:
@@ -27,6 +37,8 @@ def _child_class(kind: str) -> type:
 
 
 class SupervisorActor(ChatActor):
+    crash_on_error = True
+
     def __init__(self) -> None:
         super().__init__()
         self.configured: Configure | None = None
@@ -54,7 +66,14 @@ class SupervisorActor(ChatActor):
             spares.append(address)
             new.append(address)
         if new:
-            self.send(self.configured.roles.directory, Spares(kind, tuple(new)))
+            self.send(self.configured.roles.directory, Spares(kind, tuple(new), self.myAddress))
+
+    def roles_changed(self, msg: RolesChanged) -> None:
+        assert self.configured is not None and self.roles is not None
+        self.configured = Configure(self.configured.config, self.roles)
+        if "directory" in msg.changed:  # the new directory's table starts from what lives here
+            spares = tuple((kind, a) for kind, addresses in self.spares.items() for a in addresses)
+            self.send(self.roles.directory, Adopt(tuple(self.children), spares, self.myAddress))
 
     def receiveMsg_Assigned(self, msg: Assigned, sender: Any) -> None:
         spares = self.spares.setdefault(msg.kind, [])

@@ -89,6 +89,15 @@ class UserActor(VirtualActor):
     def may_retire(self) -> bool:
         return not self.reads and super().may_retire()
 
+    def fail_outstanding(self, error: ChatError) -> None:
+        for read in self.reads.values():
+            self.fail(read.request, error)
+        for queued, _ in self.queued_reads:
+            self.fail(queued, error)
+        for request, _ in self.room_ops.values():
+            self.fail(request, error)
+        self.reads, self.queued_reads, self.room_ops = {}, [], {}
+
     def before_exit(self) -> None:
         self._set_active(False)
 

@@ -15,6 +15,7 @@ from thespian.actors import ActorExitRequest
 from chatactors.actors.base import ChatActor
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.idle import IdlePolicy
+from chatactors.errors import ChatError, Restarting
 from chatactors.messages import (
     Envelope,
     IdleCheck,
@@ -25,6 +26,7 @@ from chatactors.messages import (
     RetireDenied,
     RetireRequest,
     Roles,
+    RolesChanged,
 )
 
 
@@ -57,6 +59,23 @@ class VirtualActor(ChatActor):
 
     def on_exit(self) -> None:
         self.before_exit()
+
+    def fail_outstanding(self, error: ChatError) -> None:
+        """Answer every request that waits for another actor's reply."""
+
+    # -- supervision ------------------------------------------------------------------------------
+    def roles_changed(self, msg: RolesChanged) -> None:
+        if "directory" in msg.changed:
+            self.retiring = False  # the directory that was to answer is gone; the idle check asks again
+        if {"persistence", "directory"} & set(msg.changed) and (not self.ready or self.idle.outstanding):
+            # A reply this activation waits for was lost with the dead actor: answer what waits
+            # (callers retry; client_id keeps that to one stored message) and start afresh.
+            error = Restarting(f"a core actor ({', '.join(msg.changed)}) restarted; retry")
+            stash, self.stash = self.stash, []
+            for envelope in stash:
+                self._refuse(envelope, error)
+            self.fail_outstanding(error)
+            self.crash()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def receiveMsg_Init(self, msg: Init, sender: Any) -> None:

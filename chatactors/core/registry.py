@@ -131,6 +131,37 @@ class Registry:
         del self._entries[key]
         return []
 
+    def supervisor_lost(self) -> list[Effect]:
+        """The supervisor died, and every user and room actor with it (or its start request): each
+        is handled as a crash, so those with buffered messages or online users start again."""
+        effects: list[Effect] = []
+        for key, entry in list(self._entries.items()):
+            if entry.state == ACTIVATING:
+                effects.append(Start(key))  # its start request went to the dead supervisor
+                continue
+            if entry.state == LIVE:
+                self.crashes += 1
+            if entry.buffer or (entry.state == LIVE and self.is_online(key)):
+                entry.state, entry.address = ACTIVATING, None
+                self.activations += 1
+                effects.append(Start(key))
+            else:
+                del self._entries[key]
+        return effects
+
+    def adopt(self, key: Key, address: Any) -> bool:
+        """A live actor the previous directory knew (this one was restarted). False when ``key`` is
+        already taken by a newer activation: the caller stops the old one, so there is never two."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            return str(entry.address) == str(address)
+        self._entries[key] = _Entry(LIVE, address, last_routed=self.clock.now())
+        return True
+
+    def addresses(self) -> list[tuple[Key, Any]]:
+        """Every actor that has an address now (live or retiring)."""
+        return [(k, e.address) for k, e in self._entries.items() if e.address is not None]
+
     def idle(self, timeout: float) -> list[tuple[Key, Any]]:
         """Live actors that nothing was routed to for ``timeout`` seconds; each is reported once per
         ``timeout``, so an actor that declines to retire is asked again later, not on every tick."""

@@ -1,0 +1,167 @@
+"""CoreSupervisor: the root of the supervision tree (an OTP supervisor, strategy ``one_for_one``).
+
+It starts the four core actors (persistence, login, the user/room supervisor, the directory) as its
+own children and restarts any of them that exits without being asked to, within a restart intensity
+(:class:`~chatactors.core.supervision.CoreTree`); past it, it stops the tree loudly instead of
+looping. A restarted actor has a new address, so the root tells everyone who holds the old one
+(:class:`RolesChanged`): the other core actors, and the bridges that watch it; the directory passes
+it on to live user and room actors. What the dead actor held is rebuilt, not copied: a new directory
+learns the live actors from the supervisor (``Adopt``) and the sessions from the bridges
+(``Reattach``); a new supervisor's children died with the old one and come back on demand.
+
+Starting takes two rounds because on multiprocTCPBase ``createActor`` inside an actor returns a
+placeholder that only this process can use: each child first answers a ``Ping`` (its reply's sender
+is its real address), then everyone is configured with the real addresses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from thespian.actors import ActorExitRequest
+
+from chatactors.actors.base import ChatActor
+from chatactors.core.supervision import ROLES, CoreTree, GiveUp, Restart, RestartIntensity
+from chatactors.messages import (
+    Config,
+    Configure,
+    CoreStopped,
+    Ping,
+    Reply,
+    Roles,
+    RolesChanged,
+    StartCore,
+    Watch,
+    WhoAmI,
+)
+
+log = logging.getLogger("chatactors.supervision")
+
+
+def _core_class(role: str) -> type:
+    # Imported late: every process imports this module, not every core actor's dependencies.
+    if role == "persistence":
+        from chatactors.actors.persistence import PersistenceActor
+
+        return PersistenceActor
+    if role == "login":
+        from chatactors.actors.login import LoginService
+
+        return LoginService
+    if role == "supervisor":
+        from chatactors.actors.supervisor import SupervisorActor
+
+        return SupervisorActor
+    from chatactors.actors.directory import DirectoryActor
+
+    return DirectoryActor
+
+
+class CoreSupervisor(ChatActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tree: CoreTree | None = None
+        self.config: Config | None = None
+        self.starter: tuple[StartCore, Any] | None = None  # answered once the first start is done
+        self.addresses: dict[str, Any] = {}  # role -> real address, as the child reported it
+        self.roles: Roles | None = None
+        self.hello: dict[int, str] = {}  # Ping req_id -> role being started
+        self.configuring: dict[str, bool] = {}  # role -> a restart (True) or the first start
+        self.watchers: list[Any] = []
+        self._ids = itertools.count(1)
+
+    # -- start ----------------------------------------------------------------------------------
+    def receiveMsg_StartCore(self, msg: StartCore, sender: Any) -> None:
+        if self.tree is not None:
+            self.send(sender, Reply(msg.req_id, self.roles))  # a second Chat attaching: same core
+            return
+        self.tree = CoreTree(RestartIntensity(msg.max_restarts, msg.max_seconds))
+        self.config = msg.config
+        self.starter = (msg, sender)
+        for role in ROLES:
+            self._spawn(role)
+
+    def _spawn(self, role: str) -> None:
+        assert self.tree is not None
+        address = self.createActor(_core_class(role))
+        self.tree.assign(role, address)
+        req_id = next(self._ids)
+        self.hello[req_id] = role
+        self.send(address, Ping(req_id=req_id, reply_to=self.myAddress))
+
+    def receiveMsg_Reply(self, msg: Reply, sender: Any) -> None:
+        assert self.tree is not None and self.config is not None
+        role = self.hello.pop(msg.req_id, None)
+        if role is not None:  # a Ping answered: ``sender`` is the child's real address
+            self.tree.add_alias(role, sender)
+            self.addresses[role] = sender
+            if self.roles is None:
+                if len(self.addresses) == len(ROLES):
+                    self.roles = Roles(**self.addresses)
+                    for each in ROLES:
+                        self.configuring[each] = False
+                        self.send(self.addresses[each], Configure(self.config, self.roles))
+            else:
+                self.roles = Roles(**{**_as_dict(self.roles), role: sender})
+                self.configuring[role] = True
+                self.send(sender, Configure(self.config, self.roles))
+            return
+        role = self.tree.role_of(sender)  # a Configure acknowledged
+        if role is None or role not in self.configuring:
+            return
+        restarted = self.configuring.pop(role)
+        assert self.roles is not None
+        if restarted:
+            log.warning("core actor %s restarted at %s", role, sender)
+            self._broadcast(RolesChanged(self.roles, (role,)))
+        elif not self.configuring and self.starter is not None:
+            request, starter = self.starter
+            self.starter = None
+            self.send(starter, Reply(request.req_id, self.roles))
+
+    def _broadcast(self, message: Any) -> None:
+        # Everyone who may hold the old address: the core actors (the directory passes it on to
+        # live user and room actors) and the bridges, which re-attach their sessions.
+        if self.roles is not None:
+            for role in ROLES:
+                self.send(getattr(self.roles, role), message)
+        for watcher in self.watchers:
+            self.send(watcher, message)
+
+    # -- watchers -------------------------------------------------------------------------------
+    def receiveMsg_Watch(self, msg: Watch, sender: Any) -> None:
+        self.watchers.append(msg.reply_to)
+        self.reply(msg, True)
+
+    def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
+        # How a process bridge learns its own address; it is watching from then on.
+        self.watchers.append(sender)
+        self.send(sender, Reply(msg.req_id, sender))
+
+    # -- exits ----------------------------------------------------------------------------------
+    def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
+        if self.tree is None:
+            return
+        decision = self.tree.exited(msg.childAddress)
+        if isinstance(decision, Restart):
+            log.error(
+                "core actor %s exited unexpectedly (%s); restarting it", decision.role, msg.childAddress
+            )
+            self.addresses.pop(decision.role, None)
+            self.configuring.pop(decision.role, None)
+            self._spawn(decision.role)
+        elif isinstance(decision, GiveUp):
+            log.critical("giving up: %s; the chat stops", decision.reason)
+            for watcher in self.watchers:
+                self.send(watcher, CoreStopped(decision.reason))
+            self.send(self.myAddress, ActorExitRequest())
+
+    def on_exit(self) -> None:
+        if self.tree is not None:
+            self.tree.stopping = True  # the children exit with us: that is no crash
+
+
+def _as_dict(roles: Roles) -> dict[str, Any]:
+    return {role: getattr(roles, role) for role in ROLES}
