@@ -141,9 +141,13 @@ class Chat:
             port = admin_port or int(os.environ.get("CHATACTORS_ADMIN_PORT", 0)) or free_port()
             self.admin_port: int | None = port
             host = transport.install()  # bound sockets, signed frames, no orphans: see chatactors.transport
-            transport.wait_for_free_port(host, port)  # never attach to a stale system on this port
             capabilities = transport.system_capabilities(port)
-            self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+            try:
+                transport.wait_for_free_port(host, port)  # never attach to a stale system on this port
+                self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+            except BaseException:
+                close_database(self.database_url)
+                raise
         else:
             self.admin_port = None
             self._asys = ActorSystem(self.system, transientUnique=True)
