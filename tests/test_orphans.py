@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chat_process import ChatProcess
-from conftest import alive, process_group
+from conftest import SESSION_MARKER_FD, alive, process_group
 
 from chatactors import Chat, ChatError
 
@@ -92,3 +95,22 @@ def test_a_restarted_server_on_the_same_port_gets_a_fresh_system(
         assert ana.send_message("bruno", "back").status
     finally:
         stale.close()
+
+
+def test_serve_on_an_admin_port_still_in_use_exits_with_a_message_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # what a stale admin looks like from outside: a listener on the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        database = f"sqlite:///{tmp_path}/chat.db"
+        command = ["serve", "--system", "multiprocTCPBase", "--admin-port", str(port), "--port", "0"]
+        result = subprocess.run(
+            [sys.executable, "-m", "chatactors", *command, "--database-url", database],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pass_fds=(SESSION_MARKER_FD,),
+        )
+    assert result.returncode == 1
+    assert f"could not start: admin port {port} on 127.0.0.1 is still in use" in result.stderr
+    assert "Traceback" not in result.stderr
