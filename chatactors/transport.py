@@ -225,10 +225,12 @@ class _Owner:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.group = os.getpgid(pid)
         self.pidfd: int | None
         try:
+            self.group = os.getpgid(pid)
             self.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.group, self.pidfd = -1, None  # gone already: the watcher finds out at once
         except (AttributeError, OSError):
             self.pidfd = None  # no pidfd (old kernel, not Linux): poll
 
@@ -261,7 +263,8 @@ class _Owner:
 def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
     """Replaces ``multiprocCommon.startAdmin``: runs in the process forked to become the admin, before
     it daemonizes. The admin class it is given starts watching the owner when the admin runs."""
-    owner = _Owner(os.getppid())
+    parent = multiprocessing.parent_process()
+    owner = _Owner((parent.pid if parent else None) or os.getppid())  # pid of the server, even if gone
 
     class OwnedAdmin(admin_class):  # type: ignore[valid-type,misc]
         def run(self) -> Any:
