@@ -18,6 +18,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
+from chatactors import transport
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
@@ -78,22 +79,6 @@ def _log_defs() -> dict[str, Any]:
         "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "level": "WARNING"}},
         "loggers": {"chatactors": {"handlers": ["err"], "level": "WARNING"}},
     }
-
-
-IDLE_SOCKET_SECONDS = 3.0
-
-
-def _close_idle_sockets_sooner() -> None:
-    """Thespian's TCP transport re-registers every open socket in a fresh selector on each loop turn
-    (O(open sockets) per message), and keeps an idle socket open 20 minutes. A hub (directory,
-    persistence, supervisor) talks to every live actor, so with 300 idle live users it slowed 1:1
-    traffic from ~390 to ~50 msg/s. Closing sockets idle for a few seconds keeps hubs light; actor
-    processes are forked from here (through the admin), so they inherit the setting."""
-    from datetime import timedelta
-
-    from thespian.system.transport import TCPTransport
-
-    TCPTransport.MAX_IDLE_SOCKET_PERIOD = timedelta(seconds=IDLE_SOCKET_SECONDS)
 
 
 def _interactive() -> bool:
@@ -164,10 +149,14 @@ class Chat:
         if self.system == "multiprocTCPBase":
             port = admin_port or int(os.environ.get("CHATACTORS_ADMIN_PORT", 0)) or free_port()
             self.admin_port: int | None = port
-            capabilities = {"Admin Port": port, "Convention Address.IPv4": ("127.0.0.1", port)}
-            os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
-            _close_idle_sockets_sooner()
-            self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+            host = transport.install()  # bound sockets, signed frames, no orphans: see chatactors.transport
+            capabilities = transport.system_capabilities(port)
+            try:
+                transport.wait_for_free_port(host, port)  # never attach to a stale system on this port
+                self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+            except BaseException:
+                close_database(self.database_url)
+                raise
         else:
             self.admin_port = None
             self._asys = ActorSystem(self.system, transientUnique=True)

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from chatactors.chat import SYSTEMS
+from chatactors.errors import ChatError
 
 Frame = dict[str, Any]
 HELP = """\
@@ -72,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C while starting, before the signal handlers were in place
         print("chatactors server interrupted while starting", flush=True)
         return 130
+    except ChatError as exc:  # e.g. the admin port is taken: say so, without a traceback
+        print(f"chatactors server could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
     print("chatactors server stopped", flush=True)
     return 0
 

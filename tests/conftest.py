@@ -213,8 +213,19 @@ def wait_until() -> Callable[..., Any]:
     return poll_until
 
 
-def listen_sockets() -> Iterator[tuple[int, str]]:
-    """(port, socket inode) of every TCP socket in LISTEN state on this host, from /proc/net."""
+def _proc_net_address(hex_address: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host byte order) -> text."""
+    import socket
+    import struct
+
+    words = b"".join(
+        struct.pack("=I", int(hex_address[i : i + 8], 16)) for i in range(0, len(hex_address), 8)
+    )
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
+
+
+def listen_endpoints() -> Iterator[tuple[str, int, str]]:
+    """(address, port, socket inode) of every TCP socket in LISTEN state on this host, from /proc/net."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -222,9 +233,58 @@ def listen_sockets() -> Iterator[tuple[int, str]]:
                 for line in f:
                     fields = line.split()
                     if fields[3] == "0A":  # TCP_LISTEN
-                        yield int(fields[1].rsplit(":", 1)[1], 16), fields[9]
+                        address, port = fields[1].rsplit(":", 1)
+                        yield _proc_net_address(address), int(port, 16), fields[9]
         except FileNotFoundError:
             continue
+
+
+def listen_sockets() -> Iterator[tuple[int, str]]:
+    """(port, socket inode) of every TCP socket in LISTEN state on this host."""
+    for _, port, inode in listen_endpoints():
+        yield port, inode
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open (empty if it is gone)."""
+    found = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def process_group(group: int) -> set[int]:
+    """Pids of the live (not zombie) processes in process group ``group``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """A zombie is dead for our purposes (its parent may not have reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def listening_ports() -> set[int]:

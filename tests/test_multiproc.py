@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SESSION_MARKER_FD, listening_ports
+from conftest import SESSION_MARKER_FD, alive, listening_ports
 
 from chatactors import ENTREGADO, LEIDO, Chat, Receipt, Session, StorageUnavailable
 
@@ -99,19 +99,10 @@ def test_each_user_is_a_process_and_shutdown_leaves_nothing(make_chat: Any, wait
     chat.shutdown()
 
     def gone() -> bool:
-        return not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in pids)
+        return not any(os.path.exists(f"/proc/{pid}") and alive(pid) for pid in pids)
 
     wait_until(gone, what="the user actor processes to exit")
     wait_until(lambda: port not in listening_ports(), what="the admin to stop listening")
-
-
-def _alive(pid: int) -> bool:
-    """A zombie is dead for our purposes (its parent may not have reaped it yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL has row locks, not one file lock
@@ -167,5 +158,5 @@ def test_nothing_is_left_running_when_the_interpreter_exits(
     )
     assert result.returncode == 0, result.stderr
     port, actor_pid = (int(x) for x in result.stdout.split()[-2:])
-    wait_until(lambda: not _alive(actor_pid), what="the user actor's process to exit")
+    wait_until(lambda: not alive(actor_pid), what="the user actor's process to exit")
     wait_until(lambda: port not in listening_ports(), what="the admin to stop listening")

@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from conftest import SESSION_MARKER_ID, USED_ADMIN_PORTS, listen_sockets, listening_ports, poll_until
+from conftest import (
+    SESSION_MARKER_ID,
+    USED_ADMIN_PORTS,
+    listen_sockets,
+    listening_ports,
+    poll_until,
+    socket_inodes,
+)
 
 
 def _processes() -> dict[int, tuple[int, str, str]]:
@@ -88,24 +95,14 @@ def test_no_process_started_by_the_suite_is_still_running() -> None:
 
 def _listeners(ports: set[int]) -> dict[int, set[int]]:
     """port -> pids of the processes listening on it, for the given ports."""
-    inodes = {f"socket:[{inode}]": port for port, inode in listen_sockets() if port in ports}
+    inodes = {inode: port for port, inode in listen_sockets() if port in ports}
     owners: dict[int, set[int]] = {}
     if not inodes:
         return owners
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            descriptors = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
-            continue
-        for fd in descriptors:
-            try:
-                target = os.readlink(f"/proc/{entry}/fd/{fd}")
-            except OSError:
-                continue
-            if target in inodes:
-                owners.setdefault(inodes[target], set()).add(int(entry))
+        if entry.isdigit():
+            for inode in socket_inodes(int(entry)) & inodes.keys():
+                owners.setdefault(inodes[inode], set()).add(int(entry))
     return owners
 
 

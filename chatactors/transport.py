@@ -1,0 +1,349 @@
+"""The one adaptation chatactors makes to Thespian (``multiprocTCPBase``), patched once per process.
+
+Thespian 4.0.1 as shipped binds every admin and actor socket to ``('', port)`` (every interface), and
+unpickles whatever arrives on it: anyone who reaches a port runs code as the server's user. Its actor
+processes also outlive the process that started the system. :func:`install` patches, once per process
+and before the ``ActorSystem`` is created (``Chat.__init__``); the admin and every actor process are
+forked from that process (Thespian's default ``fork`` start method), so they inherit the patches:
+
+1. **Bind where we advertise.** ``IPBase.IPActorAddress`` binds ``('', port)`` for every "external"
+   address; here it binds the address it advertises: ``$THESPIAN_BASE_IPADDR``, 127.0.0.1 unless the
+   operator names an interface.
+2. **Authenticate before unpickling.** TCPTransport frames ``b"%d>" % len(p) + p`` with ``p`` its module
+   global ``serializer`` (pickle). Here ``p`` is ``HMAC-SHA256(secret, pickle) + pickle``, and its
+   ``ReceiveBuffer`` checks the MAC (``hmac.compare_digest``) before ``pickle.loads``. Acks are frames
+   too (``ackMsg``, ``ackDataErrMsg``, pickled once at import): they are signed and verified the same
+   way, or a fake peer could answer a send with a malicious "ack". A frame that fails, or declares more
+   than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
+   (or retries a send whose ack failed); one WARNING per :data:`LOG_INTERVAL_SECONDS` per process goes
+   to the logger ``chatactors.transport``, counting the drops in between.
+3. **No actor outlives its system.** Each actor and logger process asks Linux for SIGKILL when its
+   parent dies (``prctl(PR_SET_PDEATHSIG)``), so killing a parent actor takes its children along. The
+   admin is daemonized (setsid + double fork), out of reach of that signal: it watches the process that
+   started it (a pidfd) and, when that process is gone, kills its own process group (the admin, the
+   logger and every actor; never the starter's group).
+4. **Idle sockets closed sooner** (:data:`IDLE_SOCKET_SECONDS`, see :func:`install`).
+
+The secret: ``$CHATACTORS_CLUSTER_SECRET`` (at least :data:`MIN_SECRET_LENGTH` characters) where systems
+on several hosts must talk; otherwise 32 random bytes made once per process at the first
+:func:`install`. Thespian's transport is per process, not per ``Chat``, so every Chat in one process
+shares it, and only its forked admin and actors know it: another process (a restarted server, a
+stranger) cannot talk to this system, nor this one to theirs. The MAC gives no secrecy and no replay
+protection: across hosts, run on a private network.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hmac
+import logging
+import multiprocessing
+import os
+import pickle
+import secrets
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import timedelta
+from hashlib import sha256
+from typing import Any
+
+from thespian.system import multiprocCommon
+from thespian.system.transport import IPBase, TCPTransport, streamBuffer
+
+from chatactors.errors import ChatError
+
+SECRET_ENV = "CHATACTORS_CLUSTER_SECRET"
+ADDRESS_ENV = "THESPIAN_BASE_IPADDR"
+DEFAULT_ADDRESS = "127.0.0.1"
+MIN_SECRET_LENGTH = 16
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # a full history page (200 bodies of 4,096 characters) is < 4 MB
+LOG_INTERVAL_SECONDS = 10.0
+IDLE_SOCKET_SECONDS = 3.0
+MAC_BYTES = sha256().digest_size
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+_PR_SET_PDEATHSIG = 1
+
+# Created at import, before any fork: in an actor process Thespian replaces logging's root and
+# manager with a forwarder that sends records over the transport. A warning about the transport
+# must not go through it, so this logger keeps the handlers the starting process configured.
+LOG = logging.getLogger("chatactors.transport")
+
+# Thespian's originals, taken at import (a process started with 'spawn' imports this module anew).
+_thespian_ip_address_init = IPBase.IPActorAddress.__init__
+_thespian_start_admin = multiprocCommon.startAdmin
+_thespian_start_child = multiprocCommon.startChild
+_thespian_start_logger = multiprocCommon.startupASLogger
+
+_install_lock = threading.Lock()
+_installed = False
+_secret: bytes | None = None
+
+
+# -- 2. authenticated frames ------------------------------------------------------------------------------
+class FrameRejected(ValueError):
+    """A frame that failed authentication (raised only by :func:`loads`)."""
+
+
+def _key() -> bytes:
+    if _secret is None:
+        raise RuntimeError("chatactors.transport.install() has not run in this process")
+    return _secret
+
+
+def sign(payload: bytes) -> bytes:
+    """``payload`` prefixed with its HMAC-SHA256 under this process's secret."""
+    return hmac.new(_key(), payload, sha256).digest() + payload
+
+
+def verify(data: bytes) -> bytes | None:
+    """The payload of a signed ``data``, or None if its MAC does not match."""
+    mac, payload = data[:MAC_BYTES], data[MAC_BYTES:]
+    expected = hmac.new(_key(), payload, sha256).digest()
+    return payload if len(mac) == MAC_BYTES and hmac.compare_digest(mac, expected) else None
+
+
+def dumps(obj: Any) -> bytes:
+    """Stands in for ``pickle.dumps`` as TCPTransport's ``serializer``: the pickle, signed."""
+    return sign(pickle.dumps(obj))
+
+
+def loads(data: bytes) -> Any:
+    """Stands in for ``pickle.loads``: unpickles only what :func:`dumps` signed with our secret."""
+    payload = verify(data)
+    if payload is None:
+        raise FrameRejected("unauthenticated frame")
+    return pickle.loads(payload)
+
+
+class _DropLog:
+    """One WARNING per interval, so a flood of bad frames cannot fill the disk."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._dropped = 0
+
+    def dropped(self, reason: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._dropped += 1
+            return
+        more, self._dropped, self._next = self._dropped, 0, now + self.interval
+        since = f" ({more} more dropped since the last warning)" if more else ""
+        LOG.warning("dropped a Thespian frame that %s, in pid %d%s", reason, os.getpid(), since)
+
+
+_drops = _DropLog(LOG_INTERVAL_SECONDS)
+
+
+class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
+    """Replaces TCPTransport's ``ReceiveBuffer``: refuses oversized frames and checks the MAC before
+    unpickling. A refused frame reads as done with nothing usable (``completed()`` is None), which
+    Thespian already handles: ACK+DATAERR and close for an incoming frame, a retry for an ack."""
+
+    def __init__(self, _deserialize: Any = None) -> None:
+        super().__init__(loads)  # Thespian passes its serializer's loads: the check is ours, below
+        self._refused = False
+
+    def _refuse(self, reason: str) -> None:
+        self._refused = True
+        self._buf = b""
+        _drops.dropped(reason)
+
+    def addMore(self, buf: bytes) -> None:
+        if self._refused:
+            return
+        try:
+            super().addMore(buf)
+        except ValueError:
+            self._refuse("had no valid length")
+            return
+        if self._size is not None and not 0 <= self._size <= MAX_FRAME_BYTES:
+            self._refuse(f"declared {self._size} bytes (limit {MAX_FRAME_BYTES})")
+
+    def isDone(self) -> bool:
+        return self._refused or bool(super().isDone())
+
+    def remainingAmount(self) -> int:
+        return 1 if self._refused else int(super().remainingAmount())
+
+    def completed(self) -> tuple[Any, bytes] | None:
+        if self._refused or self._size is None or self._blen != self._size:
+            return None
+        payload = verify(self._buf)
+        if payload is None:
+            self._refuse("failed authentication (no valid HMAC)")
+            return None
+        return pickle.loads(payload), self._extra
+
+
+# -- 1. bind where we advertise ------------------------------------------------------------------------------
+def _bind_advertised_address(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Replaces ``IPActorAddress.__init__``, which sets ``bindname = ('', port)`` for an external
+    address: bind the advertised address instead (``sockname``, from ``$THESPIAN_BASE_IPADDR``)."""
+    _thespian_ip_address_init(self, *args, **kwargs)
+    if self.bindname[0] in _ANY_ADDRESS:
+        host = self.sockname[0]
+        self.bindname = (DEFAULT_ADDRESS if host in _ANY_ADDRESS else host, *self.bindname[1:])
+
+
+# -- 3. no orphans ---------------------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent exits. The parent forks actors from its main thread
+    (PDEATHSIG follows the forking thread), and may be gone before the signal is armed: check."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = multiprocessing.parent_process()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0) != 0:
+        LOG.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+        return
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
+def _start_child(*args: Any, **kwargs: Any) -> Any:
+    """Replaces ``multiprocCommon.startChild``, the target of every actor process."""
+    _die_with_parent()
+    return _thespian_start_child(*args, **kwargs)
+
+
+def _start_logger(*args: Any, **kwargs: Any) -> Any:
+    """Replaces ``multiprocCommon.startupASLogger``, the target of the admin's logger process."""
+    _die_with_parent()
+    return _thespian_start_logger(*args, **kwargs)
+
+
+class _Owner:
+    """The process that started the admin. Opened before Thespian daemonizes the admin (its parent
+    is still the owner then); the pidfd survives the daemonizing fork, so no pid reuse can fool it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd: int | None
+        try:
+            self.group = os.getpgid(pid)
+            self.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.group, self.pidfd = -1, None  # gone already: the watcher finds out at once
+        except (AttributeError, OSError):
+            self.pidfd = None  # no pidfd (old kernel, not Linux): poll
+
+    def _alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def watch(self) -> None:
+        threading.Thread(target=self._stop_group_when_gone, name="chatactors-owner", daemon=True).start()
+
+    def _stop_group_when_gone(self) -> None:
+        if self.pidfd is not None:
+            select.select([self.pidfd], [], [])  # readable once the owner has exited
+        else:
+            pause = threading.Event()
+            while self._alive():
+                pause.wait(0.2)
+        group = os.getpgrp()
+        LOG.warning("pid %d, which started this chat system, is gone: stopping its processes", self.pid)
+        if group == os.getsid(0) and group != self.group:
+            os.killpg(group, signal.SIGKILL)  # the admin's own session: admin, logger, every actor
+        os.kill(os.getpid(), signal.SIGKILL)  # not our own group: the admin alone; PDEATHSIG does the rest
+
+
+def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
+    """Replaces ``multiprocCommon.startAdmin``: runs in the process forked to become the admin, before
+    it daemonizes. The admin class it is given starts watching the owner when the admin runs."""
+    parent = multiprocessing.parent_process()
+    owner = _Owner((parent.pid if parent else None) or os.getppid())  # pid of the server, even if gone
+
+    class OwnedAdmin(admin_class):  # type: ignore[valid-type,misc]
+        def run(self) -> Any:
+            owner.watch()
+            return super().run()
+
+    OwnedAdmin.__name__ = OwnedAdmin.__qualname__ = admin_class.__name__  # Thespian names the process by it
+    return _thespian_start_admin(OwnedAdmin, *args, **kwargs)
+
+
+def wait_for_free_port(host: str, port: int, timeout: float = 5.0) -> None:
+    """Return once nothing listens on ``host:port``; a system still there after ``timeout`` seconds
+    (a stale one, or another program) raises ChatError. Thespian would otherwise attach to it."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise ChatError(f"cannot use admin port {port} on {host}: {exc}") from exc
+        if time.monotonic() >= deadline:
+            raise ChatError(
+                f"admin port {port} on {host} is still in use after {timeout:g} s: another actor system "
+                "(a stale one left by a server that died?) or another program holds it; stop it or "
+                "choose another admin port"
+            )
+        pause.wait(0.1)
+
+
+# -- install -----------------------------------------------------------------------------------------------------
+def _load_secret() -> bytes:
+    shared = os.environ.get(SECRET_ENV)
+    if shared is None:
+        return secrets.token_bytes(32)
+    if len(shared) < MIN_SECRET_LENGTH:
+        raise ChatError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
+    return shared.encode()
+
+
+def advertised_address() -> str:
+    """The address every Thespian socket binds and advertises."""
+    return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def install() -> str:
+    """Apply the patches above (once per process; later calls change nothing) and return the address
+    every Thespian socket will bind. Call before creating a multiprocTCPBase ActorSystem."""
+    global _installed, _secret
+    with _install_lock:
+        os.environ.setdefault(ADDRESS_ENV, DEFAULT_ADDRESS)  # else Thespian guesses an outside address
+        if _installed:
+            return advertised_address()
+        _secret = _load_secret()
+        IPBase.IPActorAddress.__init__ = _bind_advertised_address
+        TCPTransport.serializer = sys.modules[__name__]  # provides dumps and loads
+        TCPTransport.ReceiveBuffer = CheckedReceiveBuffer
+        TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, dumps)
+        TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(streamBuffer.ackDataErrPacket, dumps)
+        # Thespian re-registers every open socket in a fresh selector on each loop turn (O(open
+        # sockets) per message) and keeps an idle one 20 minutes. A hub (directory, persistence,
+        # supervisor) talks to every live actor, so 300 idle users slowed 1:1 traffic from ~390 to
+        # ~50 msg/s. Closing sockets idle for a few seconds keeps hubs light.
+        TCPTransport.MAX_IDLE_SOCKET_PERIOD = timedelta(seconds=IDLE_SOCKET_SECONDS)
+        multiprocCommon.startAdmin = _start_admin
+        multiprocCommon.startChild = _start_child
+        multiprocCommon.startupASLogger = _start_logger
+        _installed = True
+        return advertised_address()
+
+
+def system_capabilities(admin_port: int) -> dict[str, Any]:
+    """Thespian capabilities for a chat system's admin on ``admin_port``; remote code loading is off."""
+    host = advertised_address()
+    return {
+        "Admin Port": admin_port,
+        "Convention Address.IPv4": (host, admin_port),
+        "AllowRemoteActorSources": "No",
+    }

@@ -1,0 +1,290 @@
+"""chatactors.transport: Thespian's ports bound to the advertised address, every frame authenticated
+before it is unpickled, remote code loading off. Unit tests of the signing, then a running
+multiprocTCPBase system attacked from another user."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chat_process import ChatProcess
+from conftest import IN_CI, listen_endpoints, process_group, socket_inodes
+from thespian.system.transport import IPBase, TCPTransport, streamBuffer
+
+from chatactors import Chat, ChatError, transport
+
+transport.install()
+
+
+def frame(payload: bytes) -> bytes:
+    """How Thespian frames a payload on the wire."""
+    return b"%d>" % len(payload) + payload
+
+
+def received(data: bytes, chunk: int = 7) -> Any:
+    """What a transport's receive buffer makes of ``data``, fed in small pieces as a socket would."""
+    buf = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    for i in range(0, len(data), chunk):
+        buf.addMore(data[i : i + chunk])
+        if buf.isDone():
+            break
+    assert buf.isDone()
+    return buf.completed()
+
+
+ran: list[str] = []
+
+
+def record(what: str) -> None:
+    ran.append(what)
+
+
+class Exploit:
+    """Unpickling this runs ``record``: what an attacker's pickle would do with os.system."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (record, ("exploit ran",))
+
+
+@pytest.fixture(autouse=True)
+def _nothing_ran() -> Any:
+    ran.clear()
+    yield
+    assert ran == [], "an unauthenticated pickle was unpickled"
+
+
+# -- signing ----------------------------------------------------------------------------------------------
+def test_a_signed_frame_is_read_back() -> None:
+    message = ("address", {"body": "hola", "n": 1})
+    got = received(streamBuffer.toSendBuffer(message, TCPTransport.serializer.dumps))
+    assert got == (message, b"")
+
+
+def test_what_thespian_sends_is_signed() -> None:
+    payload = TCPTransport.serializer.dumps("x")
+    assert transport.verify(payload) == pickle.dumps("x")
+    assert payload[transport.MAC_BYTES :] == pickle.dumps("x")
+
+
+def test_an_unsigned_pickle_is_dropped_unread_and_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        transport, "_drops", transport._DropLog(3600)
+    )  # a fresh limiter: this drop is the first
+    assert received(frame(pickle.dumps(Exploit()))) is None
+    assert [r.name for r in caplog.records] == ["chatactors.transport"]
+    assert "failed authentication" in caplog.records[0].getMessage()
+
+
+def test_a_tampered_frame_is_dropped() -> None:
+    signed = bytearray(transport.dumps(("address", "hola")))
+    signed[-3] ^= 1
+    assert received(frame(bytes(signed))) is None
+    other_key = transport.sign(b"x")[: transport.MAC_BYTES]
+    assert received(frame(other_key + pickle.dumps(Exploit()))) is None  # a MAC of something else
+
+
+def test_a_frame_signed_with_another_secret_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "_secret", b"another chat system's secret")
+    foreign = frame(transport.dumps(Exploit()))
+    monkeypatch.undo()
+    assert received(foreign) is None
+
+
+@pytest.mark.parametrize(
+    "header", [b"99999999999>", b"%d>" % (transport.MAX_FRAME_BYTES + 1), b"-5>", b"abc>"]
+)
+def test_a_frame_with_a_huge_or_bad_length_is_dropped_at_once(header: bytes) -> None:
+    buf = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    buf.addMore(header + b"x" * 10)
+    assert buf.isDone() and buf.completed() is None  # done: nothing more is read or buffered
+    buf.addMore(b"x" * 100_000)
+    assert len(buf._buf) == 0
+
+
+def test_acks_are_signed_and_unsigned_acks_are_refused() -> None:
+    assert received(TCPTransport.ackMsg) == (streamBuffer.ackPacket, b"")
+    assert received(TCPTransport.ackDataErrMsg) == (streamBuffer.ackDataErrPacket, b"")
+    assert received(streamBuffer.ackMsg) is None  # Thespian's own, unsigned
+
+
+def test_a_flood_of_bad_frames_logs_one_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "_drops", transport._DropLog(3600))
+    for _ in range(200):
+        assert received(frame(pickle.dumps("junk"))) is None
+    assert len(caplog.records) == 1
+    transport._drops._next = 0.0  # the interval has passed: the next line counts what was dropped
+    received(frame(pickle.dumps("junk")))
+    assert "199 more dropped" in caplog.records[-1].getMessage()
+
+
+# -- secret, install, addresses ---------------------------------------------------------------------------
+def test_install_patches_once() -> None:
+    secret = transport._secret
+    init = IPBase.IPActorAddress.__init__
+    assert transport.install() == "127.0.0.1"
+    assert transport._secret is secret and IPBase.IPActorAddress.__init__ is init
+    assert (
+        TCPTransport.serializer is transport and TCPTransport.ReceiveBuffer is transport.CheckedReceiveBuffer
+    )
+
+
+def test_the_secret_is_random_unless_the_cluster_secret_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(transport.SECRET_ENV, raising=False)
+    first, second = transport._load_secret(), transport._load_secret()
+    assert len(first) == 32 and first != second
+    monkeypatch.setenv(transport.SECRET_ENV, "a shared secret for every host")
+    assert transport._load_secret() == b"a shared secret for every host"
+    monkeypatch.setenv(transport.SECRET_ENV, "short")
+    with pytest.raises(ChatError, match=transport.SECRET_ENV):
+        transport._load_secret()
+
+
+def test_every_address_binds_the_advertised_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert IPBase.TCPv4ActorAddress(None, 0, external=True).bindname == ("127.0.0.1", 0)
+    assert IPBase.TCPv4ActorAddress(None, 1950, external=("127.0.0.1", 1950)).bindname == ("127.0.0.1", 1950)
+    monkeypatch.setenv("THESPIAN_BASE_IPADDR", "127.0.0.2")  # the operator names an interface
+    assert IPBase.TCPv4ActorAddress(None, 0, external=True).bindname == ("127.0.0.2", 0)
+
+
+def test_remote_actor_sources_are_not_allowed() -> None:
+    assert transport.system_capabilities(1950)["AllowRemoteActorSources"] == "No"
+
+
+def test_a_port_still_taken_is_a_clear_error() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ChatError, match=f"admin port {port} .*in use"):
+            transport.wait_for_free_port("127.0.0.1", port, timeout=0.2)
+    transport.wait_for_free_port("127.0.0.1", port, timeout=0.2)  # free again
+
+
+# -- a running system ------------------------------------------------------------------------------------
+def chat_endpoints(pids: set[int]) -> dict[tuple[str, int], set[int]]:
+    """(address, port) of every listening TCP socket these processes hold -> the pids holding it."""
+    held = {pid: socket_inodes(pid) for pid in pids}
+    return {
+        (address, port): {pid for pid, inodes in held.items() if inode in inodes}
+        for address, port, inode in listen_endpoints()
+        if any(inode in inodes for inodes in held.values())
+    }
+
+
+@pytest.mark.parametrize("system", ["multiprocTCPBase"])
+def test_no_port_of_a_chat_listens_on_every_interface(chat: Chat) -> None:
+    group = os.getpgid(chat.os_pid(chat.roles.directory))
+    endpoints = chat_endpoints(process_group(group) | {os.getpid()})
+    assert ("127.0.0.1", chat.admin_port) in endpoints
+    assert len(endpoints) >= 6  # admin, logger, the four core actors, this process
+    assert {address for address, _ in endpoints} == {"127.0.0.1"}
+
+
+def other_addresses() -> list[str]:
+    """This machine's IPv4 addresses outside 127.0.0.0/8."""
+    import fcntl
+    import struct
+
+    found = []
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                packed = fcntl.ioctl(
+                    s.fileno(), 0x8915, struct.pack("256s", name[:15].encode())
+                )  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address
+        address = socket.inet_ntoa(packed[20:24])
+        if not address.startswith("127."):
+            found.append(address)
+    return found
+
+
+ATTACKER = r"""
+import json, socket, sys
+payload = bytes.fromhex(sys.argv[1])
+results = []
+for host, port in json.loads(sys.argv[2]):
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"%d>" % len(payload) + payload)
+            s.settimeout(2)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+        results.append([host, port, "sent"])
+    except ConnectionRefusedError:
+        results.append([host, port, "refused"])
+print(json.dumps(results))
+"""
+
+
+class Command:
+    """Unpickling this runs a shell command, as the attack in the issue did."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (self.command,))
+
+
+def run_as_nobody(endpoints: list[tuple[str, int]], payload: bytes) -> list[list[Any]]:
+    python = shutil.which("python3", path="/usr/bin:/bin") or "python3"  # one user nobody can run
+    result = subprocess.run(
+        ["runuser", "-u", "nobody", "--", python, "-c", ATTACKER, payload.hex(), json.dumps(endpoints)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def test_a_pickle_sent_to_every_port_by_another_user_runs_nothing(
+    tmp_path: Path, sqlite_url: str, wait_until: Any
+) -> None:
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        if IN_CI:
+            pytest.fail("CI=true: this test must run, as root with runuser (it attacks as user nobody)")
+        pytest.skip("needs root and runuser to attack as the unprivileged user nobody")
+    marker = tmp_path / "code-ran"  # tmp_path is root's, mode 0700: only the chat's processes could write it
+    server = ChatProcess(sqlite_url, tmp_path / "server.log")
+    try:
+        endpoints = chat_endpoints(server.group_pids | {server.info["server"]})
+        assert server.info["admin_port"] in {port for _, port in endpoints} and len(endpoints) >= 7
+        targets = [("127.0.0.1", port) for _, port in endpoints]
+        elsewhere = [(address, port) for address in other_addresses() for _, port in endpoints]
+        results = run_as_nobody(targets + elsewhere, pickle.dumps(Command(f"touch {marker}")))
+
+        assert not marker.exists()
+        assert {tuple(r[:2]) for r in results if r[2] == "sent"} == set(targets)
+        assert {tuple(r[:2]) for r in results if r[2] == "refused"} == set(elsewhere)  # nothing listens there
+        assert server.check()  # login, send, read: still serving (and the server read its own socket)
+        assert not marker.exists()
+
+        def every_port_logged_its_drop() -> bool:
+            logged = {
+                int(line.rsplit(" in pid ", 1)[1].split()[0])
+                for line in server.log().splitlines()
+                if "dropped a Thespian frame" in line
+            }
+            return all(holders & logged for holders in endpoints.values())
+
+        wait_until(every_port_logged_its_drop, what=f"a warning from every attacked process: {server.log()}")
+        assert server.check()
+        assert not marker.exists()
+    finally:
+        server.close()
