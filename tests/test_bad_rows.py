@@ -21,10 +21,10 @@ from test_server import Client, ServerThread
 
 from chatactors import Chat, InvalidMessage, Session
 from chatactors.bridge import _Waiter
-from chatactors.core.model import ENVIADO, Message, UserInfo
+from chatactors.core.model import ENVIADO, Message, RoomInfo, UserInfo
 from chatactors.core.rules import MAX_CLIENT_ID, check_body, check_client_id, check_ref, check_text
 from chatactors.errors import ChatError
-from chatactors.messages import Batch, Request, StoreDirect
+from chatactors.messages import Batch, Request, StoreDirect, StoreRoom
 from chatactors.storage import Mensaje
 
 PASSWORD = "secreto123"
@@ -92,9 +92,16 @@ def _direct(sender: Session, recipient: Session, body: str, client_id: str | Non
     )
 
 
+def _room_id(db_url: str) -> int:
+    return int(_query(db_url, "SELECT id FROM rooms WHERE name = 'general'")[0][0])
+
+
 def _stored(db_url: str) -> list[tuple[int, str | None, str]]:
     """(sender id, client_id, body) of every stored message, read with the driver itself."""
-    sql = "SELECT sender_id, client_id, body FROM mensajes ORDER BY id"
+    return _query(db_url, "SELECT sender_id, client_id, body FROM mensajes ORDER BY id")
+
+
+def _query(db_url: str, sql: str) -> list[Any]:
     if db_url.startswith("sqlite"):
         with sqlite3.connect(db_url.removeprefix("sqlite:///")) as lite:
             rows = lite.execute(sql).fetchall()
@@ -109,7 +116,10 @@ def _stored(db_url: str) -> list[tuple[int, str | None, str]]:
 
 def test_bad_rows_sent_straight_to_persistence_fail_alone_in_their_batch(chat: Chat, db_url: str) -> None:
     juan, maria, pedro = (chat.crear(n, PASSWORD) for n in ("juan", "maria", "pedro"))
-    batch = [
+    juan.create_room("general")
+    room = RoomInfo(_room_id(db_url), "general")
+    sender = UserInfo(juan.user_id, juan.username)
+    batch: list[Request] = [
         _direct(juan, maria, "uno", "j-1"),
         _direct(pedro, maria, "con \x00 nul", "p-nul"),  # PostgreSQL refuses NUL
         _direct(maria, juan, "dos", LONG_ID),  # wider than the old column
@@ -117,15 +127,18 @@ def test_bad_rows_sent_straight_to_persistence_fail_alone_in_their_batch(chat: C
         _direct(pedro, maria, "ancho", TOO_LONG_ID),
         _direct(juan, maria, "uno", "j-1"),  # a retry inside the batch
         _direct(pedro, juan, "tres", None),
+        StoreRoom(room=room, sender=sender, body="a la sala", client_id="r-1", status=ENVIADO),
+        StoreRoom(room=room, sender=sender, body="sala \x00", client_id="r-nul", status=ENVIADO),
     ]
     answers = in_one_batch(chat, batch)
-    for i, detail in ((1, "NUL character"), (3, "unpaired surrogate"), (4, "client_id must be 1 to 128")):
+    bad = ((1, "NUL character"), (3, "unpaired surrogate"), (4, "client_id must be 1 to 128"), (8, "NUL"))
+    for i, detail in bad:
         assert isinstance(answers[i], InvalidMessage) and detail in answers[i].detail, answers[i]
-    good = [answers[i] for i in (0, 2, 5, 6)]
+    good = [answers[i] for i in (0, 2, 5, 6, 7)]
     assert all(isinstance(m, Message) for m in good), answers
-    assert good[0].id == good[2].id
+    assert good[0].id == good[2].id and good[4].room == "general"
     stored = sorted(((c, b) for _, c, b in _stored(db_url)), key=str)
-    assert stored == sorted([("j-1", "uno"), (LONG_ID, "dos"), (None, "tres")], key=str)
+    assert stored == sorted([("j-1", "uno"), (LONG_ID, "dos"), (None, "tres"), ("r-1", "a la sala")], key=str)
 
 
 def _refuse_in_the_database(db_url: str) -> None:
