@@ -22,7 +22,7 @@ from chatactors import transport
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
-from chatactors.core.rules import check_body, check_limit
+from chatactors.core.rules import check_body, check_client_id, check_limit, check_ref, check_text
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
@@ -242,7 +242,8 @@ class Chat:
         elif isinstance(user, int):
             request = LoginUser(sink=self._bridge.address, user_id=user, password=password)
         else:
-            request = LoginUser(sink=self._bridge.address, username=user, password=password)
+            username = check_text(user, "username")
+            request = LoginUser(sink=self._bridge.address, username=username, password=password)
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
@@ -277,6 +278,7 @@ class Chat:
         """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
         if isinstance(user, bool) or not isinstance(user, (str, int)):
             raise InvalidMessage("a user is a username or a user id")
+        check_ref(user, "username")
         key = user.lower() if isinstance(user, str) else user  # names are case-insensitive
         found = self._users.get(key)
         if found is None:
@@ -391,6 +393,10 @@ class Session:
         ``before`` (a message id) pages further back.
         """
         check_limit(limit)
+        if with_user is not None:
+            check_ref(with_user, "username")
+        if room is not None:
+            check_ref(room, "room name")
         request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
         return list(self._chat._call(self._chat.roles.persistence, request))
 
@@ -408,6 +414,7 @@ class Session:
         """
         self._check_active()
         check_body(body)
+        check_client_id(client_id)
         if isinstance(to, str) and to.startswith("#"):
             return self.send_room(to[1:], body, client_id=client_id)
         recipient = self._chat.lookup(to.user_id if isinstance(to, Session) else to)
@@ -471,6 +478,8 @@ class Session:
         """Post to a room: stored once, pushed at once to every online member (V0.4)."""
         self._check_active()
         check_body(body)
+        check_client_id(client_id)
+        check_ref(name, "room name")
         request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
         return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
 

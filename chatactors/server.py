@@ -40,6 +40,7 @@ from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
+from chatactors.core.rules import check_client_id
 from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
 
 log = logging.getLogger("chatactors.server")
@@ -186,10 +187,7 @@ def _user_ref(frame: Frame, name: str, *, required: bool = True) -> str | int | 
 
 
 def _client_id(frame: Frame) -> str | None:
-    client_id = _field(frame, "client_id", str, required=False)
-    if client_id is not None and not 1 <= len(client_id) <= 128:
-        raise InvalidMessage("'client_id' must be 1 to 128 characters")
-    return client_id  # type: ignore[no-any-return]
+    return check_client_id(_field(frame, "client_id", str, required=False))
 
 
 MAX_READ_IDS = 1000

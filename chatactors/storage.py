@@ -4,12 +4,15 @@ The models sit behind one module-level :class:`~peewee.DatabaseProxy`, so a proc
 database at a time (every actor in a process shares it). The database comes from a URL
 (``playhouse.db_url``): ``sqlite:///chatactors.db`` embedded, ``postgresql://host/db`` for real.
 
-Every driver error is translated at this edge into :class:`~chatactors.errors.StorageUnavailable`
-(``raise ... from exc``); a dropped connection is reopened on the next call.
+Driver errors are translated at this edge (``raise ... from exc``): a value the database refuses
+(too long, out of range, a character it cannot store) into :class:`~chatactors.errors.InvalidMessage`,
+anything else into :class:`~chatactors.errors.StorageUnavailable`; a dropped connection is reopened
+on the next call. :meth:`Store.create_schema` also migrates a database an older version created.
 """
 
 from __future__ import annotations
 
+import logging
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +24,7 @@ from typing import Any, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect
+from playhouse.migrate import PostgresqlMigrator, migrate
 
 from chatactors.core.model import (
     ENTREGADO,
@@ -32,8 +36,10 @@ from chatactors.core.model import (
     RoomSummary,
     UserInfo,
 )
+from chatactors.core.rules import MAX_CLIENT_ID
 from chatactors.errors import (
     ChatError,
+    InvalidMessage,
     MessageNotFound,
     NotAMember,
     RoomExists,
@@ -43,8 +49,15 @@ from chatactors.errors import (
     UserNotFound,
 )
 
+log = logging.getLogger("chatactors.storage")
 database_proxy = pw.DatabaseProxy()
 T = TypeVar("T")
+
+# A value the database (or its driver, before sending it) refuses: the request's fault, not the
+# database's. psycopg2 raises ValueError for NUL, the drivers UnicodeEncodeError for a lone
+# surrogate, sqlite3 OverflowError for an integer over 64 bits.
+REFUSED = (pw.DataError, ValueError, OverflowError)
+IntegrityError = pw.IntegrityError  # a constraint the batch broke: the persistence actor isolates it
 
 
 class BaseModel(pw.Model):
@@ -79,7 +92,7 @@ class Mensaje(BaseModel):
     body = pw.TextField()
     created_at = pw.DateTimeField()
     status = pw.CharField(max_length=10, default=ENVIADO)
-    client_id = pw.CharField(max_length=64, null=True)
+    client_id = pw.CharField(max_length=MAX_CLIENT_ID, null=True)
 
     class Meta:
         table_name = "mensajes"
@@ -161,6 +174,12 @@ def close_database(url: str) -> None:
             database_proxy.initialize(None)
 
 
+def refused(exc: BaseException) -> InvalidMessage:
+    """The client's error for a value the database refused; the driver's text goes to the log only."""
+    log.warning("the database refused a value: %s: %s", type(exc).__name__, str(exc).strip())
+    return InvalidMessage("the database cannot store this value")
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message to store: to a user (``recipient``) or to a room."""
@@ -208,6 +227,8 @@ class Store:
                 raise
             except pw.IntegrityError:
                 raise
+            except REFUSED as exc:  # retrying would only fail again, and the database is fine
+                raise refused(exc) from exc
             except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
                 self._reset()
                 if attempt == 2:
@@ -230,6 +251,27 @@ class Store:
                 )
 
         self.run(work)
+        self.run(self._migrate)
+
+    def _migrate(self) -> None:
+        """Bring a database an older version created up to date (each step is a no-op when done).
+
+        mensajes.client_id was varchar(64) while the protocol allowed 128 characters. Widening a
+        varchar rewrites nothing on PostgreSQL (a catalog change under a short exclusive lock);
+        SQLite never enforces a varchar's length, so there is nothing to change there.
+        """
+        if not isinstance(self.db, pw.PostgresqlDatabase):
+            return
+        width = self.db.execute_sql(
+            "SELECT character_maximum_length FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'mensajes' AND column_name = 'client_id'"
+        ).fetchone()
+        if width is not None and width[0] is not None and width[0] < MAX_CLIENT_ID:
+            log.warning(
+                "migrating mensajes.client_id from varchar(%d) to varchar(%d)", width[0], MAX_CLIENT_ID
+            )
+            migrator = PostgresqlMigrator(self.db)
+            migrate(migrator.alter_column_type("mensajes", "client_id", Mensaje.client_id))
 
     def close(self) -> None:
         self._reset()
@@ -241,6 +283,17 @@ class Store:
             self.db.connect()
         with self.db.atomic():
             yield
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction inside :meth:`run`: what the database refuses in it is rolled back
+        alone (PostgreSQL would otherwise refuse every later statement of the transaction) and
+        raised as InvalidMessage."""
+        try:
+            with self.db.atomic():
+                yield
+        except (*REFUSED, pw.IntegrityError) as exc:
+            raise refused(exc) from exc
 
     # -- users and tokens -------------------------------------------------------------------------
     def create_user(self, username: str, password_hash: str) -> UserInfo:
@@ -355,6 +408,31 @@ class Store:
                 found = results[first_of[(n.sender.id, n.client_id)]]
             assert found is not None
             out.append((found, i in fresh_set))
+        return out
+
+    def insert_messages_isolated(self, new: list[NewMessage]) -> list[tuple[Message, bool] | InvalidMessage]:
+        """:meth:`insert_messages_fresh` for a batch the database refused: groups of rows in
+        savepoints, a refused group halved until the refused row fails alone and every other row
+        is stored once. Left half first, so a client_id repeated in the batch is stored by its
+        first row and found by the later ones. Call inside a transaction."""
+        out: list[tuple[Message, bool] | InvalidMessage] = []
+
+        def insert(rows: list[NewMessage], retry: bool = True) -> None:
+            try:
+                with self.db.atomic():  # a savepoint: a refused insert leaves the transaction usable
+                    stored = self.insert_messages_fresh(rows)
+            except (*REFUSED, pw.IntegrityError) as exc:
+                if len(rows) > 1:
+                    insert(rows[: len(rows) // 2])
+                    insert(rows[len(rows) // 2 :])
+                elif isinstance(exc, pw.IntegrityError) and rows[0].client_id is not None and retry:
+                    insert(rows, retry=False)  # another writer stored this client_id meanwhile: find it
+                else:
+                    out.append(refused(exc))
+                return
+            out.extend(stored)
+
+        insert(new)
         return out
 
     _INSERT_COLUMNS = "sender_id, recipient_id, room_id, body, created_at, status, client_id"

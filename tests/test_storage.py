@@ -6,11 +6,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg2
 import pytest
 
+from chatactors import Chat
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, UserInfo
-from chatactors.errors import MessageNotFound, StorageUnavailable, UsernameTaken, UserNotFound
-from chatactors.storage import Mensaje, Room, Store, close_database, utcnow
+from chatactors.core.rules import MAX_CLIENT_ID
+from chatactors.errors import InvalidMessage, MessageNotFound, StorageUnavailable, UsernameTaken, UserNotFound
+from chatactors.storage import Mensaje, NewMessage, Room, Store, close_database, utcnow
+
+LONG_ID = "k" * MAX_CLIENT_ID  # legal by the protocol; the old column held 64
 
 
 @pytest.fixture
@@ -279,3 +284,103 @@ def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> N
         if full:
             scans.append(f"{sql}\n  -> {plan}")
     assert scans == [], "full scans of mensajes:\n" + "\n".join(scans)
+
+
+# -- values the database refuses, and the client_id migration (issue 7, item 4) ---------------------
+def _new(sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None = None) -> NewMessage:
+    return NewMessage(sender, recipient, None, body, client_id, ENVIADO)
+
+
+def test_a_client_id_of_the_full_protocol_length_is_stored_once(store: Store) -> None:
+    juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+    with store.transaction():
+        first = store.insert_direct(juan, maria, "hola", LONG_ID, ENVIADO)
+    with store.transaction():
+        again = store.insert_direct(juan, maria, "hola", LONG_ID, ENVIADO)
+    assert again.id == first.id and store.count_messages() == 1
+
+
+def test_a_value_the_database_refuses_is_invalid_not_unavailable(store: Store, db_url: str) -> None:
+    juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+    refused = [_new(juan, maria, "sin \ud800 par")]  # no driver can encode it
+    if db_url.startswith("postgresql"):
+        refused += [_new(juan, maria, "con \x00 nul"), _new(juan, maria, "ancho", "w" * 300)]
+    for row in refused:
+        with pytest.raises(InvalidMessage) as error:
+            store.run(lambda row=row: store.insert_messages([row]))
+        assert error.value.detail == "the database cannot store this value"
+    with store.transaction():
+        assert store.insert_direct(juan, maria, "sigo", "c-1", ENVIADO).body == "sigo"
+    assert store.count_messages() == 1
+
+
+def test_an_isolated_insert_stores_every_good_row_once_and_fails_the_bad_one(store: Store) -> None:
+    juan, maria, pedro = (store.create_user(n, "h") for n in ("juan", "maria", "pedro"))
+    with store.transaction():
+        earlier = store.insert_direct(pedro, maria, "antes", "p-1", ENVIADO)
+    batch = [
+        _new(juan, maria, "uno", "j-1"),
+        _new(pedro, maria, "antes otra vez", "p-1"),  # a retry of a message stored earlier
+        _new(juan, maria, "mala \ud800"),
+        _new(maria, juan, "dos", LONG_ID),
+        _new(juan, maria, "uno", "j-1"),  # repeated in the batch, in the other half
+        _new(pedro, juan, "tres"),
+    ]
+    outcomes = store.run(lambda: store.insert_messages_isolated(batch))
+    assert isinstance(outcomes[2], InvalidMessage)
+    good = [o for i, o in enumerate(outcomes) if i != 2]
+    assert all(isinstance(o, tuple) for o in good), outcomes
+    (uno, fresh0), (retry, fresh1), _, (dos, fresh3), (uno_again, fresh4), (tres, fresh5) = outcomes
+    assert retry.id == earlier.id and uno_again.id == uno.id
+    assert [fresh0, fresh1, fresh3, fresh4, fresh5] == [True, False, True, False, True]
+    assert [uno.body, dos.body, tres.body] == ["uno", "dos", "tres"]
+    assert store.count_messages() == 4  # antes, uno, dos, tres
+
+
+def test_an_old_postgres_client_id_column_is_widened_at_start_up(pg_url: str) -> None:
+    """The schema the old code made (client_id varchar(64)), with rows in it, migrated in place."""
+    old = Store(pg_url)
+    try:
+        old.create_schema()
+        old.db.execute_sql("ALTER TABLE mensajes ALTER COLUMN client_id TYPE varchar(64)")
+        assert _client_id_width(pg_url) == 64
+        juan, maria = old.create_user("juan", "h"), old.create_user("maria", "h")
+        with old.transaction():
+            kept = old.insert_direct(juan, maria, "de antes", "o" * 64, ENVIADO)
+        with pytest.raises(InvalidMessage):  # what the narrow column does to a legal client_id
+            old.run(lambda: old.insert_messages([_new(juan, maria, "largo", LONG_ID)]))
+    finally:
+        close_database(pg_url)
+
+    chat = Chat(database_url=pg_url, system="simpleSystemBase", password_profile="cheapest", echo=False)
+    try:  # the new version starting on that database
+        assert _client_id_width(pg_url) == MAX_CLIENT_ID
+        pedro = chat.crear("pedro", "secreto123")
+        long = pedro.send_message("juan", "largo", client_id=LONG_ID)
+        assert pedro.send_message("juan", "largo", client_id=LONG_ID).id == long.id
+        assert pedro.send_message("maria", "corto", client_id="o" * 64).id != kept.id  # another sender
+        store = Store(pg_url)
+        assert (
+            store.run(lambda: store.insert_messages([_new(juan, maria, "de antes", "o" * 64)]))[0].id
+            == kept.id
+        )
+        columns = {tuple(i.columns): i.unique for i in store.db.get_indexes("mensajes")}
+        assert columns.get(("sender_id", "client_id")) is True  # the retry index survived
+        store.create_schema()  # a second start changes nothing
+        assert _client_id_width(pg_url) == MAX_CLIENT_ID
+        assert [m.body for m in store.history(juan.id, None, 10, None)] == ["de antes", "largo"]
+        assert store.count_messages() == 3
+    finally:
+        chat.shutdown()
+        close_database(pg_url)
+
+
+def _client_id_width(pg_url: str) -> int:
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT character_maximum_length FROM information_schema.columns"
+            " WHERE table_name = 'mensajes' AND column_name = 'client_id'"
+        )
+        width = cur.fetchone()[0]
+    conn.close()
+    return int(width)

@@ -5,18 +5,24 @@ before that ``Flush`` arrives, so a burst becomes one transaction while a lone w
 timer. A write that breaks a rule fails alone, and nothing is
 acknowledged, pushed or reported stored before its batch has committed. Reads flush first, so they
 see every write queued before them.
+
+One bad row never fails the others: messages are checked against the input rules before they join
+a batch (whoever sent them), and if the database still refuses the batch, it is run again with
+each group of rows in a savepoint, halving a refused group until the refused row fails alone
+(``invalid``). Only a database that cannot be reached fails a whole batch (``storage_unavailable``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
 from chatactors.core.model import ENTREGADO, LEIDO, Receipt
-from chatactors.core.rules import check_limit
-from chatactors.errors import ChatError, UserNotFound
+from chatactors.core.rules import check_body, check_client_id, check_limit, check_ref
+from chatactors.errors import ChatError, InvalidMessage, UserNotFound
 from chatactors.messages import (
     Configure,
     Failed,
@@ -45,9 +51,10 @@ from chatactors.messages import (
     UnreadFetched,
     UserLoaded,
 )
-from chatactors.storage import NewMessage, Store
+from chatactors.storage import IntegrityError, NewMessage, Store
 
 WRITES = (StoreDirect, StoreRoom, MarkRead, MarkRoomRead)
+log = logging.getLogger("chatactors.persistence")
 
 
 class PersistenceActor(ChatActor):
@@ -71,6 +78,10 @@ class PersistenceActor(ChatActor):
 
     # -- writes, batched ------------------------------------------------------------------------
     def _queue(self, msg: Any, sender: Any = None) -> None:
+        if isinstance(msg, (StoreDirect, StoreRoom)):
+            # Again here: a message may come from a gateway or an actor that skipped the facade.
+            check_body(msg.body)
+            check_client_id(msg.client_id)
         self.pending.append(msg)
         if len(self.pending) >= self.batch_max:
             self._flush()
@@ -94,7 +105,11 @@ class PersistenceActor(ChatActor):
         batch, self.pending = self.pending, []
         out = Outbox()
         try:
-            results = self.store.run(lambda: self._apply_batch(batch))
+            try:
+                results = self.store.run(lambda: self._apply_batch(batch))
+            except (InvalidMessage, IntegrityError) as exc:  # a row the database refused: find it
+                log.warning("a batch of %d writes was refused (%s); isolating the bad rows", len(batch), exc)
+                results = self.store.run(lambda: self._apply_batch(batch, isolated=True))
         except Exception as exc:  # the database itself failed: the whole batch is unacknowledged
             error = as_chat_error(exc)
             for m in batch:
@@ -107,18 +122,20 @@ class PersistenceActor(ChatActor):
                     self._failed(out, m, result)
         out.send_all(self)
 
-    def _apply_batch(self, batch: list[Any]) -> list[tuple[bool, Any]]:
-        """New messages go in as one multi-row insert; the rest one by one, in order."""
+    def _apply_batch(self, batch: list[Any], isolated: bool = False) -> list[tuple[bool, Any]]:
+        """New messages go in as one multi-row insert; the rest one by one, in order. Once the
+        database has refused the batch, it runs again ``isolated``: each write in a savepoint."""
         assert self.store is not None
         stores = [i for i, m in enumerate(batch) if isinstance(m, (StoreDirect, StoreRoom))]
         results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
         if stores:
             new = [self._new_message(batch[i]) for i in stores]
-            for i, stored in zip(stores, self.store.insert_messages_fresh(new), strict=True):
-                results[i] = (True, stored)
+            insert = self.store.insert_messages_isolated if isolated else self.store.insert_messages_fresh
+            for i, outcome in zip(stores, insert(new), strict=True):
+                results[i] = (not isinstance(outcome, ChatError), outcome)
         for i, m in enumerate(batch):
             if not isinstance(m, (StoreDirect, StoreRoom)):
-                results[i] = self._apply_one(m)
+                results[i] = self._apply_one(m, isolated)
         return results
 
     @staticmethod
@@ -127,12 +144,17 @@ class PersistenceActor(ChatActor):
             return NewMessage(m.sender, m.recipient, None, m.body, m.client_id, m.status)
         return NewMessage(m.sender, None, m.room, m.body, m.client_id, m.status)
 
-    def _apply_one(self, m: Any) -> tuple[bool, Any]:
+    def _apply_one(self, m: Any, isolated: bool = False) -> tuple[bool, Any]:
         """One write; a rule it breaks fails it alone. The store checks every rule before it writes
         anything (see ``Store.mark_room_read``), so a refused write leaves nothing to roll back and
-        needs no savepoint (two statements saved per message)."""
+        needs no savepoint (two statements saved per message) until the database has refused the
+        batch once."""
+        assert self.store is not None
         try:
-            return True, self._apply(m)
+            if not isolated:
+                return True, self._apply(m)
+            with self.store.savepoint():
+                return True, self._apply(m)
         except ChatError as exc:
             return False, exc
 
@@ -210,6 +232,7 @@ class PersistenceActor(ChatActor):
 
     def receiveMsg_RoomOp(self, msg: RoomOp, sender: Any) -> None:
         def work(store: Store) -> RoomOpDone:
+            check_ref(msg.room, "room name")
             if msg.action == "create":
                 return RoomOpDone(msg.token, store.create_room(msg.room, msg.user.id))
             if msg.action == "join":
@@ -235,7 +258,7 @@ class PersistenceActor(ChatActor):
             self.send(self.roles.directory, Notify(sender_id, receipt))
 
     def receiveMsg_LookupUser(self, msg: LookupUser, sender: Any) -> None:
-        user = self._read().user(msg.ref)
+        user = self._read().user(check_ref(msg.ref, "username"))
         if user is None:
             raise UserNotFound(f"no user {msg.ref!r}")
         self.reply(msg, user)
@@ -251,6 +274,10 @@ class PersistenceActor(ChatActor):
 
     def receiveMsg_GetHistory(self, msg: GetHistory, sender: Any) -> None:
         limit = check_limit(msg.limit)
+        if msg.with_user is not None:
+            check_ref(msg.with_user, "username")
+        if msg.room is not None:
+            check_ref(msg.room, "room name")
         store = self._read()
         if msg.room is not None:
             self.reply(msg, tuple(store.room_history(msg.user_id, msg.room, limit, msg.before)))
