@@ -8,8 +8,10 @@ usuario logeado
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary
+from chatactors.core.throttle import LoginPolicy
 from chatactors.errors import (
     AuthenticationError,
+    Busy,
     ChatError,
     ChatTimeout,
     InvalidMessage,
@@ -17,6 +19,7 @@ from chatactors.errors import (
     NotAMember,
     RoomExists,
     RoomNotFound,
+    SessionEnded,
     StorageUnavailable,
     TooManyAttempts,
     UsernameTaken,
@@ -32,12 +35,14 @@ __all__ = [
     "Receipt",
     "ReadEvent",
     "RoomSummary",
+    "LoginPolicy",
     "ENVIADO",
     "ENTREGADO",
     "LEIDO",
     "ChatError",
     "AuthenticationError",
     "TooManyAttempts",
+    "SessionEnded",
     "UserNotFound",
     "UsernameTaken",
     "RoomNotFound",
@@ -46,5 +51,6 @@ __all__ = [
     "InvalidMessage",
     "MessageNotFound",
     "StorageUnavailable",
+    "Busy",
     "ChatTimeout",
 ]
