@@ -397,14 +397,31 @@ class TestClientKey:
 
 class TestHashSlots:
     def test_the_pool_and_each_address_have_a_bounded_share(self) -> None:
-        slots = HashSlots(LoginPolicy(hash_workers=1, hash_queue=2, hashes_per_address=2))
+        slots = HashSlots(LoginPolicy(hash_workers=1, hash_queue=2, hash_reserved=0, hashes_per_address=2))
         assert slots.take(ATTACKER) and slots.take(ATTACKER)
-        assert not slots.take(ATTACKER)  # this address's share is full
+        assert not slots.free(ATTACKER) and not slots.take(ATTACKER)  # this address's share is full
         assert slots.take(OWNER)  # others still get in
         assert not slots.take("192.0.2.1")  # the pool is full: refused at once
         slots.release(ATTACKER)
         assert slots.take("192.0.2.1")
         assert slots.in_use == 3
+
+    def test_reserved_slots_are_for_known_logins_only(self) -> None:
+        slots = HashSlots(LoginPolicy(hash_workers=1, hash_queue=2, hash_reserved=1))
+        assert slots.take("10.0.0.1") and slots.take("10.0.0.2")
+        assert not slots.free("10.0.0.3")  # the storm fills what is not reserved
+        assert slots.take(OWNER, known=True)  # the owner, at a known address, still gets in
+        assert not slots.take("10.0.0.4", known=True)  # and then the pool is full for everyone
+
+    def test_an_account_is_known_where_it_logged_in(self) -> None:
+        throttle = LoginThrottle(FakeClock(), LoginPolicy(max_records=2))
+        throttle.succeeded("user:1", OWNER, "name:juan")
+        assert throttle.known("user:1", OWNER) and throttle.known("name:juan", OWNER)
+        assert not throttle.known("user:1", ATTACKER)
+        throttle.failed("user:1", OWNER)  # failures do not forget it
+        assert throttle.known("name:juan", OWNER)
+        throttle.succeeded("user:2", OWNER, "name:maria")  # memory is bounded: the oldest go
+        assert not throttle.known("user:1", OWNER) and throttle.known("name:maria", OWNER)
 
 
 # -- IdlePolicy -------------------------------------------------------------------------------------

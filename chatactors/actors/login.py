@@ -61,6 +61,10 @@ class _Hash:
     future: Future[Any]
 
 
+def _busy() -> Busy:
+    return Busy("too many logins in progress; try again in a moment")
+
+
 POLL = timedelta(milliseconds=5)  # multiprocTCPBase: how often finished hashes are collected
 _POLL = "hashes"
 
@@ -101,19 +105,24 @@ class LoginService(ChatActor):
 
     # -- hashing off the actor's thread, on a bounded pool ------------------------------------------
     def _hash_then(
-        self, request: Request, address: str, work: Callable[[], Any], then: Callable[[Any], None]
+        self,
+        request: Request,
+        address: str,
+        work: Callable[[], Any],
+        then: Callable[[Any], None],
+        known: bool = False,
     ) -> None:
         """Run ``work`` (argon2: ~0.1 s of CPU on purpose) on the pool, then ``then(result)`` here.
 
         The pool takes ``hash_workers + hash_queue`` hashes at most (``hashes_per_address`` per
-        address); past that a login is refused at once with ``Busy``, so a storm of logins never
-        builds a queue that real users wait behind, and this actor (and, on simpleSystemBase, every
-        actor) keeps answering meanwhile. Results come back as ``Hashed`` through the local port on
+        address; ``hash_reserved`` of them only for ``known`` logins); past that a login is refused
+        at once with ``Busy``, so a storm of logins never builds a queue that real users wait behind,
+        and this actor (and, on simpleSystemBase, every actor) keeps answering meanwhile. Results come back as ``Hashed`` through the local port on
         simpleSystemBase; on multiprocTCPBase a timer collects them (actors are not thread-safe).
         """
         assert self._pool is not None
-        if not self.slots.take(address):
-            raise Busy("too many logins in progress; try again in a moment")
+        if not self.slots.take(address, known):
+            raise _busy()
         key = next(self._keys)
         future = self._pool.submit(work)
         self._waiting[key] = _Hash(request, address, then, future)
@@ -153,12 +162,15 @@ class LoginService(ChatActor):
         assert self.store is not None
         username = check_username(msg.username)
         password = check_password(msg.password)
+        address = client_key(msg.client_address)
+        if not self.slots.free(address):  # a storm is refused before it costs a database read
+            raise _busy()
         store = self.store
         if store.user(username) is not None:  # fail fast, before paying for a hash
             raise UsernameTaken(f"username {username!r} is taken")
         self._hash_then(
             msg,
-            client_key(msg.client_address),
+            address,
             lambda: self.hasher.hash(password),
             lambda hashed: self.reply(msg, store.create_user(username, hashed).id),
         )
@@ -175,6 +187,10 @@ class LoginService(ChatActor):
         if ref is None or msg.password is None:
             raise InvalidMessage("login needs a username or user id, and a password")
         address = client_key(msg.client_address)
+        # An account logging in where it logged in before may use the slots kept free in a storm.
+        known = self.throttle.known(f"user:{ref}" if isinstance(ref, int) else f"name:{ref.lower()}", address)
+        if not self.slots.free(address, known):  # a storm is refused before it costs a database read
+            raise _busy()
         found = self.store.credentials(ref)
         # The account, however it was named (username or id); an unknown name is throttled too.
         account = f"user:{found[0].id}" if found is not None else f"unknown:{str(ref).lower()}"
@@ -197,8 +213,8 @@ class LoginService(ChatActor):
             if not ok or found is None:
                 self.throttle.failed(account, address)
                 raise AuthenticationError("wrong username or password")
-            self.throttle.succeeded(account, address)
             user = found[0]
+            self.throttle.succeeded(account, address, f"name:{user.username.lower()}")
             assert self.store is not None
             if new_hash is not None:
                 self.store.set_password_hash(user.id, new_hash)
@@ -206,7 +222,7 @@ class LoginService(ChatActor):
             self.store.add_token(user.id, token_hash(token), utcnow() + timedelta(seconds=self.token_ttl))
             self._attach(msg, user, token)
 
-        self._hash_then(msg, address, verify, checked)
+        self._hash_then(msg, address, verify, checked, known)
 
     def _attach(self, msg: LoginUser, user: UserInfo, token: str) -> None:
         """Logged in: the directory marks the session online and the user's actor answers."""

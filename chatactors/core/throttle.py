@@ -13,7 +13,9 @@ An account is whatever was looked up (``user:7``, or ``unknown:name`` for a name
 so unknown names are throttled like real ones and count against the address.
 
 :class:`HashSlots` bounds the password hashes in flight (a pool of workers plus a queue), overall and
-per address, so a login storm gets a quick "busy" instead of an ever longer wait.
+per address, so a login storm gets a quick "busy" instead of an ever longer wait. A few of those slots
+are kept for an account logging in from an address where it logged in before (OWASP's "device
+cookie", by address): a storm from many addresses does not keep the owner out of a known place.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class LoginPolicy:
     forget_after: float = 3600.0  # a counter with no failure for this long starts over
     max_records: int = 100_000  # counters kept at most; the oldest go first
     hash_workers: int = 2  # password hashes computed at once (threads; argon2 releases the GIL)
-    hash_queue: int = 16  # hashes waiting for a worker before logins are refused as busy
+    hash_queue: int = 8  # hashes waiting for a worker before logins are refused as busy
     hashes_per_address: int = 4  # hashes one address may have running or queued
+    hash_reserved: int = 2  # of the queue, kept for accounts logging in from an address they used before
 
 
 def client_key(address: str | None) -> str:
@@ -70,6 +73,7 @@ class LoginThrottle:
         self.clock = clock
         self.policy = policy or LoginPolicy()
         self._records: dict[tuple[str, ...], _Record] = {}  # oldest failure first
+        self._known: dict[tuple[str, str], None] = {}  # (account, address) that logged in; oldest first
 
     def _keys(self, account: str, address: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (account, address), (address,)
@@ -107,9 +111,19 @@ class LoginThrottle:
                 record.locked_until = now + min(policy.max_delay, policy.base_delay * 2**over)
         self._trim(now)
 
-    def succeeded(self, account: str, address: str) -> None:
-        """The right password from ``address``: only (account, address) starts over."""
+    def succeeded(self, account: str, address: str, *aliases: str) -> None:
+        """The right password from ``address``: only (account, address) starts over, and the account
+        (also by its ``aliases``: the name it was typed as) is known there from now on."""
         self._records.pop(self._keys(account, address)[0], None)
+        for name in (account, *aliases):
+            self._known.pop((name, address), None)
+            self._known[(name, address)] = None
+        while len(self._known) > self.policy.max_records:
+            del self._known[next(iter(self._known))]
+
+    def known(self, account: str, address: str) -> bool:
+        """Whether ``account`` logged in from ``address`` before (since this throttle started)."""
+        return (account, address) in self._known
 
     def __len__(self) -> int:
         return len(self._records)
@@ -128,13 +142,20 @@ class HashSlots:
     def __init__(self, policy: LoginPolicy | None = None) -> None:
         policy = policy or LoginPolicy()
         self.capacity = policy.hash_workers + policy.hash_queue
+        self.reserved = min(policy.hash_reserved, policy.hash_queue)
         self.per_address = policy.hashes_per_address
         self._held: Counter[str] = Counter()
         self.in_use = 0
 
-    def take(self, address: str) -> bool:
+    def free(self, address: str, known: bool = False) -> bool:
+        """Whether ``take`` would succeed: checked first, so a refusal costs no database read.
+        Only ``known`` logins (an account from an address it used before) may use the reserved slots."""
+        limit = self.capacity if known else self.capacity - self.reserved
+        return self.in_use < limit and self._held[address] < self.per_address
+
+    def take(self, address: str, known: bool = False) -> bool:
         """A slot for one hash, or False when the pool or this address's share is full."""
-        if self.in_use >= self.capacity or self._held[address] >= self.per_address:
+        if not self.free(address, known):
             return False
         self._held[address] += 1
         self.in_use += 1
