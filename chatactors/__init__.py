@@ -8,8 +8,10 @@ usuario logeado
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary
+from chatactors.core.throttle import LoginPolicy
 from chatactors.errors import (
     AuthenticationError,
+    Busy,
     ChatError,
     ChatTimeout,
     InvalidMessage,
@@ -18,6 +20,7 @@ from chatactors.errors import (
     Restarting,
     RoomExists,
     RoomNotFound,
+    SessionEnded,
     StorageUnavailable,
     TooManyAttempts,
     UsernameTaken,
@@ -33,12 +36,14 @@ __all__ = [
     "Receipt",
     "ReadEvent",
     "RoomSummary",
+    "LoginPolicy",
     "ENVIADO",
     "ENTREGADO",
     "LEIDO",
     "ChatError",
     "AuthenticationError",
     "TooManyAttempts",
+    "SessionEnded",
     "UserNotFound",
     "UsernameTaken",
     "RoomNotFound",
@@ -48,5 +53,6 @@ __all__ = [
     "MessageNotFound",
     "StorageUnavailable",
     "Restarting",
+    "Busy",
     "ChatTimeout",
 ]

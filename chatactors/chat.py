@@ -13,17 +13,20 @@ import os
 import socket
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from thespian.actors import ActorSystem
 
 from chatactors import transport
+from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
-from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
+from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, TokenRevoked, UserInfo
 from chatactors.core.rules import check_body, check_client_id, check_limit, check_ref, check_text
-from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
+from chatactors.core.throttle import LOCAL, LoginPolicy
+from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, SessionEnded, UsernameTaken
 from chatactors.messages import (
     Config,
     CoreStopped,
@@ -63,6 +66,8 @@ DEFAULT_DATABASE_URL = "sqlite:///chatactors.db"
 MessageCallback = Callable[[Message], Any]
 ReceiptCallback = Callable[[Receipt], Any]
 ReadCallback = Callable[[ReadEvent], Any]
+EndCallback = Callable[[str], Any]
+REVOKED_REMEMBERED = 1024  # revoked token hashes kept, for a token login that crossed a revocation
 
 
 def free_port() -> int:
@@ -100,6 +105,7 @@ class Chat:
     ``announce_login``: print the roadmap's "usuario logeado" on each login (a server turns it off).
     ``max_restarts`` in ``max_seconds``: the core actors' restart intensity (OTP's); a core actor that
     crashes more often than that stops the chat, loudly, instead of restarting in a loop.
+    ``login_policy``: the login throttle's and password-hash pool's settings (:class:`LoginPolicy`).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class Chat:
         timeout: float = 15.0,
         max_restarts: int = 5,
         max_seconds: float = 10.0,
+        login_policy: LoginPolicy | None = None,
     ) -> None:
         self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
@@ -127,6 +134,7 @@ class Chat:
         self._sessions: dict[int, list[Session]] = {}
         self._sessions_lock = threading.Lock()
         self._users: dict[str | int, UserInfo] = {}
+        self._revoked: deque[str] = deque(maxlen=REVOKED_REMEMBERED)
         self._closed = False
         self._stopped_reason: str | None = None
 
@@ -145,6 +153,7 @@ class Chat:
             password_profile=password_profile,
             token_ttl=token_ttl,
             local_port=self._port_key,
+            login_policy=login_policy or LoginPolicy(),
         )
         if self.system == "multiprocTCPBase":
             port = admin_port or int(os.environ.get("CHATACTORS_ADMIN_PORT", 0)) or free_port()
@@ -205,8 +214,15 @@ class Chat:
             return
         with self._sessions_lock:
             sessions = [s for u in push.user_ids for s in self._sessions.get(u, ())]
+        event = push.event
+        if isinstance(event, TokenRevoked):
+            self._revoked.append(event.token_hash)
+            for session in sessions:
+                if session._token_hash == event.token_hash:
+                    session._end("token revoked: logged out elsewhere")
+            return
         for session in sessions:
-            session._deliver(push.event)
+            session._deliver(event)
 
     def _roles_changed(self, event: RolesChanged) -> None:
         """A core actor was restarted: use its new address; a new directory learns our sessions."""
@@ -217,9 +233,11 @@ class Chat:
             self._bridge.send(event.roles.directory, Reattach(self._bridge.address, sessions))
 
     # -- identity --------------------------------------------------------------------------------
-    def register(self, username: str, password: str) -> int:
-        """Create an account; returns its database id. Raises UsernameTaken or InvalidMessage."""
-        return int(self._call(self.roles.login, RegisterUser(username=username, password=password)))
+    def register(self, username: str, password: str, *, client_address: str = LOCAL) -> int:
+        """Create an account; returns its database id. Raises UsernameTaken or InvalidMessage, or
+        Busy when too many password hashes are in progress."""
+        request = RegisterUser(username=username, password=password, client_address=client_address)
+        return int(self._call(self.roles.login, request))
 
     def login(
         self,
@@ -230,24 +248,34 @@ class Chat:
         on_message: MessageCallback | None = None,
         on_receipt: ReceiptCallback | None = None,
         on_read: ReadCallback | None = None,
+        on_end: EndCallback | None = None,
+        client_address: str = LOCAL,
     ) -> Session:
         """Log in by username, by database id (V0.7) or by a session token; prints 'usuario logeado'.
 
-        ``on_message`` / ``on_receipt`` / ``on_read`` are in place before the first push can arrive.
+        ``on_message`` / ``on_receipt`` / ``on_read`` / ``on_end`` are in place before the first push
+        can arrive. ``client_address`` is what the login throttle counts failures against: a gateway
+        passes its peer's IP address; every login typed here counts as one address, ``"local"``.
+        Raises AuthenticationError, TooManyAttempts (wait ``retry_after`` seconds) or Busy.
         """
+        sink, where = self._bridge.address, client_address
         if token is not None:
-            request = LoginUser(sink=self._bridge.address, token=token)
+            request = LoginUser(sink=sink, token=token, client_address=where)
         elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
             raise InvalidMessage("login(username or user id, password) or login(token=...)")
         elif isinstance(user, int):
-            request = LoginUser(sink=self._bridge.address, user_id=user, password=password)
+            request = LoginUser(sink=sink, user_id=user, password=password, client_address=where)
         else:
             username = check_text(user, "username")
-            request = LoginUser(sink=self._bridge.address, username=username, password=password)
+            request = LoginUser(sink=sink, username=username, password=password, client_address=where)
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
             session.on_read(on_read)
+            session.on_end(on_end)
+            if session._token_hash in self._revoked:  # revoked while this login was on its way
+                session._end("token revoked")
+                raise AuthenticationError("invalid or expired token")
             with self._sessions_lock:
                 self._sessions.setdefault(session.user_id, []).append(session)
             return session
@@ -364,7 +392,10 @@ class Session:
         self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default
         self._receipt_callbacks: list[ReceiptCallback] = [on_receipt] if on_receipt else []
         self._read_callbacks: list[ReadCallback] = []
+        self._end_callbacks: list[EndCallback] = []
+        self._token_hash = token_hash(result.token)
         self.active = True
+        self.ended = ""  # why the session ended: "logged out", or the token was revoked elsewhere
 
     def __repr__(self) -> str:
         return f"<Session {self.username} id={self.user_id}>"
@@ -379,6 +410,7 @@ class Session:
     @property
     def inbox(self) -> list[Message]:
         """The last 10 messages received, newest last (V0.7)."""
+        self._check_active()
         return list(self._chat._to_user(self.user_id, GetInbox(user_id=self.user_id)))
 
     def history(
@@ -392,6 +424,7 @@ class Session:
 
         ``before`` (a message id) pages further back.
         """
+        self._check_active()
         check_limit(limit)
         if with_user is not None:
             check_ref(with_user, "username")
@@ -402,6 +435,7 @@ class Session:
 
     def status(self, message_id: int) -> str:
         """'enviado', 'entregado' or 'leido'."""
+        self._check_active()
         request = GetStatus(user_id=self.user_id, message_id=message_id)
         return str(self._chat._call(self._chat.roles.persistence, request))
 
@@ -485,10 +519,12 @@ class Session:
 
     def rooms(self) -> list[RoomSummary]:
         """The rooms this user is in, with member and unread counts."""
+        self._check_active()
         return list(self._chat._call(self._chat.roles.persistence, ListRooms(user_id=self.user_id)))
 
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message (for a room message, every member whose cursor passed it)."""
+        self._check_active()
         request = ReadBy(user_id=self.user_id, message_id=message_id)
         return list(self._chat._call(self._chat.roles.persistence, request))
 
@@ -505,6 +541,11 @@ class Session:
         """Call ``callback(read_event)`` when any session of this user (this one included) has read
         messages: what another device read can stop showing as unread here."""
         self._read_callbacks = [] if callback is None else [callback]
+
+    def on_end(self, callback: EndCallback | None) -> None:
+        """Call ``callback(reason)`` when this session is ended from elsewhere: a logout that revoked
+        its token (every session holding a revoked token ends, and its next call raises SessionEnded)."""
+        self._end_callbacks = [] if callback is None else [callback]
 
     def _deliver(self, event: Message | Receipt | ReadEvent) -> None:
         callbacks: list[Callable[[Any], Any]]
@@ -528,7 +569,7 @@ class Session:
         """
         if not self.active:
             return
-        self.active = False
+        self.active, self.ended = False, "logged out"
         self._chat._forget(self)
         token = self.token if revoke_token else None
         request = Logout(user_id=self.user_id, sink=self._chat._bridge.address, token=token)
@@ -536,4 +577,22 @@ class Session:
 
     def _check_active(self) -> None:
         if not self.active:
-            raise ChatError(f"{self.username} is logged out")
+            raise SessionEnded(f"{self.username}'s session has ended ({self.ended}); log in again")
+
+    def _end(self, reason: str) -> None:
+        """Ended from elsewhere (its token was revoked): inactive, detached, and its owner told."""
+        if not self.active:
+            return
+        self.active, self.ended = False, reason
+        self._chat._forget(self)
+        try:
+            self._chat._call(
+                self._chat.roles.login, Logout(user_id=self.user_id, sink=self._chat._bridge.address)
+            )
+        except ChatError as exc:
+            logging.getLogger("chatactors").warning("could not detach %s: %s", self.username, exc)
+        for callback in self._end_callbacks:
+            try:
+                callback(reason)
+            except Exception:
+                logging.getLogger("chatactors").exception("on_end callback of %s failed", self.username)

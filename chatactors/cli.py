@@ -351,6 +351,8 @@ class TerminalClient:
             self.screen.show("rooms: " + (", ".join(names) if names else "none (/join ROOM)"))
         elif kind == "error":
             self.on_error(frame)
+        elif kind == "logged_out" and frame.get("reason"):  # ended elsewhere: a logout revoked our token
+            self.screen.show(f"-- logged out: {frame['reason']} --")
         elif kind == "pong":
             self.pong.set()
 

@@ -4,7 +4,8 @@
 
     ChatError
     ├── AuthenticationError      wrong password, unknown user, bad or expired token, throttled
-    │   └── TooManyAttempts      an account locked for a while after repeated failures
+    │   ├── TooManyAttempts      too many failures from this address: wait ``retry_after`` seconds
+    │   └── SessionEnded         the session was logged out, or its token revoked elsewhere
     ├── UserNotFound             a recipient that does not exist
     ├── MessageNotFound          a message id that does not exist, or is not one's to see
     ├── UsernameTaken            register() with a name already in use
@@ -14,6 +15,7 @@
     ├── InvalidMessage           bad body, bad username, bad request
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
     ├── Restarting               a core actor crashed and is being restarted; nothing was acknowledged
+    ├── Busy                     too many logins in progress; try again in a moment
     └── ChatTimeout              an actor did not answer in time
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
@@ -43,6 +45,17 @@ class AuthenticationError(ChatError):
 
 class TooManyAttempts(AuthenticationError):
     code = "too_many_attempts"
+
+    def __init__(self, detail: str = "", retry_after: float = 0.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type, tuple[str, float]]:  # type: ignore[override]
+        return (type(self), (self.detail, self.retry_after))
+
+
+class SessionEnded(AuthenticationError):
+    code = "session_ended"
 
 
 class UserNotFound(ChatError):
@@ -84,6 +97,10 @@ class Restarting(ChatError):
     code = "restarting"
 
 
+class Busy(ChatError):
+    code = "busy"
+
+
 class ChatTimeout(ChatError):
     code = "timeout"
 
@@ -92,6 +109,7 @@ __all__ = [
     "ChatError",
     "AuthenticationError",
     "TooManyAttempts",
+    "SessionEnded",
     "UserNotFound",
     "MessageNotFound",
     "UsernameTaken",
@@ -101,5 +119,6 @@ __all__ = [
     "InvalidMessage",
     "StorageUnavailable",
     "Restarting",
+    "Busy",
     "ChatTimeout",
 ]

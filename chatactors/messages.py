@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatactors.core.model import Message, Only, ReadEvent, Receipt, RoomInfo, UserInfo
+from chatactors.core.model import Message, Only, ReadEvent, Receipt, RoomInfo, TokenRevoked, UserInfo
+from chatactors.core.throttle import LOCAL, LoginPolicy
 
 Address = Any  # a thespian ActorAddress; opaque here
 
@@ -24,6 +25,7 @@ class Config:
     token_ttl: float = 7 * 24 * 3600.0
     batch_max: int = 500
     local_port: str | None = None  # simpleSystemBase: where worker threads hand results back
+    login_policy: LoginPolicy = LoginPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class Push:
     message reaches each sink once, however many members are behind it."""
 
     user_ids: tuple[int, ...]
-    event: Message | Receipt | ReadEvent
+    event: Message | Receipt | ReadEvent | TokenRevoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class Request:
 class RegisterUser(Request):
     username: str
     password: str
+    client_address: str = LOCAL  # what the login throttle counts against (a gateway: the peer's IP)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +121,7 @@ class LoginUser(Request):
     user_id: int | None = None
     password: str | None = None
     token: str | None = None
+    client_address: str = LOCAL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +158,7 @@ class Attach(Request):
 class Detach(Request):
     user_id: int
     sink: Address
+    revoked: str | None = None  # a revoked token's hash: the user's sinks end the sessions holding it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -570,11 +575,9 @@ class ReadAck:
 
 @dataclass(frozen=True, slots=True)
 class Hashed:
-    """A password hash or check done on a worker thread, back in the LoginService."""
+    """A hash on the LoginService's pool finished (simpleSystemBase): collect its result."""
 
     key: int
-    value: Any
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)

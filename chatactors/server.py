@@ -22,6 +22,7 @@ import contextlib
 import http
 import json
 import logging
+import math
 import mimetypes
 import signal
 import time
@@ -41,7 +42,7 @@ from websockets.http11 import Request, Response
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
 from chatactors.core.rules import check_client_id
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
+from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, SessionEnded
 
 log = logging.getLogger("chatactors.server")
 
@@ -129,6 +130,9 @@ def receipt_frames(r: Receipt) -> list[Frame]:
 def error_frame(error: ChatError, request: Frame | None = None) -> Frame:
     """An ``error`` frame; it names the request it answers so a client can match it."""
     frame: Frame = {"type": "error", "code": error.code, "detail": error.detail or str(error)}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:  # too_many_attempts: seconds until a login may be tried again
+        frame["retry_after"] = math.ceil(retry_after)
     if request is not None:
         frame["request"] = request.get("type")
         for key in ("client_id", "room", "to", "with"):
@@ -254,6 +258,9 @@ class Connection:
         self.gateway = gateway
         self.ws = ws
         self.session: Session | None = None
+        self.ended = ""  # why the last session ended from elsewhere (its token was revoked)
+        peer = ws.remote_address
+        self.address = str(peer[0]) if peer else "unknown"  # what the login throttle counts against
         limits = gateway.limits
         self.bucket = TokenBucket(limits.rate, limits.burst, gateway.clock)
         self.dropped = 0  # frames dropped in a row by the rate limit
@@ -498,6 +505,8 @@ class Gateway:
 
     def _session(self, conn: Connection) -> Session:
         if conn.session is None:
+            if conn.ended:
+                raise SessionEnded(f"your session ended ({conn.ended}); log in again")
             raise NotLoggedIn("log in first: send 'login' or 'register'")
         return conn.session
 
@@ -515,7 +524,7 @@ class Gateway:
         username = _field(frame, "username", str)
         password = _field(frame, "password", str)
         self._not_logged_in(conn)
-        await self._blocking(self.chat.register, username, password)
+        await self._blocking(self.chat.register, username, password, client_address=conn.address)
         await self._login(conn, username, password)
 
     async def on_login(self, conn: Connection, frame: Frame) -> None:
@@ -551,6 +560,10 @@ class Gateway:
         def on_read(r: ReadEvent) -> None:  # read on any of this user's sessions: badges follow
             self._from_thread(conn.deliver, {"type": "read_sync", "ids": list(r.message_ids)})
 
+        def on_end(reason: str) -> None:  # its token was revoked: a logout on another session
+            self._from_thread(self._session_ended, conn, session_box, reason)
+
+        session_box: list[Session] = []
         conn.held = []
         try:
             session = await self._blocking(
@@ -560,6 +573,8 @@ class Gateway:
                 on_message=on_message,
                 on_receipt=on_receipt,
                 on_read=on_read,
+                on_end=on_end,
+                client_address=conn.address,
                 **kw,
             )
         except BaseException:
@@ -568,7 +583,11 @@ class Gateway:
         if conn.closed:  # the socket went away while we waited: the client may still resume
             await self._blocking(session.logout, revoke_token=False)
             return
-        conn.session = session
+        if not session.active:  # revoked while the login was answered
+            conn.held = None
+            raise SessionEnded(f"session ended: {session.ended}")
+        session_box.append(session)
+        conn.session, conn.ended = session, ""
         self.by_user.setdefault(session.user_id, set()).add(conn)
         inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
@@ -584,6 +603,20 @@ class Gateway:
         )
         conn.release()
 
+    def _session_ended(self, conn: Connection, box: list[Session], reason: str) -> None:
+        """The connection's session ended elsewhere: it is told, and stays open for a new login."""
+        if not box or conn.session is not box[0]:
+            return
+        session, conn.session, conn.ended = box[0], None, reason
+        self._forget_peer(conn, session)
+        conn.push({"type": "logged_out", "reason": reason})
+
+    def _forget_peer(self, conn: Connection, session: Session) -> None:
+        peers = self.by_user.get(session.user_id, set())
+        peers.discard(conn)
+        if not peers:
+            self.by_user.pop(session.user_id, None)
+
     async def on_logout(self, conn: Connection, frame: Frame) -> None:
         """Ends the session and revokes its token; the socket stays open for another login."""
         self._session(conn)
@@ -595,10 +628,7 @@ class Gateway:
         session, conn.session = conn.session, None
         if session is None:
             return
-        peers = self.by_user.get(session.user_id, set())
-        peers.discard(conn)
-        if not peers:
-            self.by_user.pop(session.user_id, None)
+        self._forget_peer(conn, session)
         try:
             await self._blocking(session.logout, revoke_token=revoke)
         except ChatError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from chatactors.core.rules import (
     check_password,
     check_username,
 )
-from chatactors.core.throttle import LoginThrottle
+from chatactors.core.throttle import LOCAL, HashSlots, LoginPolicy, LoginThrottle, client_key
 from chatactors.errors import InvalidMessage
 
 JUAN = ("user", 1)
@@ -289,50 +290,138 @@ class TestPresence:
 
 
 # -- LoginThrottle ----------------------------------------------------------------------------------
+ATTACKER, OWNER = "203.0.113.9", "198.51.100.4"
+
+
+def throttle_with(clock: FakeClock, **policy: Any) -> LoginThrottle:
+    return LoginThrottle(clock, LoginPolicy(**policy))
+
+
 class TestLoginThrottle:
-    def test_free_attempts_then_a_growing_lock(self) -> None:
+    def test_free_attempts_then_delays_that_double_up_to_a_cap(self) -> None:
         clock = FakeClock()
-        throttle = LoginThrottle(clock, free_attempts=3, base_lock=1.0, max_lock=5.0)
+        throttle = throttle_with(clock, account_attempts=3, base_delay=1.0, max_delay=5.0)
         for _ in range(2):
-            throttle.failed("juan")
-            assert throttle.retry_after("juan") == 0
-        throttle.failed("juan")  # the third failure locks
-        assert throttle.retry_after("juan") == 1.0
+            throttle.failed("juan", ATTACKER)
+            assert throttle.retry_after("juan", ATTACKER) == 0
+        throttle.failed("juan", ATTACKER)  # the third failure brings the first delay
+        assert throttle.retry_after("juan", ATTACKER) == 1.0
         clock.advance(0.5)
-        assert throttle.retry_after("juan") == 0.5
+        assert throttle.retry_after("juan", ATTACKER) == 0.5
         clock.advance(0.5)
-        assert throttle.retry_after("juan") == 0
-        throttle.failed("juan")
-        assert throttle.retry_after("juan") == 2.0
-        clock.advance(2.0)
-        throttle.failed("juan")
-        assert throttle.retry_after("juan") == 4.0
-        clock.advance(4.0)
-        throttle.failed("juan")
-        assert throttle.retry_after("juan") == 5.0  # capped at max_lock
+        assert throttle.retry_after("juan", ATTACKER) == 0
+        delays = []
+        for _ in range(4):
+            throttle.failed("juan", ATTACKER)
+            delays.append(throttle.retry_after("juan", ATTACKER))
+            clock.advance(delays[-1])
+        assert delays == [2.0, 4.0, 5.0, 5.0]  # doubling, capped at max_delay
 
-    def test_success_clears_the_record(self) -> None:
+    def test_the_owner_on_another_address_is_not_delayed_by_an_attackers_failures(self) -> None:
         clock = FakeClock()
-        throttle = LoginThrottle(clock, free_attempts=2)
-        throttle.failed("juan")
-        throttle.succeeded("juan")
-        throttle.failed("juan")
-        assert throttle.retry_after("juan") == 0  # counting started over
+        throttle = throttle_with(clock, account_attempts=5)
+        for _ in range(10):
+            throttle.failed("user:1", ATTACKER)
+        assert throttle.retry_after("user:1", ATTACKER) > 0
+        assert throttle.retry_after("user:1", OWNER) == 0
 
-    def test_accounts_are_independent(self) -> None:
+    def test_a_success_resets_only_its_own_account_and_address(self) -> None:
         clock = FakeClock()
-        throttle = LoginThrottle(clock, free_attempts=1)
-        throttle.failed("juan")
-        assert throttle.retry_after("juan") > 0
-        assert throttle.retry_after("maria") == 0
+        throttle = throttle_with(clock, account_attempts=5, address_attempts=100)
+        for _ in range(5):
+            throttle.failed("user:1", ATTACKER)
+        waiting = throttle.retry_after("user:1", ATTACKER)
+        throttle.succeeded("user:1", OWNER)  # the owner logs in meanwhile
+        assert throttle.retry_after("user:1", ATTACKER) == waiting  # no fresh guesses for the attacker
+        clock.advance(waiting)
+        throttle.failed("user:1", ATTACKER)
+        assert throttle.retry_after("user:1", ATTACKER) == 2.0  # the count went on
 
-    def test_defaults_allow_five_failures(self) -> None:
+    def test_a_success_from_the_same_address_starts_that_pair_over(self) -> None:
+        clock = FakeClock()
+        throttle = throttle_with(clock, account_attempts=2)
+        throttle.failed("user:1", OWNER)
+        throttle.succeeded("user:1", OWNER)
+        throttle.failed("user:1", OWNER)
+        assert throttle.retry_after("user:1", OWNER) == 0
+
+    def test_an_address_guessing_many_accounts_is_delayed_for_all_of_them(self) -> None:
+        clock = FakeClock()
+        throttle = throttle_with(clock, account_attempts=5, address_attempts=4)
+        for n in range(4):
+            throttle.failed(f"unknown:name{n}", ATTACKER)  # unknown names count against the address
+        assert throttle.retry_after("user:1", ATTACKER) == 1.0  # an account it never tried
+        assert throttle.retry_after("user:1", OWNER) == 0
+        throttle.succeeded("user:1", ATTACKER)  # a success does not clear the address's count
+        assert throttle.retry_after("user:2", ATTACKER) == 1.0
+
+    def test_counters_are_forgotten_after_a_quiet_period(self) -> None:
+        clock = FakeClock()
+        throttle = throttle_with(clock, account_attempts=1, forget_after=60.0)
+        throttle.failed("user:1", ATTACKER)
+        assert len(throttle) == 2  # (account, address) and address
+        clock.advance(60.0)
+        assert throttle.retry_after("user:1", ATTACKER) == 0
+        throttle.failed("user:1", ATTACKER)
+        assert throttle.retry_after("user:1", ATTACKER) == 1.0  # counting started over
+
+    def test_memory_is_bounded(self) -> None:
+        clock = FakeClock()
+        throttle = throttle_with(clock, max_records=10)
+        for n in range(100):
+            throttle.failed("user:1", f"10.0.0.{n}")
+            clock.advance(1.0)
+        assert len(throttle) == 10
+
+    def test_defaults_allow_five_failures_per_account_and_twenty_per_address(self) -> None:
         throttle = LoginThrottle(FakeClock())
         for _ in range(4):
-            throttle.failed("x")
-        assert throttle.retry_after("x") == 0
-        throttle.failed("x")
-        assert throttle.retry_after("x") == 1.0
+            throttle.failed("x", ATTACKER)
+        assert throttle.retry_after("x", ATTACKER) == 0
+        throttle.failed("x", ATTACKER)
+        assert throttle.retry_after("x", ATTACKER) == 1.0
+        for n in range(19):
+            throttle.failed(f"unknown:y{n}", OWNER)  # one failure each: no account is delayed
+        assert throttle.retry_after("user:1", OWNER) == 0
+        throttle.failed("unknown:y19", OWNER)  # the address's twentieth
+        assert throttle.retry_after("user:1", OWNER) == 1.0
+
+
+class TestClientKey:
+    def test_addresses_are_normalised(self) -> None:
+        assert client_key("127.0.0.1") == "127.0.0.1"
+        assert client_key("::ffff:10.1.2.3") == "10.1.2.3"
+        assert client_key("2001:db8::1") == client_key("2001:db8::ffff") == "2001:db8::/64"
+        assert client_key(None) == client_key("") == LOCAL == "local"
+
+
+class TestHashSlots:
+    def test_the_pool_and_each_address_have_a_bounded_share(self) -> None:
+        slots = HashSlots(LoginPolicy(hash_workers=1, hash_queue=2, hash_reserved=0, hashes_per_address=2))
+        assert slots.take(ATTACKER) and slots.take(ATTACKER)
+        assert not slots.free(ATTACKER) and not slots.take(ATTACKER)  # this address's share is full
+        assert slots.take(OWNER)  # others still get in
+        assert not slots.take("192.0.2.1")  # the pool is full: refused at once
+        slots.release(ATTACKER)
+        assert slots.take("192.0.2.1")
+        assert slots.in_use == 3
+
+    def test_reserved_slots_are_for_known_logins_only(self) -> None:
+        slots = HashSlots(LoginPolicy(hash_workers=1, hash_queue=2, hash_reserved=1))
+        assert slots.take("10.0.0.1") and slots.take("10.0.0.2")
+        assert not slots.free("10.0.0.3")  # the storm fills what is not reserved
+        assert slots.take(OWNER, known=True)  # the owner, at a known address, still gets in
+        assert not slots.take("10.0.0.4", known=True)  # and then the pool is full for everyone
+
+    def test_an_account_is_known_where_it_logged_in(self) -> None:
+        throttle = LoginThrottle(FakeClock(), LoginPolicy(max_records=2))
+        throttle.succeeded("user:1", OWNER, "name:juan")
+        assert throttle.known("user:1", OWNER) and throttle.known("name:juan", OWNER)
+        assert not throttle.known("user:1", ATTACKER)
+        throttle.failed("user:1", OWNER)  # failures do not forget it
+        assert throttle.known("name:juan", OWNER)
+        throttle.succeeded("user:2", OWNER, "name:maria")  # memory is bounded: the oldest go
+        assert not throttle.known("user:1", OWNER) and throttle.known("name:maria", OWNER)
 
 
 # -- IdlePolicy -------------------------------------------------------------------------------------

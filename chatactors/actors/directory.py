@@ -14,6 +14,7 @@ from typing import Any
 from thespian.actors import ActorExitRequest
 
 from chatactors.actors.base import ChatActor
+from chatactors.core.model import TokenRevoked
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
     Adopt,
@@ -91,7 +92,11 @@ class DirectoryActor(ChatActor):
         self._apply(self.registry.route(key, msg.body))
 
     def receiveMsg_Detach(self, msg: Detach, sender: Any) -> None:
-        self.registry.detach(("user", msg.user_id), msg.sink)
+        key = ("user", msg.user_id)
+        self.registry.detach(key, msg.sink)
+        if msg.revoked is not None:  # before the reply: the caller's other sessions end first
+            for sink in self.registry.sinks(key):
+                self.send(sink, Push((msg.user_id,), TokenRevoked(msg.revoked)))
         self._presence_changed(msg.user_id)
         self.reply(msg)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,8 +24,8 @@ from chatactors.bridge import local_port
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.model import UserInfo
 from chatactors.core.rules import check_password, check_username
-from chatactors.core.throttle import LoginThrottle
-from chatactors.errors import AuthenticationError, InvalidMessage, TooManyAttempts, UsernameTaken
+from chatactors.core.throttle import HashSlots, LoginThrottle, client_key
+from chatactors.errors import AuthenticationError, Busy, InvalidMessage, TooManyAttempts, UsernameTaken
 from chatactors.messages import (
     Attach,
     Configure,
@@ -49,6 +51,24 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass
+class _Hash:
+    """A hash on the pool, and what to do with its result back in the actor."""
+
+    request: Request
+    address: str
+    then: Callable[[Any], None]
+    future: Future[Any]
+
+
+def _busy() -> Busy:
+    return Busy("too many logins in progress; try again in a moment")
+
+
+POLL = timedelta(milliseconds=5)  # multiprocTCPBase: how often finished hashes are collected
+_POLL = "hashes"
+
+
 class LoginService(ChatActor):
     crash_on_error = True
 
@@ -58,13 +78,15 @@ class LoginService(ChatActor):
         self.roles: Roles | None = None
         self.hasher = PasswordHasher()
         self.throttle = LoginThrottle(MonotonicClock())
+        self.slots = HashSlots()
         self.token_ttl = 0.0
         self._dummy_hash = ""
         self._rehash = False
         self._pool: ThreadPoolExecutor | None = None
         self._port: Any = None
         self._keys = itertools.count(1)
-        self._waiting: dict[int, tuple[Request, Callable[[Any], None]]] = {}
+        self._waiting: dict[int, _Hash] = {}
+        self._polling = False
 
     def configure(self, msg: Configure) -> None:
         self.store = Store(msg.config.database_url)
@@ -74,39 +96,64 @@ class LoginService(ChatActor):
         self._rehash = msg.config.password_profile == "default"  # upgrade old hashes, never downgrade
         # Unknown users are checked against this so both failures cost one argon2 verify.
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        policy = msg.config.login_policy
+        self.throttle = LoginThrottle(MonotonicClock(), policy)
+        self.slots = HashSlots(policy)
+        self._pool = ThreadPoolExecutor(
+            max_workers=policy.hash_workers, thread_name_prefix="chatactors-argon2"
+        )
         if msg.config.local_port:
             self._port = local_port(msg.config.local_port)
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chatactors-argon2")
 
-    # -- hashing off the actors' thread ---------------------------------------------------------
-    def _hash_then(self, request: Request, work: Callable[[], Any], then: Callable[[Any], None]) -> None:
-        """Run ``work`` (argon2: ~0.1 s of CPU on purpose), then ``then(result)`` in this actor.
+    # -- hashing off the actor's thread, on a bounded pool ------------------------------------------
+    def _hash_then(
+        self,
+        request: Request,
+        address: str,
+        work: Callable[[], Any],
+        then: Callable[[Any], None],
+        known: bool = False,
+    ) -> None:
+        """Run ``work`` (argon2: ~0.1 s of CPU on purpose) on the pool, then ``then(result)`` here.
 
-        On simpleSystemBase every actor shares one thread, so the hash runs on a worker thread and
-        its result comes back as a message (``Hashed``); a login then stalls nobody else. Elsewhere
-        this actor is its own process and simply waits.
+        The pool takes ``hash_workers + hash_queue`` hashes at most (``hashes_per_address`` per
+        address; ``hash_reserved`` of them only for ``known`` logins); past that a login is refused
+        at once with ``Busy``, so a storm of logins never builds a queue that real users wait behind,
+        and this actor (and, on simpleSystemBase, every actor) keeps answering meanwhile. Results come back as ``Hashed`` through the local port on
+        simpleSystemBase; on multiprocTCPBase a timer collects them (actors are not thread-safe).
         """
-        if self._pool is None or self._port is None:
-            then(work())
-            return
+        assert self._pool is not None
+        if not self.slots.take(address, known):
+            raise _busy()
         key = next(self._keys)
-        self._waiting[key] = (request, then)
-        port, me = self._port, self.myAddress
-
-        def done(future: Future[Any]) -> None:
-            error = future.exception()
-            port.put((me, Hashed(key, None if error else future.result(), error)))
-
-        self._pool.submit(work).add_done_callback(done)
+        future = self._pool.submit(work)
+        self._waiting[key] = _Hash(request, address, then, future)
+        if self._port is not None:
+            port, me = self._port, self.myAddress
+            future.add_done_callback(lambda _: port.put((me, Hashed(key))))
+        elif not self._polling:
+            self._polling = True
+            self.wakeupAfter(POLL, payload=_POLL)
 
     def receiveMsg_Hashed(self, msg: Hashed, sender: Any) -> None:
-        request, then = self._waiting.pop(msg.key)
+        self._finish(msg.key)
+
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> None:
+        if msg.payload != _POLL:
+            return
+        for key in [k for k, h in self._waiting.items() if h.future.done()]:
+            self._finish(key)
+        self._polling = bool(self._waiting)
+        if self._polling:
+            self.wakeupAfter(POLL, payload=_POLL)
+
+    def _finish(self, key: int) -> None:
+        job = self._waiting.pop(key)
+        self.slots.release(job.address)
         try:
-            if msg.error is not None:
-                raise msg.error
-            then(msg.value)
+            job.then(job.future.result())
         except Exception as exc:
-            self.fail(request, exc)
+            self.fail(job.request, exc)
 
     def on_exit(self) -> None:
         if self._pool is not None:
@@ -117,11 +164,15 @@ class LoginService(ChatActor):
         assert self.store is not None
         username = check_username(msg.username)
         password = check_password(msg.password)
+        address = client_key(msg.client_address)
+        if not self.slots.free(address):  # a storm is refused before it costs a database read
+            raise _busy()
         store = self.store
         if store.user(username) is not None:  # fail fast, before paying for a hash
             raise UsernameTaken(f"username {username!r} is taken")
         self._hash_then(
             msg,
+            address,
             lambda: self.hasher.hash(password),
             lambda hashed: self.reply(msg, store.create_user(username, hashed).id),
         )
@@ -137,13 +188,18 @@ class LoginService(ChatActor):
         ref: str | int | None = msg.user_id if msg.user_id is not None else msg.username
         if ref is None or msg.password is None:
             raise InvalidMessage("login needs a username or user id, and a password")
+        address = client_key(msg.client_address)
+        # An account logging in where it logged in before may use the slots kept free in a storm.
+        known = self.throttle.known(f"user:{ref}" if isinstance(ref, int) else f"name:{ref.lower()}", address)
+        if not self.slots.free(address, known):  # a storm is refused before it costs a database read
+            raise _busy()
         found = self.store.credentials(ref)
         # The account, however it was named (username or id); an unknown name is throttled too.
         account = f"user:{found[0].id}" if found is not None else f"unknown:{str(ref).lower()}"
         password = msg.password
-        wait = self.throttle.retry_after(account)
+        wait = self.throttle.retry_after(account, address)
         if wait > 0:
-            raise TooManyAttempts(f"too many failed logins; try again in {wait:.0f} s")
+            raise TooManyAttempts(f"too many failed logins; try again in {math.ceil(wait)} s", wait)
         stored_hash = found[1] if found is not None else self._dummy_hash
 
         def verify() -> tuple[bool, str | None]:
@@ -157,10 +213,10 @@ class LoginService(ChatActor):
         def checked(outcome: tuple[bool, str | None]) -> None:
             ok, new_hash = outcome
             if not ok or found is None:
-                self.throttle.failed(account)
+                self.throttle.failed(account, address)
                 raise AuthenticationError("wrong username or password")
-            self.throttle.succeeded(account)
             user = found[0]
+            self.throttle.succeeded(account, address, f"name:{user.username.lower()}")
             assert self.store is not None
             if new_hash is not None:
                 self.store.set_password_hash(user.id, new_hash)
@@ -168,7 +224,7 @@ class LoginService(ChatActor):
             self.store.add_token(user.id, token_hash(token), utcnow() + timedelta(seconds=self.token_ttl))
             self._attach(msg, user, token)
 
-        self._hash_then(msg, verify, checked)
+        self._hash_then(msg, address, verify, checked, known)
 
     def _attach(self, msg: LoginUser, user: UserInfo, token: str) -> None:
         """Logged in: the directory marks the session online and the user's actor answers."""
@@ -180,5 +236,9 @@ class LoginService(ChatActor):
         assert self.store is not None and self.roles is not None
         if msg.token is not None:
             self.store.revoke_token(token_hash(msg.token))
-        detach = Detach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=msg.user_id, sink=msg.sink)
+        # Every session holding a revoked token ends, wherever it is: the directory tells the user's sinks.
+        revoked = token_hash(msg.token) if msg.token is not None else None
+        detach = Detach(
+            req_id=msg.req_id, reply_to=msg.reply_to, user_id=msg.user_id, sink=msg.sink, revoked=revoked
+        )
         self.send(self.roles.directory, detach)

@@ -95,3 +95,11 @@ class ReadEvent:
 
     def __str__(self) -> str:
         return f"[read: {', '.join(str(i) for i in self.message_ids)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevoked:
+    """A session token was revoked (a logout): every session that holds it ends. It names the token's
+    hash, so the token itself never travels in a push."""
+
+    token_hash: str
