@@ -12,6 +12,7 @@ from chatactors.errors import (
     AuthenticationError,
     ChatError,
     ChatTimeout,
+    InternalError,
     InvalidMessage,
     MessageNotFound,
     NotAMember,
@@ -47,4 +48,5 @@ __all__ = [
     "MessageNotFound",
     "StorageUnavailable",
     "ChatTimeout",
+    "InternalError",
 ]

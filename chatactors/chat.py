@@ -24,7 +24,15 @@ from chatactors.actors.persistence import PersistenceActor
 from chatactors.actors.supervisor import SupervisorActor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, UserInfo
-from chatactors.core.rules import check_body, check_limit
+from chatactors.core.rules import (
+    check_body,
+    check_client_id,
+    check_id,
+    check_key,
+    check_limit,
+    check_text,
+    check_user_ref,
+)
 from chatactors.errors import ChatError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
@@ -224,13 +232,13 @@ class Chat:
         ``on_message`` / ``on_receipt`` / ``on_read`` are in place before the first push can arrive.
         """
         if token is not None:
-            request = LoginUser(sink=self._bridge.address, token=token)
+            request = LoginUser(sink=self._bridge.address, token=check_key(token, "token"))
         elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
             raise InvalidMessage("login(username or user id, password) or login(token=...)")
-        elif isinstance(user, int):
-            request = LoginUser(sink=self._bridge.address, user_id=user, password=password)
         else:
-            request = LoginUser(sink=self._bridge.address, username=user, password=password)
+            ref, password = check_user_ref(user), check_text(password, "password")
+            by = {"user_id": ref} if isinstance(ref, int) else {"username": ref}
+            request = LoginUser(sink=self._bridge.address, password=password, **by)
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
@@ -263,8 +271,7 @@ class Chat:
     # -- observation -----------------------------------------------------------------------------
     def lookup(self, user: str | int) -> UserInfo:
         """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
-        if isinstance(user, bool) or not isinstance(user, (str, int)):
-            raise InvalidMessage("a user is a username or a user id")
+        check_user_ref(user, "user")
         key = user.lower() if isinstance(user, str) else user  # names are case-insensitive
         found = self._users.get(key)
         if found is None:
@@ -282,7 +289,8 @@ class Chat:
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
-        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=tuple(user_ids))))
+        ids = tuple(check_id(i, "a user id") for i in user_ids)
+        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=ids)))
 
     def stop_actor(self, user_id: int) -> bool:
         """Stop the user's live actor, as ``GenServer.stop`` would (roadmap V0.7).
@@ -379,11 +387,18 @@ class Session:
         ``before`` (a message id) pages further back.
         """
         check_limit(limit)
+        if before is not None:
+            check_id(before, "before")
+        if with_user is not None:
+            check_user_ref(with_user, "with_user")
+        if room is not None:
+            check_key(room, "room name")
         request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
         return list(self._chat._call(self._chat.roles.persistence, request))
 
     def status(self, message_id: int) -> str:
         """'enviado', 'entregado' or 'leido'."""
+        check_id(message_id, "message id")
         request = GetStatus(user_id=self.user_id, message_id=message_id)
         return str(self._chat._call(self._chat.roles.persistence, request))
 
@@ -396,6 +411,7 @@ class Session:
         """
         self._check_active()
         check_body(body)
+        check_client_id(client_id)
         if isinstance(to, str) and to.startswith("#"):
             return self.send_room(to[1:], body, client_id=client_id)
         recipient = self._chat.lookup(to.user_id if isinstance(to, Session) else to)
@@ -428,7 +444,11 @@ class Session:
         self._check_active()
         if with_user is not None and room is not None:
             raise InvalidMessage("read one conversation or one room, not both")
-        wanted = tuple(ids) if ids is not None else None
+        wanted = tuple(check_id(i, "a message id") for i in ids) if ids is not None else None
+        if up_to is not None:
+            check_id(up_to, "up_to")
+        if room is not None:
+            check_key(room, "room name")
         if wanted is not None and (with_user is not None or room is not None or up_to is not None):
             raise InvalidMessage("read exact ids, or a conversation or room, not both")
         other = self._chat.lookup(with_user).id if with_user is not None else None
@@ -440,6 +460,7 @@ class Session:
     # -- rooms ----------------------------------------------------------------------------------
     def _room(self, action: str, name: str) -> str:
         self._check_active()
+        check_key(name, "room name")
         request = RoomCommand(user_id=self.user_id, room=name, action=action)
         return str(self._chat._to_user(self.user_id, request))
 
@@ -459,6 +480,8 @@ class Session:
         """Post to a room: stored once, pushed at once to every online member (V0.4)."""
         self._check_active()
         check_body(body)
+        check_key(name, "room name")
+        check_client_id(client_id)
         request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
         return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
 
@@ -468,6 +491,7 @@ class Session:
 
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message (for a room message, every member whose cursor passed it)."""
+        check_id(message_id, "message id")
         request = ReadBy(user_id=self.user_id, message_id=message_id)
         return list(self._chat._call(self._chat.roles.persistence, request))
 

@@ -13,7 +13,8 @@
     ├── NotAMember               acting in a room one has not joined
     ├── InvalidMessage           bad body, bad username, bad request
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
-    └── ChatTimeout              an actor did not answer in time
+    ├── ChatTimeout              an actor did not answer in time
+    └── InternalError            a bug: an unexpected exception, translated at the actor's edge
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
 the caller's thread, so a REPL user sees the same exception on every system base.
@@ -80,6 +81,15 @@ class ChatTimeout(ChatError):
     code = "timeout"
 
 
+class InternalError(ChatError):
+    """An unexpected exception inside an actor; ``detail`` names it for the REPL and the log.
+
+    The gateway never forwards that detail to a client (it may quote input or internals).
+    """
+
+    code = "internal_error"
+
+
 __all__ = [
     "ChatError",
     "AuthenticationError",
@@ -93,4 +103,5 @@ __all__ = [
     "InvalidMessage",
     "StorageUnavailable",
     "ChatTimeout",
+    "InternalError",
 ]

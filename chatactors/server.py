@@ -40,7 +40,15 @@ from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage
+from chatactors.core.rules import (
+    check_client_id,
+    check_id,
+    check_key,
+    check_limit,
+    check_text,
+    check_user_ref,
+)
+from chatactors.errors import AuthenticationError, ChatError, InternalError, InvalidMessage
 
 log = logging.getLogger("chatactors.server")
 
@@ -125,15 +133,34 @@ def receipt_frames(r: Receipt) -> list[Frame]:
     ]
 
 
+INTERNAL_DETAIL = "internal error; the server logged it"
+
+
 def error_frame(error: ChatError, request: Frame | None = None) -> Frame:
-    """An ``error`` frame; it names the request it answers so a client can match it."""
-    frame: Frame = {"type": "error", "code": error.code, "detail": error.detail or str(error)}
+    """An ``error`` frame; it names the request it answers so a client can match it.
+
+    Only fields that were valid are repeated (a lone surrogate could not even be sent back), and an
+    :class:`InternalError`'s detail stays in the server's log.
+    """
+    detail = INTERNAL_DETAIL if isinstance(error, InternalError) else error.detail or str(error)
+    frame: Frame = {"type": "error", "code": error.code, "detail": detail}
     if request is not None:
-        frame["request"] = request.get("type")
+        frame["request"] = _echo(request.get("type"))
         for key in ("client_id", "room", "to", "with"):
-            if isinstance(request.get(key), str | int) and not isinstance(request.get(key), bool):
-                frame[key] = request[key]
+            value = _echo(request.get(key))
+            if value is not None:
+                frame[key] = value
     return frame
+
+
+def _echo(value: Any) -> str | int | None:
+    """``value`` if it is safe to repeat to the client: a short valid text or an id."""
+    try:
+        if isinstance(value, str) and len(value) <= 128:
+            return check_key(value, "")
+        return check_id(value) if isinstance(value, int) else None
+    except InvalidMessage:
+        return None
 
 
 def _iso(value: datetime) -> str:
@@ -161,16 +188,20 @@ def parse_frame(raw: str | bytes) -> Frame:
         raise InvalidMessage("send JSON text frames, not binary")
     try:
         frame = json.loads(raw)
-    except ValueError:
+    except ValueError:  # integers of over 4,300 digits too
         raise InvalidMessage("not JSON") from None
+    except RecursionError:
+        raise InvalidMessage("JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("a frame is a JSON object")
     if not isinstance(frame.get("type"), str):
         raise InvalidMessage("a frame needs a string 'type'")
+    check_key(frame["type"], "'type'")
     return frame
 
 
 def _field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    """A field of the right JSON type; text must be valid Unicode and every integer is an id."""
     value = frame.get(name)
     if value is None:
         if required:
@@ -178,28 +209,43 @@ def _field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: 
         return None
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InvalidMessage(f"'{name}' has the wrong type")
+    if isinstance(value, str):
+        return check_text(value, f"'{name}'")
+    if isinstance(value, int):
+        return check_id(value, f"'{name}'")
     return value
 
 
+def _key(frame: Frame, name: str, *, required: bool = True) -> str | None:
+    """A name, token or client_id: text the database looks up (no NUL either)."""
+    value = _field(frame, name, str, required=required)
+    return None if value is None else check_key(value, f"'{name}'")
+
+
 def _user_ref(frame: Frame, name: str, *, required: bool = True) -> str | int | None:
-    return _field(frame, name, (str, int), required=required)  # type: ignore[no-any-return]
+    value = _field(frame, name, (str, int), required=required)
+    return None if value is None else check_user_ref(value, f"'{name}'")
 
 
 def _client_id(frame: Frame) -> str | None:
-    client_id = _field(frame, "client_id", str, required=False)
-    if client_id is not None and not 1 <= len(client_id) <= 128:
-        raise InvalidMessage("'client_id' must be 1 to 128 characters")
-    return client_id  # type: ignore[no-any-return]
+    _field(frame, "client_id", str, required=False)
+    return check_client_id(frame.get("client_id"))
+
+
+def _limit(frame: Frame) -> int:
+    """``limit``: 10 when absent; 0, negative or over the maximum is invalid, never a default."""
+    limit = frame.get("limit")
+    return 10 if limit is None else check_limit(limit)
 
 
 MAX_READ_IDS = 1000
 
 
-def _ids(frame: Frame) -> list[int]:
-    ids = _field(frame, "ids", list)
-    if len(ids) > MAX_READ_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidMessage(f"'ids' must be a list of at most {MAX_READ_IDS} message ids")
-    return list(ids)
+def _id_list(frame: Frame, name: str, what: str) -> list[int]:
+    ids = _field(frame, name, list)
+    if len(ids) > MAX_READ_IDS:
+        raise InvalidMessage(f"'{name}' must be a list of at most {MAX_READ_IDS} {what}s")
+    return [check_id(i, f"each of '{name}'") for i in ids]
 
 
 # -- static files ---------------------------------------------------------------------------------
@@ -490,13 +536,16 @@ class Gateway:
             frame = parse_frame(raw)
             handler = self._handlers.get(frame["type"])
             if handler is None:
-                raise InvalidMessage(f"unknown type {frame['type']!r}")
+                raise InvalidMessage(f"unknown type {frame['type'][:64]!r}")
             await handler(conn, frame)
+        except InternalError as exc:  # a bug behind the gateway: logged here once, hidden from the client
+            log.error("%r: %r failed: %s", conn, frame and frame.get("type"), exc.detail)
+            conn.push(error_frame(exc, frame))
         except ChatError as exc:
             conn.push(error_frame(exc, frame))
         except Exception:  # a bug here must not end the connection, let alone the server
-            log.exception("frame %r failed", frame and frame.get("type"))
-            conn.push(error_frame(ChatError("internal error"), frame))
+            log.exception("%r: %r failed", conn, frame and frame.get("type"))
+            conn.push(error_frame(InternalError(), frame))
 
     def _session(self, conn: Connection) -> Session:
         if conn.session is None:
@@ -514,7 +563,7 @@ class Gateway:
     # -- identity -----------------------------------------------------------------------------------
     async def on_register(self, conn: Connection, frame: Frame) -> None:
         """Create the account, then log in: a page or terminal goes straight to chatting."""
-        username = _field(frame, "username", str)
+        username = _key(frame, "username")
         password = _field(frame, "password", str)
         self._not_logged_in(conn)
         await self._blocking(self.chat.register, username, password)
@@ -522,7 +571,7 @@ class Gateway:
 
     async def on_login(self, conn: Connection, frame: Frame) -> None:
         self._not_logged_in(conn)
-        token = _field(frame, "token", str, required=False)
+        token = _key(frame, "token", required=False)
         if token is not None:
             await self._login(conn, token=token)
             return
@@ -620,7 +669,7 @@ class Gateway:
 
     async def on_send_room(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         body = _field(frame, "body", str)
         client_id = _client_id(frame)
         m = await self._blocking(session.send_room, room, body, client_id=client_id)
@@ -652,10 +701,10 @@ class Gateway:
         session = self._session(conn)
         up_to = _field(frame, "up_to", int, required=False)
         with_user = _user_ref(frame, "with", required=False)
-        room = _field(frame, "room", str, required=False)
+        room = _key(frame, "room", required=False)
         reply: Frame = {"type": "marked_read"}
         if frame.get("ids") is not None:
-            ids = _ids(frame)
+            ids = _id_list(frame, "ids", "message id")
             if up_to is not None or with_user is not None or room is not None:
                 raise InvalidMessage("'read' takes 'ids' alone, or 'up_to' with 'with' or 'room'")
             read = await self._blocking(session.read_messages, ids=ids)
@@ -672,9 +721,9 @@ class Gateway:
     async def on_history(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
         with_user = _user_ref(frame, "with", required=False)
-        room = _field(frame, "room", str, required=False)
+        room = _key(frame, "room", required=False)
         before = _field(frame, "before", int, required=False)
-        limit = _field(frame, "limit", int, required=False) or 10
+        limit = _limit(frame)
         messages = await self._blocking(
             session.history, limit=limit, before=before, with_user=with_user, room=room
         )
@@ -686,28 +735,26 @@ class Gateway:
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
         """Which of these users have a live session anywhere in this chat."""
         self._session(conn)
-        ids = _field(frame, "user_ids", list)
-        if len(ids) > 1000 or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise InvalidMessage("'user_ids' must be a list of at most 1000 user ids")
+        ids = _id_list(frame, "user_ids", "user id")
         online = await self._blocking(self.chat.online, ids)
         conn.push({"type": "presence", "online": sorted(online), "offline": sorted(set(ids) - online)})
 
     # -- rooms --------------------------------------------------------------------------------------
     async def on_create_room(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.create_room, room)
         conn.push({"type": "joined", "room": room, "created": True})
 
     async def on_join(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.join, room)
         conn.push({"type": "joined", "room": room, "created": False})
 
     async def on_leave(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.leave, room)
         conn.push({"type": "left", "room": room})
 
