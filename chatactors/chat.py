@@ -169,7 +169,9 @@ class Chat:
             self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
         else:
             self.admin_port = None
-            self._asys = ActorSystem(self.system, transientUnique=True)
+            # logDefs=False: Thespian would otherwise replace the root logger's handlers with its own,
+            # undoing the application's logging set-up (the server's --log-level, a REPL's basicConfig).
+            self._asys = ActorSystem(self.system, logDefs=False, transientUnique=True)
         try:
             self.roles = self._start_actors()
             self._bridge: Bridge = (

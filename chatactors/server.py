@@ -13,6 +13,11 @@ The same port serves the chat page (``chatactors/static``) to plain HTTP GETs.
 Bad input never ends the server or another session: every frame is checked, every failure becomes an
 ``error`` frame with the ``code`` of a :mod:`chatactors.errors` class, and only a frame over the size
 limit (1009), a flood (1008) or a reader too slow to keep up (1008) closes that one connection.
+
+What happens is logged on ``chatactors.server``, one line per event, each starting with the
+connection's number and peer address (``#3 127.0.0.1:40312``): connections opened and closed, logins,
+registrations and logouts, refused logins, rate limiting, floods and slow readers cut off, bad frames,
+a database that cannot be reached. Passwords, tokens and message bodies are never logged.
 """
 
 from __future__ import annotations
@@ -48,7 +53,15 @@ from chatactors.core.rules import (
     check_text,
     check_user_ref,
 )
-from chatactors.errors import AuthenticationError, ChatError, InternalError, InvalidMessage
+from chatactors.errors import (
+    AuthenticationError,
+    ChatError,
+    ChatTimeout,
+    InternalError,
+    InvalidMessage,
+    StorageUnavailable,
+    TooManyAttempts,
+)
 
 log = logging.getLogger("chatactors.server")
 
@@ -248,6 +261,44 @@ def _id_list(frame: Frame, name: str, what: str) -> list[int]:
     return [check_id(i, f"each of '{name}'") for i in ids]
 
 
+# -- log lines ------------------------------------------------------------------------------------
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+        return f"{host}:{address[1]}"
+    return str(address)
+
+
+def _kind(frame: Frame | None) -> str:
+    """A frame's type for a log line: quoted and cut short, so a client cannot forge lines."""
+    return repr(str(frame.get("type"))[:40]) if frame is not None else "frame"
+
+
+def _close_info(ws: ServerConnection) -> str:
+    """The close code and reason of whichever side closed first (1006: the TCP connection just ended)."""
+    proto = ws.protocol
+    first = proto.close_rcvd if proto.close_rcvd_then_sent else proto.close_sent or proto.close_rcvd
+    if first is None:
+        return "1006"
+    return f"{first.code} {first.reason!r}" if first.reason else str(first.code)
+
+
+def _log_refusal(conn: Connection, frame: Frame | None, exc: ChatError) -> None:
+    """One line per refused frame; logins say who tried (by name or id), never with what."""
+    if frame is not None and frame.get("type") in ("login", "register"):
+        who = frame.get("username", frame.get("user_id"))
+        name = "by token" if frame.get("token") is not None else f"as {str(who)[:40]!r}"
+        level = logging.WARNING if isinstance(exc, TooManyAttempts) else logging.INFO
+        log.log(level, "%s %s %s refused: %s", conn.who, frame["type"], name, exc.code)
+    elif isinstance(exc, InvalidMessage | NotLoggedIn):
+        log.info("%s bad frame %s: %s", conn.who, _kind(frame), exc.detail[:120])
+    elif isinstance(exc, StorageUnavailable | ChatTimeout):
+        log.warning("%s %s failed: %s", conn.who, _kind(frame), exc.code)
+    else:
+        log.debug("%s %s refused: %s", conn.who, _kind(frame), exc.code)
+
+
 # -- static files ---------------------------------------------------------------------------------
 class StaticFiles:
     """The chat page, read once at start-up (a handful of small files, no build step)."""
@@ -298,9 +349,11 @@ class Connection:
     # again, and a message to oneself reaches the other connection both as a push and as a mirror.
     SEEN = 512
 
-    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+    def __init__(self, gateway: Gateway, ws: ServerConnection, number: int = 0) -> None:
         self.gateway = gateway
         self.ws = ws
+        self.number = number
+        self.peer = _peer(ws)
         self.session: Session | None = None
         limits = gateway.limits
         self.bucket = TokenBucket(limits.rate, limits.burst, gateway.clock)
@@ -313,16 +366,21 @@ class Connection:
         self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         self.writer = asyncio.create_task(self._write())
 
+    @property
+    def who(self) -> str:
+        """How log lines name it: ``#3 127.0.0.1:40312``, then the user once logged in."""
+        user = f" {self.session.username}" if self.session else ""
+        return f"#{self.number} {self.peer}{user}"
+
     def __repr__(self) -> str:
-        who = self.session.username if self.session else "anonymous"
-        return f"<Connection {who} {self.ws.remote_address}>"
+        return f"<Connection {self.who}>"
 
     # outgoing (loop thread only)
     def push(self, frame: Frame) -> None:
         if self.closed:
             return
         if self.out.qsize() >= self.gateway.limits.max_pending:
-            log.warning("%r reads too slowly; closing it", self)
+            log.warning("%s reads too slowly: closed (%d frames unread)", self.who, self.out.qsize())
             self.abort(CLOSE_POLICY, "client too slow: too many unread frames")
             return
         self.out.put_nowait(frame)
@@ -398,10 +456,13 @@ class Connection:
             return True
         self.dropped += 1
         if self.dropped == 1:
+            log.warning("%s rate limited: frames dropped", self.who)
             limits = self.gateway.limits
             detail = f"more than {limits.rate:g} frames per second; frames are dropped"
             self.push(error_frame(RateLimited(detail)))
         if self.dropped >= self.gateway.limits.flood:
+            if not self.closed:
+                log.warning("%s flooding: closed (%d frames dropped in a row)", self.who, self.dropped)
             self.close(CLOSE_POLICY, "rate limit exceeded")
         return False
 
@@ -441,6 +502,7 @@ class Gateway:
         self.closing = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
         self._server: Server | None = None
+        self._numbers = 0  # connections so far: their number in log lines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, Handler] = {
             "register": self.on_register,
@@ -487,6 +549,7 @@ class Gateway:
         self.closing = True
         self._server.server.close()  # no new TCP connections
         connections = list(self.connections)
+        log.info("stopping: closing %d connections (%s)", len(connections), reason)
         for conn in connections:
             conn.close(CLOSE_GOING_AWAY, reason)
         if connections:
@@ -513,8 +576,10 @@ class Gateway:
 
     # -- one socket -----------------------------------------------------------------------------------
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws)
+        self._numbers += 1
+        conn = Connection(self, ws, self._numbers)
         self.connections.add(conn)
+        log.info("%s connected", conn.who)
         try:
             async for raw in ws:
                 if conn.closed:
@@ -527,6 +592,7 @@ class Gateway:
             self.connections.discard(conn)
             conn.close(CLOSE_GOING_AWAY, "")
             await asyncio.wait([conn.writer])  # never raises, even for an aborted (cancelled) writer
+            log.info("%s disconnected (%s)", conn.who, _close_info(ws))
             if conn.session is not None and not self.closing:
                 await self._end_session(conn, revoke=False)
 
@@ -539,12 +605,13 @@ class Gateway:
                 raise InvalidMessage(f"unknown type {frame['type'][:64]!r}")
             await handler(conn, frame)
         except InternalError as exc:  # a bug behind the gateway: logged here once, hidden from the client
-            log.error("%r: %r failed: %s", conn, frame and frame.get("type"), exc.detail)
+            log.error("%s %s failed: %s", conn.who, _kind(frame), exc.detail)
             conn.push(error_frame(exc, frame))
         except ChatError as exc:
+            _log_refusal(conn, frame, exc)
             conn.push(error_frame(exc, frame))
         except Exception:  # a bug here must not end the connection, let alone the server
-            log.exception("%r: %r failed", conn, frame and frame.get("type"))
+            log.exception("%s %s failed", conn.who, _kind(frame))
             conn.push(error_frame(InternalError(), frame))
 
     def _session(self, conn: Connection) -> Session:
@@ -566,7 +633,8 @@ class Gateway:
         username = _key(frame, "username")
         password = _field(frame, "password", str)
         self._not_logged_in(conn)
-        await self._blocking(self.chat.register, username, password)
+        user_id = await self._blocking(self.chat.register, username, password)
+        log.info("%s registered %r (id %d)", conn.who, username, user_id)
         await self._login(conn, username, password)
 
     async def on_login(self, conn: Connection, frame: Frame) -> None:
@@ -620,6 +688,12 @@ class Gateway:
             await self._blocking(session.logout, revoke_token=False)
             return
         conn.session = session
+        log.info(
+            "%s logged in (id %d) by %s",
+            conn.who,
+            session.user_id,
+            "token" if kw.get("token") else "password",
+        )
         self.by_user.setdefault(session.user_id, set()).add(conn)
         inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
@@ -638,6 +712,7 @@ class Gateway:
     async def on_logout(self, conn: Connection, frame: Frame) -> None:
         """Ends the session and revokes its token; the socket stays open for another login."""
         self._session(conn)
+        log.info("%s logged out", conn.who)
         await self._end_session(conn, revoke=True)
         conn.push({"type": "logged_out"})
 

@@ -600,6 +600,12 @@ def bystanders(lite: ServerThread, clients: Callable[[str], Client]) -> Callable
     return still_fine
 
 
+def logged(caplog: pytest.LogCaptureFixture, pattern: str) -> list[str]:
+    """The gateway's log lines that match ``pattern``."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatactors.server"]
+    return [line for line in lines if re.search(pattern, line)]
+
+
 def test_not_json(
     lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
 ) -> None:
@@ -888,17 +894,28 @@ def test_expired_token(
 
 
 def test_frame_over_the_size_limit_closes_only_that_socket(
-    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+    lite: ServerThread,
+    clients: Callable[[str], Client],
+    bystanders: Callable[[], None],
+    caplog: pytest.LogCaptureFixture,
+    wait_until: Any,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     big = clients(lite.url)
     big.send("send", to="ana", body="x" * (lite.gateway.limits.max_frame + 1), client_id="big")
     assert big.closed_with()[0] == 1009  # message too big
     bystanders()
+    line = r"#\d+ 127\.0\.0\.1:\d+ disconnected \(1009 'frame with \d+ bytes exceeds limit of 65536 bytes'\)"
+    wait_until(lambda: logged(caplog, line), what="the cut-off to be logged")
 
 
 def test_rate_limit(
-    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     now = [1000.0]
     server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=50), clock=lambda: now[0])
     fast, calm = clients(server.url), clients(server.url)
@@ -909,14 +926,19 @@ def test_rate_limit(
     error = fast.error("rate_limited")
     assert "5 frames per second" in error["detail"]
     calm.alive()  # another connection has its own allowance
+    assert len(logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ rate limited: frames dropped")) == 1  # once per run
     now[0] += 1.0  # a second later the allowance is back
     fast.alive()
     assert not [f for f in fast.frames if f["type"] in ("pong", "error")]  # the extra frames were dropped
 
 
 def test_a_flood_closes_the_socket(
-    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=10), clock=lambda: 0.0)
     flood, calm = clients(server.url), clients(server.url)
     try:
@@ -926,6 +948,7 @@ def test_a_flood_closes_the_socket(
         pass
     assert flood.closed_with() == (1008, "rate limit exceeded")
     calm.alive()
+    assert len(logged(caplog, r"flooding: closed \(10 frames dropped in a row\)")) == 1
 
 
 def test_a_client_that_does_not_read_is_closed(
@@ -933,7 +956,9 @@ def test_a_client_that_does_not_read_is_closed(
     sqlite_url: str,
     clients: Callable[[str], Client],
     wait_until: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     server = make_server(sqlite_url, limits=Limits(max_pending=3, rate=1000, burst=1000))
     tiny = socket.create_connection(("127.0.0.1", server.gateway.port))
     tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning to 32 MB
@@ -957,8 +982,59 @@ def test_a_client_that_does_not_read_is_closed(
         wait_until(given_up, timeout=20, what="the gateway to give up on the sleepy reader")
         writer.alive()  # meanwhile everyone else is served
         assert sleepy.closed_with(timeout=20) == (1008, "client too slow: too many unread frames")
+
+        assert logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ sleepy reads too slowly: closed \(\d+ frames unread\)")
     finally:
         sleepy.close()
+
+
+def test_the_log_says_what_happened_and_keeps_secrets(
+    lite: ServerThread, clients: Callable[[str], Client], caplog: pytest.LogCaptureFixture, wait_until: Any
+) -> None:
+    """One line per event for an operator; never a password, a token or a message body."""
+    caplog.set_level(logging.INFO, logger="chatactors")
+    juan, maria = clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    maria.register("maria")
+    juan.send("send", to="maria", body="cuerpo-privado", client_id="c1")
+    juan.expect("sent", client_id="c1")
+    juan.send("logout")
+    juan.expect("logged_out")
+    maria.close()
+    again = clients(lite.url)
+    again.resume(maria.token)
+    attacker = clients(lite.url)
+    for attempt in range(30):  # until the throttle answers (its policy may change; its answer not)
+        attacker.send("login", username="maria", password=f"adivina-{attempt}")
+        if attacker.expect("error")["code"] == "too_many_attempts":
+            break
+    else:
+        raise AssertionError("30 wrong passwords were never throttled")
+    attacker.send("send", to="maria", body="sin sesión")
+    attacker.error("not_logged_in")
+    attacker.send("launch_missiles")
+    attacker.error("invalid")
+
+    peer = r"#\d+ 127\.0\.0\.1:\d+"
+    expected = [
+        rf"{peer} connected",
+        rf"{peer} registered 'juan' \(id \d+\)",
+        rf"{peer} juan logged in \(id \d+\) by password",
+        rf"{peer} juan logged out",
+        rf"{peer} maria disconnected \(1000\)",
+        rf"{peer} maria logged in \(id \d+\) by token",
+        rf"{peer} login as 'maria' refused: auth_failed",
+        rf"{peer} login as 'maria' refused: too_many_attempts",
+        rf"{peer} bad frame 'send': log in first",
+        rf"{peer} bad frame 'launch_missiles': unknown type 'launch_missiles'",
+    ]
+    for line in expected:
+        wait_until(lambda line=line: logged(caplog, line), timeout=5, what=f"a log line {line!r}")
+    throttled = logged(caplog, "refused: too_many_attempts")
+    assert [r.levelname for r in caplog.records if r.getMessage() in throttled] == ["WARNING"]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (PASSWORD, "adivina-", "cuerpo-privado", "sin sesión", juan.token, maria.token):
+        assert secret not in text
 
 
 def test_token_bucket() -> None:
@@ -1077,6 +1153,13 @@ def test_serve_chats_then_stops_gracefully(
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "chatactors server stopped" in out
+        for line in (  # the default --log-level INFO, on stderr
+            r"INFO chatactors\.server: #\d+ 127\.0\.0\.1:\d+ maria logged in \(id 2\) by password",
+            r"INFO chatactors\.server: stopping: closing 2 connections \(server shutting down\)",
+            r"INFO chatactors\.server: #\d+ 127\.0\.0\.1:\d+ juan disconnected \(1001 'server shutting down'\)",
+        ):
+            assert re.search(line, out), (line, out)
+        assert PASSWORD not in out and "antes de cerrar" not in out and juan.token not in out
         wait_until(lambda: not marker.holders(), timeout=10, what="the server's processes to exit")
     finally:
         if proc.poll() is None:
