@@ -405,3 +405,50 @@ def test_postgres_down_refuses_logins_and_registrations(
         proxy.restore()
     assert chat.login(token=juan.token).user_id == juan.user_id
     assert chat.crear("maria", PASSWORD).username == "maria"
+
+
+def test_the_server_rides_out_a_postgres_outage_by_itself(
+    pg_proxy: tuple[TcpProxy, str], pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL goes away under the WebSocket server (as with ``pg_ctl stop -m immediate``: every
+    connection dropped, new ones refused) and comes back: the same server process answers
+    ``storage_unavailable`` meanwhile, logs it, and serves again with no restart; the client's retry
+    with the same client_id is stored once."""
+    from test_server import Client, ServerThread
+
+    proxy, proxied_url = pg_proxy
+    caplog.set_level(logging.INFO, logger="chatactors")
+    chat = Chat(database_url=proxied_url, password_profile="cheapest", echo=False, announce_login=False)
+    server = ServerThread(chat).start()
+    juan, maria = Client(server.url), Client(server.url)
+    try:
+        juan.register("juan")
+        maria.register("maria")
+        juan.send("send", to="maria", body="antes", client_id="c0")
+        before = juan.expect("sent", client_id="c0")["id"]
+
+        proxy.cut()
+        try:
+            juan.send("send", to="maria", body="durante", client_id="c1")
+            assert juan.expect("error", client_id="c1", timeout=30)["code"] == "storage_unavailable"
+            maria.alive()  # the connections themselves live on
+        finally:
+            proxy.restore()
+
+        juan.send("send", to="maria", body="durante", client_id="c1")  # the documented retry
+        retried = juan.expect("sent", client_id="c1", timeout=30)["id"]
+        juan.send("send", to="maria", body="durante", client_id="c1")
+        assert juan.expect("sent", client_id="c1")["id"] == retried
+        assert [m["id"] for m in (maria.expect("message"), maria.expect("message"))] == [before, retried]
+        late = Client(server.url)  # and a fresh login works: nothing had to be restarted
+        try:
+            assert late.login("maria")["inbox"][-1]["id"] == retried
+        finally:
+            late.close()
+    finally:
+        juan.close()
+        maria.close()
+        server.stop()
+        chat.shutdown()
+    assert _bodies_in_postgres(pg_url) == ["antes", "durante"]
+    assert [r for r in caplog.records if "'send' failed: storage_unavailable" in r.getMessage()]
