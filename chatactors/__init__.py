@@ -14,6 +14,7 @@ from chatactors.errors import (
     Busy,
     ChatError,
     ChatTimeout,
+    InternalError,
     InvalidMessage,
     MessageNotFound,
     NotAMember,
@@ -55,4 +56,5 @@ __all__ = [
     "Restarting",
     "Busy",
     "ChatTimeout",
+    "InternalError",
 ]

@@ -24,7 +24,15 @@ from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, TokenRevoked, UserInfo
-from chatactors.core.rules import check_body, check_client_id, check_limit, check_ref, check_text
+from chatactors.core.rules import (
+    check_body,
+    check_client_id,
+    check_id,
+    check_key,
+    check_limit,
+    check_text,
+    check_user_ref,
+)
 from chatactors.core.throttle import LOCAL, LoginPolicy
 from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, SessionEnded, UsernameTaken
 from chatactors.messages import (
@@ -168,7 +176,9 @@ class Chat:
                 raise
         else:
             self.admin_port = None
-            self._asys = ActorSystem(self.system, transientUnique=True)
+            # logDefs=False: Thespian would otherwise replace the root logger's handlers with its own,
+            # undoing the application's logging set-up (the server's --log-level, a REPL's basicConfig).
+            self._asys = ActorSystem(self.system, logDefs=False, transientUnique=True)
         try:
             self._root, self.roles = self._start_actors(max_restarts, max_seconds)
             self._bridge: Bridge = (
@@ -260,14 +270,13 @@ class Chat:
         """
         sink, where = self._bridge.address, client_address
         if token is not None:
-            request = LoginUser(sink=sink, token=token, client_address=where)
+            request = LoginUser(sink=sink, token=check_key(token, "token"), client_address=where)
         elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
             raise InvalidMessage("login(username or user id, password) or login(token=...)")
-        elif isinstance(user, int):
-            request = LoginUser(sink=sink, user_id=user, password=password, client_address=where)
         else:
-            username = check_text(user, "username")
-            request = LoginUser(sink=sink, username=username, password=password, client_address=where)
+            ref, password = check_user_ref(user), check_text(password, "password")
+            by = {"user_id": ref} if isinstance(ref, int) else {"username": ref}
+            request = LoginUser(sink=sink, password=password, client_address=where, **by)
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
@@ -304,9 +313,7 @@ class Chat:
     # -- observation -----------------------------------------------------------------------------
     def lookup(self, user: str | int) -> UserInfo:
         """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
-        if isinstance(user, bool) or not isinstance(user, (str, int)):
-            raise InvalidMessage("a user is a username or a user id")
-        check_ref(user, "username")
+        check_user_ref(user, "user")
         key = user.lower() if isinstance(user, str) else user  # names are case-insensitive
         found = self._users.get(key)
         if found is None:
@@ -324,7 +331,8 @@ class Chat:
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
-        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=tuple(user_ids))))
+        ids = tuple(check_id(i, "a user id") for i in user_ids)
+        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=ids)))
 
     def stop_actor(self, user_id: int) -> bool:
         """Stop the user's live actor, as ``GenServer.stop`` would (roadmap V0.7).
@@ -426,16 +434,19 @@ class Session:
         """
         self._check_active()
         check_limit(limit)
+        if before is not None:
+            check_id(before, "before")
         if with_user is not None:
-            check_ref(with_user, "username")
+            check_user_ref(with_user, "with_user")
         if room is not None:
-            check_ref(room, "room name")
+            check_key(room, "room name")
         request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
         return list(self._chat._call(self._chat.roles.persistence, request))
 
     def status(self, message_id: int) -> str:
         """'enviado', 'entregado' or 'leido'."""
         self._check_active()
+        check_id(message_id, "message id")
         request = GetStatus(user_id=self.user_id, message_id=message_id)
         return str(self._chat._call(self._chat.roles.persistence, request))
 
@@ -481,7 +492,11 @@ class Session:
         self._check_active()
         if with_user is not None and room is not None:
             raise InvalidMessage("read one conversation or one room, not both")
-        wanted = tuple(ids) if ids is not None else None
+        wanted = tuple(check_id(i, "a message id") for i in ids) if ids is not None else None
+        if up_to is not None:
+            check_id(up_to, "up_to")
+        if room is not None:
+            check_key(room, "room name")
         if wanted is not None and (with_user is not None or room is not None or up_to is not None):
             raise InvalidMessage("read exact ids, or a conversation or room, not both")
         other = self._chat.lookup(with_user).id if with_user is not None else None
@@ -493,6 +508,7 @@ class Session:
     # -- rooms ----------------------------------------------------------------------------------
     def _room(self, action: str, name: str) -> str:
         self._check_active()
+        check_key(name, "room name")
         request = RoomCommand(user_id=self.user_id, room=name, action=action)
         return str(self._chat._to_user(self.user_id, request))
 
@@ -512,8 +528,8 @@ class Session:
         """Post to a room: stored once, pushed at once to every online member (V0.4)."""
         self._check_active()
         check_body(body)
+        check_key(name, "room name")
         check_client_id(client_id)
-        check_ref(name, "room name")
         request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
         return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
 
@@ -525,6 +541,7 @@ class Session:
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message (for a room message, every member whose cursor passed it)."""
         self._check_active()
+        check_id(message_id, "message id")
         request = ReadBy(user_id=self.user_id, message_id=message_id)
         return list(self._chat._call(self._chat.roles.persistence, request))
 

@@ -4,6 +4,7 @@
 
     python -m chatactors serve [--host 127.0.0.1] [--port 8765] [--database-url URL]
                                [--system simpleSystemBase|multiprocTCPBase] [--admin-port N]
+                               [--log-level DEBUG|INFO|WARNING|ERROR]
     python -m chatactors client [--url ws://127.0.0.1:8765]
     python -m chatactors repl [--database-url URL] [--system ...]
 """
@@ -14,6 +15,7 @@ import argparse
 import getpass
 import itertools
 import json
+import logging
 import os
 import signal
 import sys
@@ -44,9 +46,25 @@ commands:
 
 
 # -- serve ----------------------------------------------------------------------------------------------
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr(level: str) -> None:
+    """chatactors' own lines at ``level``, one per event; other libraries' only from WARNING up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("chatactors").setLevel(level)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM; prints where a browser and a terminal can connect."""
     from chatactors import server
+
+    log_to_stderr(args.log_level)
 
     options: dict[str, Any] = {"database_url": args.database_url, "system": args.system}
     if args.admin_port:
@@ -495,6 +513,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("default", "cheapest"),
         default=None,
         help="argon2 cost (default: RFC 9106 low memory; cheapest is for tests and benchmarks only)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default="INFO",
+        help="what the server logs to stderr (default INFO: connections, logins, refusals, cut-offs)",
     )
     serve.set_defaults(run=cmd_serve)
 

@@ -16,7 +16,8 @@
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
     ├── Restarting               a core actor crashed and is being restarted; nothing was acknowledged
     ├── Busy                     too many logins in progress; try again in a moment
-    └── ChatTimeout              an actor did not answer in time
+    ├── ChatTimeout              an actor did not answer in time
+    └── InternalError            a bug: an unexpected exception, translated at the actor's edge
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
 the caller's thread, so a REPL user sees the same exception on every system base.
@@ -105,6 +106,15 @@ class ChatTimeout(ChatError):
     code = "timeout"
 
 
+class InternalError(ChatError):
+    """An unexpected exception inside an actor; ``detail`` names it for the REPL and the log.
+
+    The gateway never forwards that detail to a client (it may quote input or internals).
+    """
+
+    code = "internal_error"
+
+
 __all__ = [
     "ChatError",
     "AuthenticationError",
@@ -121,4 +131,5 @@ __all__ = [
     "Restarting",
     "Busy",
     "ChatTimeout",
+    "InternalError",
 ]

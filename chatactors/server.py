@@ -13,6 +13,11 @@ The same port serves the chat page (``chatactors/static``) to plain HTTP GETs.
 Bad input never ends the server or another session: every frame is checked, every failure becomes an
 ``error`` frame with the ``code`` of a :mod:`chatactors.errors` class, and only a frame over the size
 limit (1009), a flood (1008) or a reader too slow to keep up (1008) closes that one connection.
+
+What happens is logged on ``chatactors.server``, one line per event, each starting with the
+connection's number and peer address (``#3 127.0.0.1:40312``): connections opened and closed, logins,
+registrations and logouts, refused logins, rate limiting, floods and slow readers cut off, bad frames,
+a database that cannot be reached. Passwords, tokens and message bodies are never logged.
 """
 
 from __future__ import annotations
@@ -41,8 +46,24 @@ from websockets.http11 import Request, Response
 
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
-from chatactors.core.rules import check_client_id
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, SessionEnded
+from chatactors.core.rules import (
+    check_client_id,
+    check_id,
+    check_key,
+    check_limit,
+    check_text,
+    check_user_ref,
+)
+from chatactors.errors import (
+    AuthenticationError,
+    ChatError,
+    ChatTimeout,
+    InternalError,
+    InvalidMessage,
+    SessionEnded,
+    StorageUnavailable,
+    TooManyAttempts,
+)
 
 log = logging.getLogger("chatactors.server")
 
@@ -127,18 +148,37 @@ def receipt_frames(r: Receipt) -> list[Frame]:
     ]
 
 
+INTERNAL_DETAIL = "internal error; the server logged it"
+
+
 def error_frame(error: ChatError, request: Frame | None = None) -> Frame:
-    """An ``error`` frame; it names the request it answers so a client can match it."""
-    frame: Frame = {"type": "error", "code": error.code, "detail": error.detail or str(error)}
+    """An ``error`` frame; it names the request it answers so a client can match it.
+
+    Only fields that were valid are repeated (a lone surrogate could not even be sent back), and an
+    :class:`InternalError`'s detail stays in the server's log.
+    """
+    detail = INTERNAL_DETAIL if isinstance(error, InternalError) else error.detail or str(error)
+    frame: Frame = {"type": "error", "code": error.code, "detail": detail}
     retry_after = getattr(error, "retry_after", None)
     if retry_after:  # too_many_attempts: seconds until a login may be tried again
         frame["retry_after"] = math.ceil(retry_after)
     if request is not None:
-        frame["request"] = request.get("type")
+        frame["request"] = _echo(request.get("type"))
         for key in ("client_id", "room", "to", "with"):
-            if isinstance(request.get(key), str | int) and not isinstance(request.get(key), bool):
-                frame[key] = request[key]
+            value = _echo(request.get(key))
+            if value is not None:
+                frame[key] = value
     return frame
+
+
+def _echo(value: Any) -> str | int | None:
+    """``value`` if it is safe to repeat to the client: a short valid text or an id."""
+    try:
+        if isinstance(value, str) and len(value) <= 128:
+            return check_key(value, "")
+        return check_id(value) if isinstance(value, int) else None
+    except InvalidMessage:
+        return None
 
 
 def _iso(value: datetime) -> str:
@@ -166,16 +206,20 @@ def parse_frame(raw: str | bytes) -> Frame:
         raise InvalidMessage("send JSON text frames, not binary")
     try:
         frame = json.loads(raw)
-    except ValueError:
+    except ValueError:  # integers of over 4,300 digits too
         raise InvalidMessage("not JSON") from None
+    except RecursionError:
+        raise InvalidMessage("JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("a frame is a JSON object")
     if not isinstance(frame.get("type"), str):
         raise InvalidMessage("a frame needs a string 'type'")
+    check_key(frame["type"], "'type'")
     return frame
 
 
 def _field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    """A field of the right JSON type; text must be valid Unicode and every integer is an id."""
     value = frame.get(name)
     if value is None:
         if required:
@@ -183,25 +227,81 @@ def _field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: 
         return None
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InvalidMessage(f"'{name}' has the wrong type")
+    if isinstance(value, str):
+        return check_text(value, f"'{name}'")
+    if isinstance(value, int):
+        return check_id(value, f"'{name}'")
     return value
 
 
+def _key(frame: Frame, name: str, *, required: bool = True) -> str | None:
+    """A name, token or client_id: text the database looks up (no NUL either)."""
+    value = _field(frame, name, str, required=required)
+    return None if value is None else check_key(value, f"'{name}'")
+
+
 def _user_ref(frame: Frame, name: str, *, required: bool = True) -> str | int | None:
-    return _field(frame, name, (str, int), required=required)  # type: ignore[no-any-return]
+    value = _field(frame, name, (str, int), required=required)
+    return None if value is None else check_user_ref(value, f"'{name}'")
 
 
 def _client_id(frame: Frame) -> str | None:
-    return check_client_id(_field(frame, "client_id", str, required=False))
+    _field(frame, "client_id", str, required=False)
+    return check_client_id(frame.get("client_id"))
+
+
+def _limit(frame: Frame) -> int:
+    """``limit``: 10 when absent; 0, negative or over the maximum is invalid, never a default."""
+    limit = frame.get("limit")
+    return 10 if limit is None else check_limit(limit)
 
 
 MAX_READ_IDS = 1000
 
 
-def _ids(frame: Frame) -> list[int]:
-    ids = _field(frame, "ids", list)
-    if len(ids) > MAX_READ_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidMessage(f"'ids' must be a list of at most {MAX_READ_IDS} message ids")
-    return list(ids)
+def _id_list(frame: Frame, name: str, what: str) -> list[int]:
+    ids = _field(frame, name, list)
+    if len(ids) > MAX_READ_IDS:
+        raise InvalidMessage(f"'{name}' must be a list of at most {MAX_READ_IDS} {what}s")
+    return [check_id(i, f"each of '{name}'") for i in ids]
+
+
+# -- log lines ------------------------------------------------------------------------------------
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+        return f"{host}:{address[1]}"
+    return str(address)
+
+
+def _kind(frame: Frame | None) -> str:
+    """A frame's type for a log line: quoted and cut short, so a client cannot forge lines."""
+    return repr(str(frame.get("type"))[:40]) if frame is not None else "frame"
+
+
+def _close_info(ws: ServerConnection) -> str:
+    """The close code and reason of whichever side closed first (1006: the TCP connection just ended)."""
+    proto = ws.protocol
+    first = proto.close_rcvd if proto.close_rcvd_then_sent else proto.close_sent or proto.close_rcvd
+    if first is None:
+        return "1006"
+    return f"{first.code} {first.reason!r}" if first.reason else str(first.code)
+
+
+def _log_refusal(conn: Connection, frame: Frame | None, exc: ChatError) -> None:
+    """One line per refused frame; logins say who tried (by name or id), never with what."""
+    if frame is not None and frame.get("type") in ("login", "register"):
+        who = frame.get("username", frame.get("user_id"))
+        name = "by token" if frame.get("token") is not None else f"as {str(who)[:40]!r}"
+        level = logging.WARNING if isinstance(exc, TooManyAttempts) else logging.INFO
+        log.log(level, "%s %s %s refused: %s", conn.who, frame["type"], name, exc.code)
+    elif isinstance(exc, InvalidMessage | NotLoggedIn):
+        log.info("%s bad frame %s: %s", conn.who, _kind(frame), exc.detail[:120])
+    elif isinstance(exc, StorageUnavailable | ChatTimeout):
+        log.warning("%s %s failed: %s", conn.who, _kind(frame), exc.code)
+    else:
+        log.debug("%s %s refused: %s", conn.who, _kind(frame), exc.code)
 
 
 # -- static files ---------------------------------------------------------------------------------
@@ -254,9 +354,11 @@ class Connection:
     # again, and a message to oneself reaches the other connection both as a push and as a mirror.
     SEEN = 512
 
-    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+    def __init__(self, gateway: Gateway, ws: ServerConnection, number: int = 0) -> None:
         self.gateway = gateway
         self.ws = ws
+        self.number = number
+        self.peer = _peer(ws)
         self.session: Session | None = None
         self.ended = ""  # why the last session ended from elsewhere (its token was revoked)
         peer = ws.remote_address
@@ -272,16 +374,21 @@ class Connection:
         self._close_args: tuple[int, str] = (CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         self.writer = asyncio.create_task(self._write())
 
+    @property
+    def who(self) -> str:
+        """How log lines name it: ``#3 127.0.0.1:40312``, then the user once logged in."""
+        user = f" {self.session.username}" if self.session else ""
+        return f"#{self.number} {self.peer}{user}"
+
     def __repr__(self) -> str:
-        who = self.session.username if self.session else "anonymous"
-        return f"<Connection {who} {self.ws.remote_address}>"
+        return f"<Connection {self.who}>"
 
     # outgoing (loop thread only)
     def push(self, frame: Frame) -> None:
         if self.closed:
             return
         if self.out.qsize() >= self.gateway.limits.max_pending:
-            log.warning("%r reads too slowly; closing it", self)
+            log.warning("%s reads too slowly: closed (%d frames unread)", self.who, self.out.qsize())
             self.abort(CLOSE_POLICY, "client too slow: too many unread frames")
             return
         self.out.put_nowait(frame)
@@ -357,10 +464,13 @@ class Connection:
             return True
         self.dropped += 1
         if self.dropped == 1:
+            log.warning("%s rate limited: frames dropped", self.who)
             limits = self.gateway.limits
             detail = f"more than {limits.rate:g} frames per second; frames are dropped"
             self.push(error_frame(RateLimited(detail)))
         if self.dropped >= self.gateway.limits.flood:
+            if not self.closed:
+                log.warning("%s flooding: closed (%d frames dropped in a row)", self.who, self.dropped)
             self.close(CLOSE_POLICY, "rate limit exceeded")
         return False
 
@@ -400,6 +510,7 @@ class Gateway:
         self.closing = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
         self._server: Server | None = None
+        self._numbers = 0  # connections so far: their number in log lines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, Handler] = {
             "register": self.on_register,
@@ -446,6 +557,7 @@ class Gateway:
         self.closing = True
         self._server.server.close()  # no new TCP connections
         connections = list(self.connections)
+        log.info("stopping: closing %d connections (%s)", len(connections), reason)
         for conn in connections:
             conn.close(CLOSE_GOING_AWAY, reason)
         if connections:
@@ -472,8 +584,10 @@ class Gateway:
 
     # -- one socket -----------------------------------------------------------------------------------
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws)
+        self._numbers += 1
+        conn = Connection(self, ws, self._numbers)
         self.connections.add(conn)
+        log.info("%s connected", conn.who)
         try:
             async for raw in ws:
                 if conn.closed:
@@ -486,6 +600,7 @@ class Gateway:
             self.connections.discard(conn)
             conn.close(CLOSE_GOING_AWAY, "")
             await asyncio.wait([conn.writer])  # never raises, even for an aborted (cancelled) writer
+            log.info("%s disconnected (%s)", conn.who, _close_info(ws))
             if conn.session is not None and not self.closing:
                 await self._end_session(conn, revoke=False)
 
@@ -495,13 +610,17 @@ class Gateway:
             frame = parse_frame(raw)
             handler = self._handlers.get(frame["type"])
             if handler is None:
-                raise InvalidMessage(f"unknown type {frame['type']!r}")
+                raise InvalidMessage(f"unknown type {frame['type'][:64]!r}")
             await handler(conn, frame)
+        except InternalError as exc:  # a bug behind the gateway: logged here once, hidden from the client
+            log.error("%s %s failed: %s", conn.who, _kind(frame), exc.detail)
+            conn.push(error_frame(exc, frame))
         except ChatError as exc:
+            _log_refusal(conn, frame, exc)
             conn.push(error_frame(exc, frame))
         except Exception:  # a bug here must not end the connection, let alone the server
-            log.exception("frame %r failed", frame and frame.get("type"))
-            conn.push(error_frame(ChatError("internal error"), frame))
+            log.exception("%s %s failed", conn.who, _kind(frame))
+            conn.push(error_frame(InternalError(), frame))
 
     def _session(self, conn: Connection) -> Session:
         if conn.session is None:
@@ -521,15 +640,16 @@ class Gateway:
     # -- identity -----------------------------------------------------------------------------------
     async def on_register(self, conn: Connection, frame: Frame) -> None:
         """Create the account, then log in: a page or terminal goes straight to chatting."""
-        username = _field(frame, "username", str)
+        username = _key(frame, "username")
         password = _field(frame, "password", str)
         self._not_logged_in(conn)
-        await self._blocking(self.chat.register, username, password, client_address=conn.address)
+        user_id = await self._blocking(self.chat.register, username, password, client_address=conn.address)
+        log.info("%s registered %r (id %d)", conn.who, username, user_id)
         await self._login(conn, username, password)
 
     async def on_login(self, conn: Connection, frame: Frame) -> None:
         self._not_logged_in(conn)
-        token = _field(frame, "token", str, required=False)
+        token = _key(frame, "token", required=False)
         if token is not None:
             await self._login(conn, token=token)
             return
@@ -588,6 +708,12 @@ class Gateway:
             raise SessionEnded(f"session ended: {session.ended}")
         session_box.append(session)
         conn.session, conn.ended = session, ""
+        log.info(
+            "%s logged in (id %d) by %s",
+            conn.who,
+            session.user_id,
+            "token" if kw.get("token") else "password",
+        )
         self.by_user.setdefault(session.user_id, set()).add(conn)
         inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
@@ -620,6 +746,7 @@ class Gateway:
     async def on_logout(self, conn: Connection, frame: Frame) -> None:
         """Ends the session and revokes its token; the socket stays open for another login."""
         self._session(conn)
+        log.info("%s logged out", conn.who)
         await self._end_session(conn, revoke=True)
         conn.push({"type": "logged_out"})
 
@@ -648,7 +775,7 @@ class Gateway:
 
     async def on_send_room(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         body = _field(frame, "body", str)
         client_id = _client_id(frame)
         m = await self._blocking(session.send_room, room, body, client_id=client_id)
@@ -680,10 +807,10 @@ class Gateway:
         session = self._session(conn)
         up_to = _field(frame, "up_to", int, required=False)
         with_user = _user_ref(frame, "with", required=False)
-        room = _field(frame, "room", str, required=False)
+        room = _key(frame, "room", required=False)
         reply: Frame = {"type": "marked_read"}
         if frame.get("ids") is not None:
-            ids = _ids(frame)
+            ids = _id_list(frame, "ids", "message id")
             if up_to is not None or with_user is not None or room is not None:
                 raise InvalidMessage("'read' takes 'ids' alone, or 'up_to' with 'with' or 'room'")
             read = await self._blocking(session.read_messages, ids=ids)
@@ -700,9 +827,9 @@ class Gateway:
     async def on_history(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
         with_user = _user_ref(frame, "with", required=False)
-        room = _field(frame, "room", str, required=False)
+        room = _key(frame, "room", required=False)
         before = _field(frame, "before", int, required=False)
-        limit = _field(frame, "limit", int, required=False) or 10
+        limit = _limit(frame)
         messages = await self._blocking(
             session.history, limit=limit, before=before, with_user=with_user, room=room
         )
@@ -714,28 +841,26 @@ class Gateway:
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
         """Which of these users have a live session anywhere in this chat."""
         self._session(conn)
-        ids = _field(frame, "user_ids", list)
-        if len(ids) > 1000 or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise InvalidMessage("'user_ids' must be a list of at most 1000 user ids")
+        ids = _id_list(frame, "user_ids", "user id")
         online = await self._blocking(self.chat.online, ids)
         conn.push({"type": "presence", "online": sorted(online), "offline": sorted(set(ids) - online)})
 
     # -- rooms --------------------------------------------------------------------------------------
     async def on_create_room(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.create_room, room)
         conn.push({"type": "joined", "room": room, "created": True})
 
     async def on_join(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.join, room)
         conn.push({"type": "joined", "room": room, "created": False})
 
     async def on_leave(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
-        room = _field(frame, "room", str)
+        room = _key(frame, "room")
         await self._blocking(session.leave, room)
         conn.push({"type": "left", "room": room})
 

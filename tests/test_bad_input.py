@@ -114,6 +114,71 @@ def test_bad_history_limits_and_login_arguments(chat: Chat) -> None:
         chat.login(True, PASSWORD)
 
 
+BIG = 2**63  # one past the largest id a 64-bit column holds (SQLite raised OverflowError)
+LONE = "\ud800"  # a lone surrogate: valid in JSON and in a Python str, not encodable as UTF-8
+
+
+def test_out_of_range_ids_and_unencodable_text_are_invalid(chat: Chat) -> None:
+    """Every argument of the API that reaches the database is checked first: a plain InvalidMessage,
+    never an OverflowError, UnicodeEncodeError or a driver's error quoted in an 'internal error'."""
+    juan = chat.crear("juan", PASSWORD)
+    juan.create_room("general")
+    calls: dict[str, Callable[[], Any]] = {
+        "send to a huge id": lambda: juan.send_message(BIG, "hola"),
+        "send to a negative id": lambda: juan.send_message(-1, "hola"),
+        "send to id 0": lambda: juan.send_message(0, "hola"),
+        "send to a float": lambda: juan.send_message(1.0, "hola"),  # type: ignore[arg-type]
+        "send a lone surrogate": lambda: juan.send_message("juan", "hola " + LONE),
+        "send to a lone surrogate": lambda: juan.send_message(LONE, "hola"),
+        "send to a name with NUL": lambda: juan.send_message("ju\x00an", "hola"),
+        "client_id with a lone surrogate": lambda: juan.send_message("juan", "hola", client_id=LONE),
+        "client_id with NUL": lambda: juan.send_message("juan", "hola", client_id="c\x00"),
+        "client_id not text": lambda: juan.send_message("juan", "hola", client_id=7),  # type: ignore[arg-type]
+        "client_id too long": lambda: juan.send_message("juan", "hola", client_id="x" * 129),
+        "room named with a lone surrogate": lambda: juan.send_message("#gen" + LONE, "hola"),
+        "send_room with NUL": lambda: juan.send_room("gene\x00ral", "hola"),
+        "send_room lone surrogate body": lambda: juan.send_room("general", LONE),
+        "read a huge id": lambda: juan.read_messages(ids=[BIG]),
+        "read a bool id": lambda: juan.read_messages(ids=[True]),
+        "read up_to huge": lambda: juan.read_messages(up_to=BIG),
+        "read with a huge id": lambda: juan.read_messages(with_user=BIG),
+        "read a room with a lone surrogate": lambda: juan.read_messages(room=LONE),
+        "history before huge": lambda: juan.history(before=BIG),
+        "history before negative": lambda: juan.history(before=-5),
+        "history before a float": lambda: juan.history(before=2.5),  # type: ignore[arg-type]
+        "history limit 0": lambda: juan.history(limit=0),
+        "history with a lone surrogate": lambda: juan.history(with_user=LONE),
+        "history of a room with NUL": lambda: juan.history(room="gen\x00"),
+        "status of a huge id": lambda: juan.status(BIG),
+        "read_by of a huge id": lambda: juan.read_by(BIG),
+        "join a lone surrogate": lambda: juan.join(LONE),
+        "leave a name with NUL": lambda: juan.leave("gen\x00"),
+        "login by a huge id": lambda: chat.login(BIG, PASSWORD),
+        "login by id 0": lambda: chat.login(0, PASSWORD),
+        "login by a lone surrogate": lambda: chat.login(LONE, PASSWORD),
+        "login by a name with NUL": lambda: chat.login("ju\x00an", PASSWORD),
+        "login with a lone surrogate password": lambda: chat.login("juan", PASSWORD + LONE),
+        "login with a password not text": lambda: chat.login("juan", 12345678),  # type: ignore[arg-type]
+        "login by a token with a lone surrogate": lambda: chat.login(token=LONE),
+        "login by a token with NUL": lambda: chat.login(token="t\x00"),
+        "register a lone surrogate password": lambda: chat.register("pedro", LONE * 9),
+        "presence of a huge id": lambda: chat.online([BIG]),
+        "lookup of a huge id": lambda: chat.lookup(BIG),
+    }
+    wrong = {}
+    for what, call in calls.items():
+        try:
+            call()
+        except InvalidMessage:
+            continue
+        except Exception as exc:  # noqa: BLE001 - what the test is about
+            wrong[what] = f"{type(exc).__name__}: {exc}"
+        else:
+            wrong[what] = "accepted"
+    assert wrong == {}
+    assert juan.history() == [] and juan.send_message("juan", "sigo").body == "sigo"
+
+
 def test_an_empty_username_cannot_log_in(chat: Chat) -> None:
     chat.register("juan", PASSWORD)
     with pytest.raises(AuthenticationError):
@@ -340,3 +405,50 @@ def test_postgres_down_refuses_logins_and_registrations(
         proxy.restore()
     assert chat.login(token=juan.token).user_id == juan.user_id
     assert chat.crear("maria", PASSWORD).username == "maria"
+
+
+def test_the_server_rides_out_a_postgres_outage_by_itself(
+    pg_proxy: tuple[TcpProxy, str], pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL goes away under the WebSocket server (as with ``pg_ctl stop -m immediate``: every
+    connection dropped, new ones refused) and comes back: the same server process answers
+    ``storage_unavailable`` meanwhile, logs it, and serves again with no restart; the client's retry
+    with the same client_id is stored once."""
+    from test_server import Client, ServerThread
+
+    proxy, proxied_url = pg_proxy
+    caplog.set_level(logging.INFO, logger="chatactors")
+    chat = Chat(database_url=proxied_url, password_profile="cheapest", echo=False, announce_login=False)
+    server = ServerThread(chat).start()
+    juan, maria = Client(server.url), Client(server.url)
+    try:
+        juan.register("juan")
+        maria.register("maria")
+        juan.send("send", to="maria", body="antes", client_id="c0")
+        before = juan.expect("sent", client_id="c0")["id"]
+
+        proxy.cut()
+        try:
+            juan.send("send", to="maria", body="durante", client_id="c1")
+            assert juan.expect("error", client_id="c1", timeout=30)["code"] == "storage_unavailable"
+            maria.alive()  # the connections themselves live on
+        finally:
+            proxy.restore()
+
+        juan.send("send", to="maria", body="durante", client_id="c1")  # the documented retry
+        retried = juan.expect("sent", client_id="c1", timeout=30)["id"]
+        juan.send("send", to="maria", body="durante", client_id="c1")
+        assert juan.expect("sent", client_id="c1")["id"] == retried
+        assert [m["id"] for m in (maria.expect("message"), maria.expect("message"))] == [before, retried]
+        late = Client(server.url)  # and a fresh login works: nothing had to be restarted
+        try:
+            assert late.login("maria")["inbox"][-1]["id"] == retried
+        finally:
+            late.close()
+    finally:
+        juan.close()
+        maria.close()
+        server.stop()
+        chat.shutdown()
+    assert _bodies_in_postgres(pg_url) == ["antes", "durante"]
+    assert [r for r in caplog.records if "'send' failed: storage_unavailable" in r.getMessage()]

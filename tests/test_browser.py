@@ -187,3 +187,60 @@ def test_rooms_in_the_browser(browser: Any, site: str) -> None:
     expect(maria.locator("#messages .msg .who").last).to_have_text("juan")
     ARTIFACTS.mkdir(exist_ok=True)
     maria.screenshot(path=str(ARTIFACTS / "browser-room.png"))
+
+
+# Each payload, if it ever ran, would set window.__xss (or open a dialog): the page must show it as text.
+XSS = [
+    '<img src=x onerror="window.__xss=1">',
+    "<script>window.__xss=2</script>",
+    "<svg onload=window.__xss=3></svg>",
+    '"><iframe src="javascript:parent.__xss=4"></iframe>',
+    '<a href="javascript:window.__xss=5" id=xss-link>clic</a>',
+    "</div><img src=x onerror=alert(6)>",
+    "<details open ontoggle=window.__xss=7>",
+    "<body onload=window.__xss=8>",
+    "{{constructor.constructor('window.__xss=9')()}}",
+    "${window.__xss=10}",
+    "<style>@import 'javascript:window.__xss=11';</style>",
+    "&lt;img src=x onerror=window.__xss=12&gt;",
+]
+
+
+def test_the_page_shows_hostile_text_as_text(browser: Any, site: str) -> None:
+    """Bodies, error details and one's own messages with HTML and script in them run nothing."""
+    from playwright.sync_api import expect
+
+    maria = browser.new_context().new_page()
+    dialogs: list[str] = []
+    maria.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    _register(maria, site, "maria")
+    mallory = Client(site.replace("http://", "ws://"))
+    try:
+        mallory.register("mallory")
+        for i, payload in enumerate(XSS):
+            mallory.send("send", to="maria", body=payload, client_id=f"x{i}")
+            mallory.expect("sent", client_id=f"x{i}")
+        conv = maria.locator('#convs li[data-key="@mallory"]')
+        expect(conv.locator(".badge")).to_have_text(str(len(XSS)), timeout=10_000)
+        conv.click()
+        bodies = maria.locator("#messages .msg .body")
+        expect(bodies).to_have_count(len(XSS), timeout=10_000)
+        assert bodies.all_text_contents() == XSS  # shown exactly as typed
+
+        maria.fill("#body", XSS[0])  # her own message, echoed back by the server
+        maria.press("#body", "Enter")
+        expect(maria.locator("#messages .msg.mine .body").last).to_have_text(XSS[0], timeout=10_000)
+        maria.fill("#new-conv", "<img src=x onerror=window.__xss=13>")  # a name the server refuses
+        maria.press("#new-conv", "Enter")
+        maria.fill("#new-conv", "maria")
+        maria.press("#new-conv", "Enter")
+
+        messages = maria.locator("#messages")
+        for tag in ("img", "script", "svg", "iframe", "a", "details", "style", "body"):
+            expect(messages.locator(tag)).to_have_count(0)
+        assert maria.evaluate("window.__xss") is None
+        assert dialogs == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        maria.screenshot(path=str(ARTIFACTS / "browser-xss.png"))
+    finally:
+        mallory.close()

@@ -14,9 +14,15 @@ from chatactors.core.registry import Approve, Deny, Forward, Registry, Start
 from chatactors.core.rules import (
     HISTORY_MAX,
     MAX_BODY,
+    MAX_ID,
     check_body,
+    check_client_id,
+    check_id,
+    check_key,
     check_limit,
     check_password,
+    check_text,
+    check_user_ref,
     check_username,
 )
 from chatactors.core.throttle import LOCAL, HashSlots, LoginPolicy, LoginThrottle, client_key
@@ -516,6 +522,54 @@ class TestRules:
         assert check_limit(5, maximum=5) == 5
         with pytest.raises(InvalidMessage):
             check_limit(6, maximum=5)
+
+    @pytest.mark.parametrize("value", [1, 42, MAX_ID])
+    def test_good_ids(self, value: int) -> None:
+        assert MAX_ID == 2**63 - 1  # what a signed 64-bit column holds, on SQLite and PostgreSQL
+        assert check_id(value) == value
+
+    @pytest.mark.parametrize("value", [0, -1, MAX_ID + 1, 2**64, 10**100, True, False, 1.0, "1", None])
+    def test_bad_ids(self, value: object) -> None:
+        with pytest.raises(InvalidMessage, match="positive integer below 2"):
+            check_id(value)
+
+    @pytest.mark.parametrize("value", ["\ud800", "a\udfffb", "\udc80" * 3, b"bytes", None, 7])
+    def test_text_must_encode_as_utf8(self, value: object) -> None:
+        with pytest.raises(InvalidMessage, match="^body "):
+            check_text(value, "body")
+        with pytest.raises(InvalidMessage):
+            check_body(value)
+
+    def test_text_may_hold_any_valid_character(self) -> None:
+        text = "hola \U0001f600 ñ \u200b \t \ufffd"
+        assert check_text(text, "body") == text
+
+    @pytest.mark.parametrize("value", ["a\x00b", "\x00", "\ud800"])
+    def test_keys_refuse_nul_and_lone_surrogates(self, value: str) -> None:
+        with pytest.raises(InvalidMessage, match="^room "):
+            check_key(value, "room")
+
+    def test_passwords_must_encode_as_utf8(self) -> None:
+        with pytest.raises(InvalidMessage, match="password is not valid Unicode"):
+            check_password("secreto123\ud800")
+
+    @pytest.mark.parametrize("value", ["juan", 7, MAX_ID])
+    def test_good_user_refs(self, value: str | int) -> None:
+        assert check_user_ref(value) == value
+
+    @pytest.mark.parametrize("value", [0, -3, MAX_ID + 1, True, 1.5, None, ["juan"], "ju\x00an", "\ud800"])
+    def test_bad_user_refs(self, value: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_user_ref(value)
+
+    @pytest.mark.parametrize("value", [None, "a", "x" * 128, "7f3c-1"])
+    def test_good_client_ids(self, value: str | None) -> None:
+        assert check_client_id(value) == value
+
+    @pytest.mark.parametrize("value", ["", "x" * 129, 5, ["a"], "a\x00", "\ud800"])
+    def test_bad_client_ids(self, value: object) -> None:
+        with pytest.raises(InvalidMessage):
+            check_client_id(value)
 
 
 # -- model ------------------------------------------------------------------------------------------

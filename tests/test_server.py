@@ -11,7 +11,9 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -598,6 +600,12 @@ def bystanders(lite: ServerThread, clients: Callable[[str], Client]) -> Callable
     return still_fine
 
 
+def logged(caplog: pytest.LogCaptureFixture, pattern: str) -> list[str]:
+    """The gateway's log lines that match ``pattern``."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatactors.server"]
+    return [line for line in lines if re.search(pattern, line)]
+
+
 def test_not_json(
     lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
 ) -> None:
@@ -609,6 +617,193 @@ def test_not_json(
     assert "binary" in bad.error("invalid")["detail"]
     bad.alive()
     bystanders()
+
+
+# Hostile frames, as an attacker sends them: each gets an `error` with a plain detail (no exception text,
+# nothing logged as an error) and the server stays healthy for everyone else. "anon" frames come from a
+# socket that never logged in, "zoe" frames from a logged-in one.
+BIG = str(2**63)  # one past the largest 64-bit id: SQLite raised OverflowError
+LONE = "\\ud800"  # a lone surrogate, as JSON writes it: Python decodes it, UTF-8 cannot encode it
+NUL = "\\u0000"
+DEEP = "[" * 20_000 + "]" * 20_000  # 40 KB, under the size limit; json raised RecursionError
+HOSTILE: list[tuple[str, str | bytes, str]] = [
+    # not a frame
+    ("anon", "{not json", "invalid"),
+    ("anon", "", "invalid"),
+    ("anon", "[1, 2]", "invalid"),
+    ("anon", '"text"', "invalid"),
+    ("anon", "null", "invalid"),
+    ("anon", "123", "invalid"),
+    ("anon", "{}", "invalid"),
+    ("anon", '{"type": 7}', "invalid"),
+    ("anon", '{"type": null}', "invalid"),
+    ("anon", '{"type": ["ping"]}', "invalid"),
+    ("anon", '{"type": {"ping": 1}}', "invalid"),
+    ("anon", f'{{"type": "{LONE}"}}', "invalid"),
+    ("anon", f'{{"type": "pi{NUL}ng"}}', "invalid"),
+    ("anon", '{"type": "launch_missiles"}', "invalid"),
+    ("anon", '{"type": "' + "x" * 10_000 + '"}', "invalid"),
+    ("anon", '{"type": "ping"', "invalid"),
+    ("anon", '{"type": "ping"} {"type": "ping"}', "invalid"),
+    ("anon", b'{"type": "ping"}', "invalid"),  # a binary frame
+    ("anon", b"\x00\xff\xfe", "invalid"),
+    ("anon", DEEP, "invalid"),
+    ("anon", '{"type": "ping", "x": ' + DEEP + "}", "invalid"),
+    ("anon", '{"a": ' * 5_000 + "1" + "}" * 5_000, "invalid"),
+    ("anon", '{"type": "read_by", "id": ' + "9" * 5_000 + "}", "invalid"),  # over Python's 4,300 digits
+    # identity
+    ("anon", '{"type": "login", "username": "zoe"}', "invalid"),
+    ("anon", '{"type": "login", "password": "secreto123"}', "invalid"),
+    ("anon", f'{{"type": "login", "user_id": {BIG}, "password": "secreto123"}}', "invalid"),
+    ("anon", '{"type": "login", "user_id": -1, "password": "secreto123"}', "invalid"),
+    ("anon", '{"type": "login", "user_id": 0, "password": "secreto123"}', "invalid"),
+    ("anon", '{"type": "login", "user_id": true, "password": "secreto123"}', "invalid"),
+    ("anon", '{"type": "login", "user_id": 1.5, "password": "secreto123"}', "invalid"),
+    ("anon", f'{{"type": "login", "username": {BIG}, "password": "secreto123"}}', "invalid"),
+    ("anon", f'{{"type": "login", "username": "zo{LONE}e", "password": "secreto123"}}', "invalid"),
+    ("anon", f'{{"type": "login", "username": "zo{NUL}e", "password": "secreto123"}}', "invalid"),
+    ("anon", f'{{"type": "login", "username": "zoe", "password": "secreto123{LONE}"}}', "invalid"),
+    ("anon", '{"type": "login", "username": "zoe", "password": 12345678}', "invalid"),
+    ("anon", '{"type": "login", "username": ["zoe"], "password": "secreto123"}', "invalid"),
+    ("anon", '{"type": "login", "token": 12345}', "invalid"),
+    ("anon", f'{{"type": "login", "token": "{LONE}"}}', "invalid"),
+    ("anon", f'{{"type": "login", "token": "t{NUL}"}}', "invalid"),
+    ("anon", '{"type": "login", "token": "not-a-token"}', "auth_failed"),
+    ("anon", '{"type": "register", "username": "mallory"}', "invalid"),
+    ("anon", f'{{"type": "register", "username": "mal{LONE}", "password": "secreto123"}}', "invalid"),
+    ("anon", f'{{"type": "register", "username": "mallory", "password": "{LONE * 9}"}}', "invalid"),
+    ("anon", '{"type": "register", "username": "mallory", "password": "corta"}', "invalid"),
+    ("anon", '{"type": "register", "username": "<script>", "password": "secreto123"}', "invalid"),
+    ("anon", '{"type": "send", "to": "ana", "body": "hola", "client_id": "x"}', "not_logged_in"),
+    ("anon", f'{{"type": "history", "before": {BIG}}}', "not_logged_in"),
+    # send
+    ("zoe", '{"type": "send", "body": "sin destinatario"}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana"}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": 42}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": ["hola"]}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": {"text": "hola"}}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": "ana", "body": "hola {LONE}"}}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "   "}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "' + "x" * 4097 + '"}', "invalid"),
+    ("zoe", '{"type": "send", "to": true, "body": "hola"}', "invalid"),
+    ("zoe", '{"type": "send", "to": 1.0, "body": "hola"}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": {BIG}, "body": "hola"}}', "invalid"),
+    ("zoe", '{"type": "send", "to": -1, "body": "hola"}', "invalid"),
+    ("zoe", '{"type": "send", "to": 0, "body": "hola"}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": "a{LONE}", "body": "hola"}}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": "a{NUL}na", "body": "hola"}}', "invalid"),
+    ("zoe", '{"type": "send", "to": {"id": 1}, "body": "hola"}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "hola", "client_id": 5}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "hola", "client_id": ""}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "hola", "client_id": "' + "c" * 129 + '"}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": "ana", "body": "hola", "client_id": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "send", "to": "ana", "body": "hola", "client_id": "c{NUL}"}}', "invalid"),
+    ("zoe", '{"type": "send", "to": "ana", "body": "hola", "client_id": ["c"]}', "invalid"),
+    ("zoe", '{"type": "send", "to": "nadie", "body": "hola"}', "user_not_found"),
+    ("zoe", f'{{"type": "send", "to": "#{LONE}", "body": "hola"}}', "invalid"),
+    # rooms
+    ("zoe", '{"type": "send_room", "body": "hola"}', "invalid"),
+    ("zoe", '{"type": "send_room", "room": 7, "body": "hola"}', "invalid"),
+    ("zoe", f'{{"type": "send_room", "room": "{LONE}", "body": "hola"}}', "invalid"),
+    ("zoe", f'{{"type": "send_room", "room": "gen{NUL}", "body": "hola"}}', "invalid"),
+    ("zoe", f'{{"type": "send_room", "room": "general", "body": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "create_room", "room": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "create_room", "room": "gen{NUL}"}}', "invalid"),
+    ("zoe", '{"type": "create_room", "room": ["general"]}', "invalid"),
+    ("zoe", '{"type": "create_room", "room": "<img src=x onerror=alert(1)>"}', "invalid"),
+    ("zoe", '{"type": "join"}', "invalid"),
+    ("zoe", f'{{"type": "join", "room": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "leave", "room": "gen{NUL}"}}', "invalid"),
+    ("zoe", '{"type": "leave", "room": 3}', "invalid"),
+    # read
+    ("zoe", '{"type": "read", "ids": "todos"}', "invalid"),
+    ("zoe", f'{{"type": "read", "ids": [{BIG}]}}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [true]}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [1.5]}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [-1]}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [[1]]}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [' + ", ".join(["1"] * 1001) + "]}", "invalid"),
+    ("zoe", f'{{"type": "read", "up_to": {BIG}}}', "invalid"),
+    ("zoe", '{"type": "read", "up_to": -1}', "invalid"),
+    ("zoe", '{"type": "read", "up_to": "9"}', "invalid"),
+    ("zoe", '{"type": "read", "up_to": NaN}', "invalid"),
+    ("zoe", f'{{"type": "read", "with": {BIG}}}', "invalid"),
+    ("zoe", f'{{"type": "read", "with": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "read", "room": "{LONE}"}}', "invalid"),
+    ("zoe", '{"type": "read", "with": "ana", "room": "general"}', "invalid"),
+    ("zoe", '{"type": "read", "ids": [1], "with": "ana"}', "invalid"),
+    # history
+    ("zoe", '{"type": "history", "limit": 0}', "invalid"),
+    ("zoe", '{"type": "history", "limit": -1}', "invalid"),
+    ("zoe", '{"type": "history", "limit": 201}', "invalid"),
+    ("zoe", f'{{"type": "history", "limit": {BIG}}}', "invalid"),
+    ("zoe", '{"type": "history", "limit": "10"}', "invalid"),
+    ("zoe", '{"type": "history", "limit": 1.5}', "invalid"),
+    ("zoe", '{"type": "history", "limit": true}', "invalid"),
+    ("zoe", f'{{"type": "history", "before": {BIG}}}', "invalid"),
+    ("zoe", '{"type": "history", "before": -1}', "invalid"),
+    ("zoe", '{"type": "history", "before": "120"}', "invalid"),
+    ("zoe", '{"type": "history", "before": Infinity}', "invalid"),
+    ("zoe", f'{{"type": "history", "with": {BIG}}}', "invalid"),
+    ("zoe", f'{{"type": "history", "with": "{LONE}"}}', "invalid"),
+    ("zoe", f'{{"type": "history", "room": "gen{NUL}"}}', "invalid"),
+    # presence and read_by
+    ("zoe", '{"type": "presence"}', "invalid"),
+    ("zoe", '{"type": "presence", "user_ids": "ana"}', "invalid"),
+    ("zoe", f'{{"type": "presence", "user_ids": [{BIG}]}}', "invalid"),
+    ("zoe", '{"type": "presence", "user_ids": [true]}', "invalid"),
+    ("zoe", '{"type": "presence", "user_ids": [-1]}', "invalid"),
+    ("zoe", '{"type": "presence", "user_ids": [1.5]}', "invalid"),
+    ("zoe", '{"type": "presence", "user_ids": [' + ", ".join(["1"] * 1001) + "]}", "invalid"),
+    ("zoe", '{"type": "read_by"}', "invalid"),
+    ("zoe", f'{{"type": "read_by", "id": {BIG}}}', "invalid"),
+    ("zoe", '{"type": "read_by", "id": -1}', "invalid"),
+    ("zoe", '{"type": "read_by", "id": "1"}', "invalid"),
+    ("zoe", '{"type": "read_by", "id": false}', "invalid"),
+    ("zoe", '{"type": "read_by", "id": 1e3}', "invalid"),
+    ("zoe", '{"type": "read_by", "id": 999999}', "message_not_found"),
+    ("zoe", '{"type": "login", "username": "zoe", "password": "secreto123"}', "invalid"),  # already in
+]
+# Exception names, tracebacks, driver messages: what a client must never read in a detail.
+LEAK = re.compile(r"Error\b|Traceback|internal|sqlite|psycopg|peewee|codec|surrogates|int too large", re.I)
+
+
+def test_hostile_frames_get_a_plain_error_and_the_server_stays_healthy(
+    make_server: Callable[..., ServerThread],
+    db_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert len(HOSTILE) >= 87  # at least as many as the attack that found the faults
+    server = make_server(db_url, limits=Limits(rate=10_000, burst=10_000))
+    ana, bea, zoe, anon = (clients(server.url) for _ in range(4))
+    ana.register("ana")
+    bea.register("bea")
+    zoe.register("zoe")
+    connection = {"anon": anon, "zoe": zoe}
+    wrong = []
+    with caplog.at_level(logging.INFO, logger="chatactors"):
+        for who, raw, code in HOSTILE:
+            connection[who].ws.send(raw)
+            error = connection[who].expect("error")
+            shown = raw[:80] if isinstance(raw, str) else repr(raw)
+            if error["code"] != code or not error["detail"] or LEAK.search(error["detail"]):
+                wrong.append((who, shown, error))
+            json.dumps(error, ensure_ascii=False).encode()  # everything echoed is valid UTF-8
+        big = clients(server.url)
+        big.send("send", to="ana", body="x" * (server.gateway.limits.max_frame + 1))
+        assert big.closed_with()[0] == 1009  # over the size limit: only that socket closes
+    assert wrong == []
+    faults = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert faults == [], [r.getMessage() for r in faults]
+    for c in (anon, zoe):
+        c.alive()
+    ana.send("send", to="bea", body="seguimos", client_id="after")
+    ana.expect("sent", client_id="after")
+    assert bea.expect("message")["body"] == "seguimos"
+    zoe.send("send", to="ana", body="yo también", client_id="z1")
+    assert zoe.expect("sent", client_id="z1")["id"] > 0
+    assert ana.expect("message")["body"] == "yo también"
 
 
 def test_unknown_type(
@@ -699,17 +894,28 @@ def test_expired_token(
 
 
 def test_frame_over_the_size_limit_closes_only_that_socket(
-    lite: ServerThread, clients: Callable[[str], Client], bystanders: Callable[[], None]
+    lite: ServerThread,
+    clients: Callable[[str], Client],
+    bystanders: Callable[[], None],
+    caplog: pytest.LogCaptureFixture,
+    wait_until: Any,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     big = clients(lite.url)
     big.send("send", to="ana", body="x" * (lite.gateway.limits.max_frame + 1), client_id="big")
     assert big.closed_with()[0] == 1009  # message too big
     bystanders()
+    line = r"#\d+ 127\.0\.0\.1:\d+ disconnected \(1009 'frame with \d+ bytes exceeds limit of 65536 bytes'\)"
+    wait_until(lambda: logged(caplog, line), what="the cut-off to be logged")
 
 
 def test_rate_limit(
-    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     now = [1000.0]
     server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=50), clock=lambda: now[0])
     fast, calm = clients(server.url), clients(server.url)
@@ -720,14 +926,19 @@ def test_rate_limit(
     error = fast.error("rate_limited")
     assert "5 frames per second" in error["detail"]
     calm.alive()  # another connection has its own allowance
+    assert len(logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ rate limited: frames dropped")) == 1  # once per run
     now[0] += 1.0  # a second later the allowance is back
     fast.alive()
     assert not [f for f in fast.frames if f["type"] in ("pong", "error")]  # the extra frames were dropped
 
 
 def test_a_flood_closes_the_socket(
-    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     server = make_server(sqlite_url, limits=Limits(rate=5, burst=5, flood=10), clock=lambda: 0.0)
     flood, calm = clients(server.url), clients(server.url)
     try:
@@ -737,6 +948,7 @@ def test_a_flood_closes_the_socket(
         pass
     assert flood.closed_with() == (1008, "rate limit exceeded")
     calm.alive()
+    assert len(logged(caplog, r"flooding: closed \(10 frames dropped in a row\)")) == 1
 
 
 def test_a_client_that_does_not_read_is_closed(
@@ -744,7 +956,9 @@ def test_a_client_that_does_not_read_is_closed(
     sqlite_url: str,
     clients: Callable[[str], Client],
     wait_until: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatactors")
     server = make_server(sqlite_url, limits=Limits(max_pending=3, rate=1000, burst=1000))
     tiny = socket.create_connection(("127.0.0.1", server.gateway.port))
     tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning to 32 MB
@@ -768,8 +982,59 @@ def test_a_client_that_does_not_read_is_closed(
         wait_until(given_up, timeout=20, what="the gateway to give up on the sleepy reader")
         writer.alive()  # meanwhile everyone else is served
         assert sleepy.closed_with(timeout=20) == (1008, "client too slow: too many unread frames")
+
+        assert logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ sleepy reads too slowly: closed \(\d+ frames unread\)")
     finally:
         sleepy.close()
+
+
+def test_the_log_says_what_happened_and_keeps_secrets(
+    lite: ServerThread, clients: Callable[[str], Client], caplog: pytest.LogCaptureFixture, wait_until: Any
+) -> None:
+    """One line per event for an operator; never a password, a token or a message body."""
+    caplog.set_level(logging.INFO, logger="chatactors")
+    juan, maria = clients(lite.url), clients(lite.url)
+    juan.register("juan")
+    maria.register("maria")
+    juan.send("send", to="maria", body="cuerpo-privado", client_id="c1")
+    juan.expect("sent", client_id="c1")
+    juan.send("logout")
+    juan.expect("logged_out")
+    maria.close()
+    again = clients(lite.url)
+    again.resume(maria.token)
+    attacker = clients(lite.url)
+    for attempt in range(30):  # until the throttle answers (its policy may change; its answer not)
+        attacker.send("login", username="maria", password=f"adivina-{attempt}")
+        if attacker.expect("error")["code"] == "too_many_attempts":
+            break
+    else:
+        raise AssertionError("30 wrong passwords were never throttled")
+    attacker.send("send", to="maria", body="sin sesión")
+    attacker.error("not_logged_in")
+    attacker.send("launch_missiles")
+    attacker.error("invalid")
+
+    peer = r"#\d+ 127\.0\.0\.1:\d+"
+    expected = [
+        rf"{peer} connected",
+        rf"{peer} registered 'juan' \(id \d+\)",
+        rf"{peer} juan logged in \(id \d+\) by password",
+        rf"{peer} juan logged out",
+        rf"{peer} maria disconnected \(1000\)",
+        rf"{peer} maria logged in \(id \d+\) by token",
+        rf"{peer} login as 'maria' refused: auth_failed",
+        rf"{peer} login as 'maria' refused: too_many_attempts",
+        rf"{peer} bad frame 'send': log in first",
+        rf"{peer} bad frame 'launch_missiles': unknown type 'launch_missiles'",
+    ]
+    for line in expected:
+        wait_until(lambda line=line: logged(caplog, line), timeout=5, what=f"a log line {line!r}")
+    throttled = logged(caplog, "refused: too_many_attempts")
+    assert [r.levelname for r in caplog.records if r.getMessage() in throttled] == ["WARNING"]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (PASSWORD, "adivina-", "cuerpo-privado", "sin sesión", juan.token, maria.token):
+        assert secret not in text
 
 
 def test_token_bucket() -> None:
@@ -888,6 +1153,13 @@ def test_serve_chats_then_stops_gracefully(
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "chatactors server stopped" in out
+        for line in (  # the default --log-level INFO, on stderr
+            r"INFO chatactors\.server: #\d+ 127\.0\.0\.1:\d+ maria logged in \(id 2\) by password",
+            r"INFO chatactors\.server: stopping: closing 2 connections \(server shutting down\)",
+            r"INFO chatactors\.server: #\d+ 127\.0\.0\.1:\d+ juan disconnected \(1001 'server shutting down'\)",
+        ):
+            assert re.search(line, out), (line, out)
+        assert PASSWORD not in out and "antes de cerrar" not in out and juan.token not in out
         wait_until(lambda: not marker.holders(), timeout=10, what="the server's processes to exit")
     finally:
         if proc.poll() is None:

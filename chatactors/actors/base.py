@@ -9,7 +9,7 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
-from chatactors.errors import ChatError, Restarting
+from chatactors.errors import ChatError, InternalError, Restarting
 from chatactors.messages import Batch, Configure, Envelope, Failed, Ping, Reply, Request, Roles, RolesChanged
 
 log = logging.getLogger("chatactors")
@@ -18,7 +18,7 @@ log = logging.getLogger("chatactors")
 def as_chat_error(exc: BaseException) -> ChatError:
     if isinstance(exc, ChatError):
         return exc
-    return ChatError(f"internal error: {type(exc).__name__}: {exc}")
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
