@@ -14,7 +14,7 @@
     ├── NotAMember               acting in a room one has not joined
     ├── InvalidMessage           bad body, bad username, bad request
     ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
-    ├── Restarting               a core actor crashed and is being restarted; nothing was acknowledged
+    ├── Restarting               a core actor crashed and is being restarted; not acknowledged
     ├── Busy                     too many logins in progress; try again in a moment
     ├── ChatTimeout              an actor did not answer in time
     └── InternalError            a bug: an unexpected exception, translated at the actor's edge

@@ -60,6 +60,7 @@ from chatactors.errors import (
     ChatTimeout,
     InternalError,
     InvalidMessage,
+    Restarting,
     SessionEnded,
     StorageUnavailable,
     TooManyAttempts,
@@ -298,7 +299,7 @@ def _log_refusal(conn: Connection, frame: Frame | None, exc: ChatError) -> None:
         log.log(level, "%s %s %s refused: %s", conn.who, frame["type"], name, exc.code)
     elif isinstance(exc, InvalidMessage | NotLoggedIn):
         log.info("%s bad frame %s: %s", conn.who, _kind(frame), exc.detail[:120])
-    elif isinstance(exc, StorageUnavailable | ChatTimeout):
+    elif isinstance(exc, StorageUnavailable | ChatTimeout | Restarting):
         log.warning("%s %s failed: %s", conn.who, _kind(frame), exc.code)
     else:
         log.debug("%s %s refused: %s", conn.who, _kind(frame), exc.code)
