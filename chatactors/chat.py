@@ -145,6 +145,7 @@ class Chat:
         self._revoked: deque[str] = deque(maxlen=REVOKED_REMEMBERED)
         self._closed = False
         self._stopped_reason: str | None = None
+        self._actor_group: int | None = None
 
         store = Store(self.database_url)
         try:
@@ -188,6 +189,8 @@ class Chat:
             )
             if simple:
                 self._call(self._root, Watch())
+            else:  # what to kill should a shutdown leave the system running (see shutdown)
+                self._actor_group = transport.actor_group(self.os_pid(self._root))
         except BaseException:
             self._asys.shutdown()
             close_database(self.database_url)
@@ -364,6 +367,8 @@ class Chat:
             else:
                 self._bridge.close()
                 self._asys.shutdown()
+                assert self.admin_port is not None
+                transport.stop_leftovers(self._actor_group, transport.advertised_address(), self.admin_port)
         finally:
             close_database(self.database_url)
             if self._port_key:

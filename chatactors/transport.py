@@ -299,6 +299,35 @@ def wait_for_free_port(host: str, port: int, timeout: float = 5.0) -> None:
 
 
 # -- install -----------------------------------------------------------------------------------------------------
+def actor_group(pid: int) -> int | None:
+    """The process group of one of a system's actor processes: the admin's own session, which holds
+    the admin, its logger and every actor. None if it is gone, or shares our group (never ours to kill)."""
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return None if group == os.getpgrp() else group
+
+
+def stop_leftovers(group: int | None, host: str, port: int, timeout: float = 2.0) -> bool:
+    """After ``ActorSystem.shutdown()``: if the admin still listens ``timeout`` seconds later (a
+    shutdown that timed out on a loaded machine), kill the system's process group. True if it had to."""
+    try:
+        wait_for_free_port(host, port, timeout)
+        return False
+    except ChatError:
+        if group is None:
+            return False
+        LOG.warning(
+            "the actor system on port %d did not stop within %g s: killing its processes", port, timeout
+        )
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+
+
 def _load_secret() -> bytes:
     shared = os.environ.get(SECRET_ENV)
     if shared is None:

@@ -114,3 +114,22 @@ def test_serve_on_an_admin_port_still_in_use_exits_with_a_message_naming_it(tmp_
     assert result.returncode == 1
     assert f"could not start: admin port {port} on 127.0.0.1 is still in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@MULTIPROC
+def test_a_system_still_running_after_shutdown_is_killed_as_a_group(make_chat: Any, wait_until: Any) -> None:
+    """What Chat.shutdown() does should Thespian's own shutdown time out on a loaded machine."""
+    from chatactors import transport
+
+    chat: Chat = make_chat(timeout=2.0)  # its teardown finds the system gone: no long wait for an answer
+    chat.crear("ana", PASSWORD)
+    root = chat.os_pid(chat._root)
+    group = transport.actor_group(root)
+    assert group is not None and group != os.getpgrp() and group == chat._actor_group
+    pids = {root, chat.os_pid(chat.roles.directory), chat.os_pid(chat.roles.persistence)}
+    assert chat.admin_port is not None
+    assert transport.stop_leftovers(group, transport.advertised_address(), chat.admin_port, timeout=0.1)
+    wait_until(
+        lambda: not any(alive(pid) for pid in pids), timeout=5.0, what="the system's processes to exit"
+    )
+    assert transport.stop_leftovers(group, transport.advertised_address(), chat.admin_port) is False
