@@ -125,6 +125,29 @@ class Bridge:
             raise waiter.error.with_traceback(None)  # the actor's frames mean nothing here
         return waiter.value
 
+    def fail_pending(self, grace: float, error: ChatError) -> None:
+        """Requests sent before now that are still unanswered ``grace`` seconds later get ``error``.
+
+        For a core actor that died: what it held is lost, and its callers would otherwise wait for
+        their whole timeout. A reply already on its way arrives well within the grace period."""
+        cutoff = next(self._ids)  # ids only grow: every request below it was sent before now
+
+        def expire() -> None:
+            with self._lock:
+                stale = [(i, w) for i, w in self._waiters.items() if i < cutoff]
+                for i, _ in stale:
+                    del self._waiters[i]
+            for _, waiter in stale:
+                waiter.error = error
+                if waiter.direct:
+                    waiter.release()
+                else:
+                    self._pushes.put(waiter)
+
+        timer = threading.Timer(grace, expire)
+        timer.daemon = True
+        timer.start()
+
     def send(self, target: Any, message: Any) -> None:
         """Fire and forget (a bridge telling the actors something that needs no answer)."""
         if not self.closed:

@@ -34,7 +34,14 @@ from chatactors.core.rules import (
     check_user_ref,
 )
 from chatactors.core.throttle import LOCAL, LoginPolicy
-from chatactors.errors import AuthenticationError, ChatError, InvalidMessage, SessionEnded, UsernameTaken
+from chatactors.errors import (
+    AuthenticationError,
+    ChatError,
+    InvalidMessage,
+    Restarting,
+    SessionEnded,
+    UsernameTaken,
+)
 from chatactors.messages import (
     Config,
     CoreStopped,
@@ -99,6 +106,7 @@ def _interactive() -> bool:
 
 
 log = logging.getLogger("chatactors")
+RESTART_GRACE = 0.5  # seconds a call in flight when a core actor restarted may still be answered
 
 
 class Chat:
@@ -238,8 +246,11 @@ class Chat:
             session._deliver(event)
 
     def _roles_changed(self, event: RolesChanged) -> None:
-        """A core actor was restarted: use its new address; a new directory learns our sessions."""
+        """A core actor was restarted: use its new address; a new directory learns our sessions;
+        calls in flight that died with the old actor fail soon (``Restarting``) instead of timing out."""
         self.roles = event.roles
+        restarted = ", ".join(event.changed)
+        self._bridge.fail_pending(RESTART_GRACE, Restarting(f"a core actor ({restarted}) restarted; retry"))
         if "directory" in event.changed:
             with self._sessions_lock:
                 sessions = tuple((u, len(s)) for u, s in self._sessions.items() if s)
