@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/core.py $(BENCH_ARGS) || rc=1; \
 	$(PY) bench/rooms.py $(BENCH_ARGS) || rc=1; \
 	$(PY) bench/gateway.py || rc=1; \
+	$(PY) bench/recovery.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	exit $$rc
 
 clean:

@@ -248,13 +248,15 @@ class Chat:
     def _roles_changed(self, event: RolesChanged) -> None:
         """A core actor was restarted: use its new address; a new directory learns our sessions;
         calls in flight that died with the old actor fail soon (``Restarting``) instead of timing out."""
-        self.roles = event.roles
-        restarted = ", ".join(event.changed)
-        self._bridge.fail_pending(RESTART_GRACE, Restarting(f"a core actor ({restarted}) restarted; retry"))
         if "directory" in event.changed:
+            # Before the new address is used: the bridge sends in order, so the new directory knows
+            # our sessions before any call of ours reaches it, and no push is missed.
             with self._sessions_lock:
                 sessions = tuple((u, len(s)) for u, s in self._sessions.items() if s)
             self._bridge.send(event.roles.directory, Reattach(self._bridge.address, sessions))
+        self.roles = event.roles
+        restarted = ", ".join(event.changed)
+        self._bridge.fail_pending(RESTART_GRACE, Restarting(f"a core actor ({restarted}) restarted; retry"))
 
     # -- identity --------------------------------------------------------------------------------
     def register(self, username: str, password: str, *, client_address: str = LOCAL) -> int:
