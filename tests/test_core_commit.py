@@ -25,7 +25,7 @@ from chatactors.core.commit import (
     isolate,
 )
 from chatactors.core.model import ENVIADO, LEIDO, Message, NewMessage, Receipt, UserInfo
-from chatactors.errors import ChatError, InvalidMessage, MessageNotFound, StorageUnavailable
+from chatactors.errors import ChatError, InvalidMessage, NotAMember, StorageUnavailable
 
 T = TypeVar("T")
 JUAN, MARIA, PEDRO = UserInfo(1, "juan"), UserInfo(2, "maria"), UserInfo(3, "pedro")
@@ -44,6 +44,7 @@ class FakeDatabase:
         self.transactions = 0
         self.savepoints = 0
         self.room_read: list[tuple[int, int]] = []
+        self.left: set[int] = set()  # readers no longer in the room
 
     @contextmanager
     def _undo_on_refusal(self) -> Iterator[None]:
@@ -103,12 +104,12 @@ class FakeDatabase:
         return isolate(rows, attempt)
 
     def mark_read(self, write: DirectRead) -> int:
-        if any(i not in {m.id for m in self.rows} for i in write.message_ids):
-            raise MessageNotFound("no such message")
         self.read |= set(write.message_ids)
         return len(write.message_ids)
 
     def mark_room_read(self, write: RoomRead) -> list[tuple[int, int]]:
+        if write.reader.id in self.left:  # as Store.mark_room_read: checked before it writes
+            raise NotAMember(f"you are not in room {write.room_id}")
         return self.room_read
 
 
@@ -242,12 +243,13 @@ class TestBadRows:
 
     def test_a_read_that_breaks_a_rule_fails_alone_without_running_the_batch_again(self) -> None:
         commit, db = GroupCommit(), FakeDatabase()
+        db.left.add(MARIA.id)
         commit.queue(post(1))
-        commit.queue(read(7, (99,)))
+        commit.queue(RoomRead(5, MARIA, 12, (), "maria-actor", 8))
         commit.queue(post(2))
         effects = commit.flush(db)
         assert answered(effects) == {1: "hola", 2: "hola"}
-        assert [type(e.error) for e in effects if isinstance(e, Ack)] == [MessageNotFound]
+        assert [(e.part, type(e.error)) for e in effects if isinstance(e, Ack)] == [(("room", 5), NotAMember)]
         assert db.transactions == 1 and db.savepoints == 0  # no savepoint until a batch is refused
 
 
