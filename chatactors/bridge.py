@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from chatactors.errors import ChatError, ChatTimeout
+from chatactors.errors import ChatClosed, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
 
 log = logging.getLogger("chatactors.bridge")
@@ -110,7 +110,7 @@ class Bridge:
         returned: a login registers its session there, so no push that follows the reply is missed.
         """
         if self.closed:
-            raise ChatError("this chat is shut down")
+            raise ChatClosed("this chat is shut down")
         req_id = next(self._ids)
         waiter = _Waiter(threading.current_thread() is self._dispatcher, on_reply)
         with self._lock:
@@ -159,7 +159,7 @@ class Bridge:
         with self._lock:
             waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
-            waiter.error = ChatError("this chat is shut down")
+            waiter.error = ChatClosed("this chat is shut down")
             waiter.lock.release()
 
     # -- inbound -------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class Bridge:
             except queue.Empty:
                 return
             if isinstance(item, _Waiter):
-                item.error = ChatError("this chat is shut down")
+                item.error = ChatClosed("this chat is shut down")
                 item.lock.release()
 
 
@@ -295,7 +295,7 @@ class ProcessBridge(Bridge):
         self._sender = threading.Thread(target=self._send_loop, name="chatactors-send", daemon=True)
         self._listener.start()
         if not ready.wait(30) or self.address is None:
-            raise ChatError("could not reach the actor system's root supervisor")
+            raise ChatTimeout("could not reach the actor system's root supervisor within 30 s")
         self._sender.start()
 
     def _listen(self, root: Any, ready: threading.Event) -> None:

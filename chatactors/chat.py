@@ -36,7 +36,9 @@ from chatactors.core.rules import (
 from chatactors.core.throttle import LOCAL, LoginPolicy
 from chatactors.errors import (
     AuthenticationError,
+    ChatClosed,
     ChatError,
+    ChatTimeout,
     InvalidMessage,
     Restarting,
     SessionEnded,
@@ -143,7 +145,7 @@ class Chat:
         self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
         if self.system not in SYSTEMS:
-            raise ChatError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
+            raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
         self.timeout = timeout
         self.echo = _interactive() if echo is None else echo
         self.announce_login = announce_login
@@ -213,13 +215,13 @@ class Chat:
         start = StartCore(req_id=1, config=self.config, max_restarts=max_restarts, max_seconds=max_seconds)
         answer = self._asys.ask(root, start, 30)
         if answer is None or not isinstance(answer.value, Roles):
-            raise ChatError("the core actors did not start")
+            raise ChatTimeout("the core actors did not start within 30 s")
         return root, answer.value
 
     # -- plumbing ------------------------------------------------------------------------------
     def _call(self, target: Any, request: Request, route: tuple[str, int] | None = None) -> Any:
         if self._stopped_reason is not None:
-            raise ChatError(f"this chat stopped: {self._stopped_reason}")
+            raise ChatClosed(f"this chat stopped: {self._stopped_reason}")
         return self._bridge.call(target, request, self.timeout, route)
 
     def _to_user(self, user_id: int, request: Request) -> Any:

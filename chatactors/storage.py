@@ -144,7 +144,7 @@ def open_database(url: str) -> pw.Database:
         if url in _open:
             return _open[url]
         if _open:
-            raise ChatError(f"this process already uses {next(iter(_open))}; one database per process")
+            raise ValueError(f"this process already uses {next(iter(_open))}; one database per process")
         if url.startswith("sqlite"):
             db = connect(
                 url,

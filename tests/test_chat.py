@@ -15,11 +15,12 @@ from chatactors import (
     LEIDO,
     AuthenticationError,
     Chat,
-    ChatError,
+    ChatClosed,
     InvalidMessage,
     Message,
     Receipt,
     Session,
+    SessionEnded,
     TooManyAttempts,
     UserNotFound,
 )
@@ -132,7 +133,7 @@ def test_configuration_from_the_environment(tmp_path: Any, monkeypatch: pytest.M
         assert (chat.system, chat.admin_port) == ("multiprocTCPBase", port)
         assert chat.database_url == f"sqlite:///{tmp_path}/env.db"
         assert chat.crear("maria", "secreto456").user_id == 1  # a fresh database
-    with pytest.raises(ChatError):
+    with pytest.raises(ValueError, match="system must be one of"):
         Chat(system="threadedBase")
 
 
@@ -159,9 +160,9 @@ def test_pid_is_the_user_actor_address(chat: Chat) -> None:
 def test_context_manager_shuts_down(make_chat: Any) -> None:
     with make_chat() as chat:
         juan = chat.crear("juan", "secreto123")
-    with pytest.raises(ChatError):
+    with pytest.raises(ChatClosed):
         chat.register("maria", "secreto456")
-    with pytest.raises(ChatError):
+    with pytest.raises(ChatClosed):
         juan.send_message("juan", "hola")
     chat.shutdown()  # a second shutdown is harmless
 
@@ -400,9 +401,9 @@ def test_logout_takes_the_user_offline(chat: Chat, collector: Any) -> None:
     assert chat.online([maria.user_id]) == set()
     m = juan.send_message("maria", "no estas")
     assert m.status == ENVIADO
-    with pytest.raises(ChatError):
+    with pytest.raises(SessionEnded):
         maria.send_message("juan", "ya sali")
-    with pytest.raises(ChatError):
+    with pytest.raises(SessionEnded):
         maria.read_messages()
     with pytest.raises(AuthenticationError):
         chat.login(token=maria.token)  # the token was revoked
