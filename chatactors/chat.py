@@ -312,15 +312,14 @@ class Chat:
             print("usuario logeado")
         return session
 
-    def crear(self, username: str, password: str) -> Session:
-        """The roadmap's ``crear``: register if the name is new, then log in."""
+    def create(self, username: str, password: str) -> Session:
+        """Register if the name is new, then log in (the roadmap's ``crear``). A taken name with
+        the wrong password raises AuthenticationError: it never takes over an account."""
         try:
             self.register(username, password)
         except UsernameTaken:
             pass
         return self.login(username, password)
-
-    create = crear
 
     def _forget(self, session: Session) -> None:
         with self._sessions_lock:
@@ -398,6 +397,11 @@ class Chat:
 
     def __repr__(self) -> str:
         return f"<Chat {self.system} {self.database_url}>"
+
+    # -- the roadmap's Spanish verbs ----------------------------------------------------------------
+    # Aliases, and only aliases, of the English methods above, which are canonical: they keep the
+    # roadmap's REPL session (docs/roadmap.md, V0.1) running as written. Nothing new goes here.
+    crear = create
 
 
 class Session:
@@ -493,8 +497,6 @@ class Session:
         # Like Registry.lookup + GenServer.cast: the directory finds (or starts) the recipient's actor.
         return self._chat._to_user(recipient.id, request)  # type: ignore[no-any-return]
 
-    enviar_mensaje = send_message
-
     def read_messages(
         self,
         *,
@@ -522,8 +524,6 @@ class Session:
         other = self._chat.lookup(with_user).id if with_user is not None else None
         request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to, ids=wanted)
         return list(self._chat._to_user(self.user_id, request))
-
-    leer_mensajes = read_messages
 
     # -- rooms ----------------------------------------------------------------------------------
     def _room(self, action: str, name: str) -> str:
@@ -633,3 +633,9 @@ class Session:
                 callback(reason)
             except Exception:
                 logging.getLogger("chatactors").exception("on_end callback of %s failed", self.username)
+
+    # -- the roadmap's Spanish verbs ----------------------------------------------------------------
+    # Aliases, and only aliases, of the English methods above, which are canonical: they keep the
+    # roadmap's REPL session (docs/roadmap.md, V0.1) running as written. Nothing new goes here.
+    enviar_mensaje = send_message
+    leer_mensajes = read_messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from typing import Any
 
@@ -436,3 +437,42 @@ def test_callbacks_can_be_replaced_and_removed(chat: Chat, collector: Any) -> No
     maria.on_message(third)
     m = juan.send_message("maria", "5")
     assert third.wait_for(1) == [m]
+
+
+# -- names ------------------------------------------------------------------------------------------
+ROADMAP_ALIASES = {
+    Chat: {"crear": "create"},
+    Session: {"enviar_mensaje": "send_message", "leer_mensajes": "read_messages"},
+}
+
+
+@pytest.mark.parametrize("cls", list(ROADMAP_ALIASES), ids=lambda c: c.__name__)
+def test_english_names_are_canonical_and_spanish_verbs_only_alias_them(cls: type) -> None:
+    """Each alias is the English method itself (named in English); no English name aliases a Spanish one."""
+    aliases = {
+        name: value.__name__
+        for name, value in vars(cls).items()
+        if inspect.isfunction(value) and value.__name__ != name and not name.startswith("__")
+    }
+    assert aliases == ROADMAP_ALIASES[cls]
+    for spanish, english in aliases.items():
+        assert getattr(cls, spanish) is getattr(cls, english)
+
+
+def test_the_spanish_aliases_sit_in_one_marked_block_at_the_end_of_each_class() -> None:
+    source = inspect.getsource(inspect.getmodule(Chat))  # type: ignore[arg-type]
+    for cls, aliases in ROADMAP_ALIASES.items():
+        body = inspect.getsource(cls)
+        marker = body.index("# -- the roadmap's Spanish verbs")
+        after = body[marker:]
+        assert all(f"    {name} = " in after for name in aliases)
+        assert "def " not in after  # nothing but the aliases follows the marker
+    assert source.count("# -- the roadmap's Spanish verbs") == len(ROADMAP_ALIASES)
+
+
+def test_crear_registers_then_logs_in_as_the_roadmap_uses_it(chat: Chat) -> None:
+    juan = chat.crear("juan", PASSWORDS["juan"])
+    again = chat.crear("juan", PASSWORDS["juan"])  # a known name: logs in, no error
+    assert juan.user_id == again.user_id == chat.lookup("juan").id
+    with pytest.raises(AuthenticationError):
+        chat.crear("juan", "not the password")  # never takes over an account
