@@ -266,7 +266,7 @@ def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
     parent = multiprocessing.parent_process()
     owner = _Owner((parent.pid if parent else None) or os.getppid())  # pid of the server, even if gone
 
-    class OwnedAdmin(admin_class):  # type: ignore[valid-type,misc]
+    class OwnedAdmin(admin_class):  # type: ignore[misc]
         def run(self) -> Any:
             owner.watch()
             return super().run()
