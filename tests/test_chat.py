@@ -1,4 +1,4 @@
-"""The REPL API of issue 2 on both system bases and both databases (``make_chat``/``chat`` fixtures)."""
+"""The REPL API (docs/api.md) on both system bases and both databases (``make_chat``/``chat`` fixtures)."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def test_an_online_recipient_sees_it_the_moment_it_arrives(chat: Chat, collector
     pushed = collector()
     maria = chat.login("maria", "secreto456", on_message=pushed)  # in place before any push
     m = juan.enviar_mensaje("maria", "hola")
-    # REPL order: the push is shown before enviar_mensaje returns (the issue's session).
+    # REPL order: the push is shown before enviar_mensaje returns (the README's session).
     assert pushed.items == [m]
     assert m.status == ENTREGADO
     assert juan.status(m.id) == ENTREGADO

@@ -98,8 +98,8 @@ def test_errors_a_retry_would_not_fix_are_not_unavailable(cls: type[errors.ChatE
     assert not issubclass(cls, errors.Unavailable)
 
 
-# A bare ``ChatError(...)`` left in a module the issue 8 core rewrite owns (actors/user.py): its
-# ``fail`` fallback for a reply that carries no error. Only that file's authors may change it.
+# One bare ``ChatError(...)`` is left in actors/user.py, whose rules are moving into core/ in a change
+# of their own: its fallback for a failed reply that carries no error.
 BARE_ALLOWED = {"actors/user.py"}
 
 

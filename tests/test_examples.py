@@ -13,7 +13,7 @@ from conftest import SESSION_MARKER_FD
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
-# What each example of issue 2 must print (in this order); other examples must just run cleanly.
+# What these roadmap examples must print (in this order); other examples must just run cleanly.
 EXPECTED: dict[str, list[str]] = {
     "v01_two_users.py": [
         "usuario logeado",
@@ -68,7 +68,7 @@ EXPECTED: dict[str, list[str]] = {
 ANYWHERE = {"v06_read_receipts.py": ["juan is told: maria read [1]"]}
 
 
-def test_every_issue_2_example_exists() -> None:
+def test_every_example_with_expected_output_exists() -> None:
     assert set(EXPECTED) <= {p.name for p in EXAMPLES}
 
 

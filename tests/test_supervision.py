@@ -1,4 +1,4 @@
-"""Let it crash: the core actors are supervised (issue "Let it crash", item 2).
+"""Let it crash: the core actors are supervised (docs/architecture.md, Supervision).
 
 The pure policy first (restart intensity, which exit is whose), then every core role crashing for
 real: an exception injected into a handler on every base and database, and ``kill -9`` of the

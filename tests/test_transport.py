@@ -232,7 +232,7 @@ print(json.dumps(results))
 
 
 class Command:
-    """Unpickling this runs a shell command, as the attack in the issue did."""
+    """Unpickling this runs a shell command: the attack an unsigned pickle transport allows."""
 
     def __init__(self, command: str) -> None:
         self.command = command
