@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SESSION_MARKER_FD
+from helpers import SESSION_MARKER_FD
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -89,7 +89,7 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         text=True,
         encoding="utf-8",
         timeout=60,
-        pass_fds=(SESSION_MARKER_FD,),  # so test_zz_no_leftovers can find what it leaves behind
+        pass_fds=(SESSION_MARKER_FD,),  # so the session's leftover check can find what it leaves
     )
     assert result.returncode == 0, f"{path.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{path.name} printed nothing"

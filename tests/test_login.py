@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import ChatFactory, poll_until
+from helpers import ChatFactory, poll_until
 from test_server import PASSWORD, Client, ServerThread
 
 from chatactors import Busy, Chat, LoginPolicy, SessionEnded, TooManyAttempts

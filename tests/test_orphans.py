@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chat_process import ChatProcess
-from conftest import SESSION_MARKER_FD, alive, process_group
+from helpers import SESSION_MARKER_FD, alive, process_group
 
 from chatactors import AdminPortInUse, Chat
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from chat_process import ChatProcess
-from conftest import IN_CI, listen_endpoints, process_group, socket_inodes
+from helpers import IN_CI, listen_endpoints, process_group, socket_inodes
 from thespian.system.transport import IPBase, TCPTransport, streamBuffer
 
 from chatactors import AdminPortInUse, Chat, transport
