@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from chatactors.errors import ChatClosed, ChatTimeout
+from chatactors.errors import ChatClosed, ChatError, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
 
 log = logging.getLogger("chatactors.bridge")

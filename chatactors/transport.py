@@ -317,7 +317,7 @@ def stop_leftovers(group: int | None, host: str, port: int, timeout: float = 2.0
     try:
         wait_for_free_port(host, port, timeout)
         return False
-    except ChatError:
+    except (AdminPortInUse, ValueError):  # still held, or its address can no longer be bound at all
         if group is None:
             return False
         LOG.warning(
