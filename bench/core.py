@@ -1,4 +1,4 @@
-"""Benchmark of the 1:1 chat core (issue 2): throughput, latency, activation and memory.
+"""Benchmark of the 1:1 chat core (roadmap V0.1-V0.3, V0.7-V0.9): throughput, latency, activation and memory.
 
 Run ``make bench`` or ``.venv/bin/python bench/core.py --help``. For each system base it first measures
 the raw Thespian actor-to-actor rate (two bare actors in a burst), then, on each database, N users

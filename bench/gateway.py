@@ -1,4 +1,4 @@
-"""Benchmark of the WebSocket gateway (issue 4): throughput, latency, memory per idle connection.
+"""Benchmark of the WebSocket gateway (roadmap V0.5, docs/server.md): throughput, latency, memory per idle connection.
 
 Run ``make bench`` or ``.venv/bin/python bench/gateway.py --help``. The server runs in its own
 process (this script with ``--serve``: a ``Chat`` and a ``Gateway`` on 127.0.0.1, a free port); the

@@ -1,10 +1,10 @@
-"""Benchmark of group rooms (issue 3): one message to a room whose members are all online.
+"""Benchmark of group rooms (roadmap V0.4): one message to a room whose members are all online.
 
 Run ``make bench`` or ``.venv/bin/python bench/rooms.py --help``. For each room size (10, 100 and
 1,000 members by default) every member is logged in with an ``on_message`` callback; one member posts
 50 messages with ``Session.send_room``, one at a time, and the script times, for each message, how long
-until every other member's callback has it (the figure of the issue: target 1,000 members <= 50 ms
-p99), until the first member has it, and until ``send_room`` returned.
+until every other member's callback has it (target: 1,000 members <= 50 ms
+p99, as in bench/README.md), until the first member has it, and until ``send_room`` returned.
 
 multiprocTCPBase runs one OS process per logged-in member: by default it stops at 100 members
 (``--tcp-sizes 10,100,1000`` to go further; ~6 MiB PSS and ~20 ms of start-up per member).

@@ -5,7 +5,7 @@ chain replies there, so a reply is matched by id however many hops it took. Push
 receipts) arrive at the same address and are handed to a dispatcher thread, never run on the thread
 that drives the actors, so a callback may call the API again.
 
-Two implementations, one per kind of Thespian base (see THESPIAN.md):
+Two implementations, one per kind of Thespian base (their differences: docs/architecture.md):
 
 - :class:`SimpleBridge` for ``simpleSystemBase``: actors run only inside the system's own calls, so one
   driver thread owns the system; it takes every queued request, then runs the actors until they are
@@ -22,31 +22,29 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from chatactors.errors import ChatError, ChatTimeout
+from chatactors.errors import ChatClosed, ChatError, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
 
 log = logging.getLogger("chatactors.bridge")
 PushHandler = Callable[[Push | RolesChanged | CoreStopped], None]
 _STOP = object()
+T_co = TypeVar("T_co", covariant=True)
 
 
-_PORTS: dict[str, queue.SimpleQueue[Any]] = {}
+class _Queue(Protocol[T_co]):
+    def get_nowait(self) -> T_co: ...
 
 
-def open_local_port(key: str) -> queue.SimpleQueue[Any]:
-    """A queue of (address, message) that the simple base's driver tells into the system: how a
-    worker thread in this process hands a result back to an actor (see ``LoginService``)."""
-    return _PORTS.setdefault(key, queue.SimpleQueue())
-
-
-def local_port(key: str) -> queue.SimpleQueue[Any]:
-    return _PORTS[key]
-
-
-def close_local_port(key: str) -> None:
-    _PORTS.pop(key, None)
+def drain(source: _Queue[T_co]) -> list[T_co]:
+    """Everything queued in ``source`` now, oldest first, without waiting."""
+    items: list[T_co] = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue.Empty:
+            return items
 
 
 class _Waiter:
@@ -110,7 +108,7 @@ class Bridge:
         returned: a login registers its session there, so no push that follows the reply is missed.
         """
         if self.closed:
-            raise ChatError("this chat is shut down")
+            raise ChatClosed("this chat is shut down")
         req_id = next(self._ids)
         waiter = _Waiter(threading.current_thread() is self._dispatcher, on_reply)
         with self._lock:
@@ -159,7 +157,7 @@ class Bridge:
         with self._lock:
             waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
-            waiter.error = ChatError("this chat is shut down")
+            waiter.error = ChatClosed("this chat is shut down")
             waiter.lock.release()
 
     # -- inbound -------------------------------------------------------------------------------
@@ -197,27 +195,49 @@ class Bridge:
                 self._on_push(item)
             except Exception:
                 log.exception("a push callback failed")
-        while True:  # replies queued behind the stop: their callers are told, not left waiting
-            try:
-                item = self._pushes.get_nowait()
-            except queue.Empty:
-                return
+        for item in drain(self._pushes):  # replies queued behind the stop: their callers are told
             if isinstance(item, _Waiter):
-                item.error = ChatError("this chat is shut down")
+                item.error = ChatClosed("this chat is shut down")
                 item.lock.release()
 
 
+class SimpleSystem:
+    """The few ``simpleSystemBase`` internals the driver needs, in one place (Thespian 4.0).
+
+    The public ``ActorSystem.tell``/``ask`` run the actors inside the caller's call, on whichever
+    thread makes it; the driver instead enqueues from an external context and runs the actors itself,
+    so one thread owns the system and a burst of requests reaches an actor as one batch.
+    """
+
+    def __init__(self, asys: Any) -> None:
+        self._base = asys._systemBase
+        self._ctx = self._base.external_clone()  # enqueues only; run() runs the actors
+        self.address: Any = self._ctx.my_ext_addr
+        self._inbox: _Queue[Any] = self._ctx.my_instance.rcvq
+
+    def tell(self, target: Any, message: Any) -> None:
+        """Queue ``message`` for ``target``; it is delivered by the next :meth:`run`."""
+        self._ctx.tell(target, message)
+
+    def run(self) -> None:
+        """Fire the timers that are due, then deliver until no actor has anything left to send."""
+        self._base._realizeWakeups()
+        self._base._runSends()
+
+    def received(self) -> list[Any]:
+        """What the actors sent to :attr:`address` so far."""
+        return drain(self._inbox)
+
+
 class SimpleBridge(Bridge):
-    """One driver thread owns a ``simpleSystemBase`` system (it uses a few of its internals)."""
+    """One driver thread owns a ``simpleSystemBase`` system (through :class:`SimpleSystem`)."""
 
     POLL = 0.02  # how late an idle timer may fire
 
     def __init__(self, asys: Any, on_push: PushHandler, work: queue.SimpleQueue[Any] | None = None) -> None:
         super().__init__(on_push)
-        self._asys = asys
-        self._base = asys._systemBase
-        self._ctx = self._base.external_clone()  # enqueues only; the driver runs the actors
-        self.address = self._ctx.my_ext_addr
+        self._system = SimpleSystem(asys)
+        self.address = self._system.address
         self._work: queue.SimpleQueue[Any] = work if work is not None else queue.SimpleQueue()
         self._driver = threading.Thread(target=self._drive, name="chatactors-driver", daemon=True)
         self._driver.start()
@@ -242,17 +262,12 @@ class SimpleBridge(Bridge):
         return value
 
     def _drive(self) -> None:
-        inbox = self._ctx.my_instance.rcvq
         while True:
             try:
                 items = [self._work.get(timeout=self.POLL)]
             except queue.Empty:
                 items = []
-            while True:
-                try:
-                    items.append(self._work.get_nowait())
-                except queue.Empty:
-                    break
+            items += drain(self._work)
             stop = False
             for item in items:
                 if item is _STOP:
@@ -260,17 +275,13 @@ class SimpleBridge(Bridge):
                 elif callable(item):
                     item()
                 else:
-                    self._ctx.tell(*item)
+                    self._system.tell(*item)
             try:
-                self._base._realizeWakeups()
-                self._base._runSends()
+                self._system.run()
             except Exception:
                 log.exception("the actor system failed while running")
-            while True:
-                try:
-                    self._inbound(inbox.get_nowait())
-                except queue.Empty:
-                    break
+            for message in self._system.received():
+                self._inbound(message)
             if stop:
                 return
 
@@ -295,7 +306,7 @@ class ProcessBridge(Bridge):
         self._sender = threading.Thread(target=self._send_loop, name="chatactors-send", daemon=True)
         self._listener.start()
         if not ready.wait(30) or self.address is None:
-            raise ChatError("could not reach the actor system's root supervisor")
+            raise ChatTimeout("could not reach the actor system's root supervisor within 30 s")
         self._sender.start()
 
     def _listen(self, root: Any, ready: threading.Event) -> None:
@@ -313,12 +324,7 @@ class ProcessBridge(Bridge):
         # it carries, and concurrent callers mostly talk to the directory.
         with self._asys.private() as ctx:
             while True:
-                items = [self._outgoing.get()]
-                while True:
-                    try:
-                        items.append(self._outgoing.get_nowait())
-                    except queue.Empty:
-                        break
+                items = [self._outgoing.get()] + drain(self._outgoing)
                 by_target: dict[str, tuple[Any, list[Any]]] = {}
                 for item in items:
                     if item is not _STOP:

@@ -15,14 +15,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from thespian.actors import ActorSystem
 
 from chatactors import transport
 from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
-from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge, close_local_port, open_local_port
+from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
 from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, TokenRevoked, UserInfo
 from chatactors.core.rules import (
     check_body,
@@ -36,7 +36,9 @@ from chatactors.core.rules import (
 from chatactors.core.throttle import LOCAL, LoginPolicy
 from chatactors.errors import (
     AuthenticationError,
+    ChatClosed,
     ChatError,
+    ChatTimeout,
     InvalidMessage,
     Restarting,
     SessionEnded,
@@ -74,6 +76,7 @@ from chatactors.messages import (
     Watch,
     WhoIsOnline,
 )
+from chatactors.ports import close_local_port, open_local_port
 from chatactors.storage import Store, close_database
 
 SYSTEMS = ("simpleSystemBase", "multiprocTCPBase")
@@ -143,7 +146,7 @@ class Chat:
         self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
         if self.system not in SYSTEMS:
-            raise ChatError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
+            raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
         self.timeout = timeout
         self.echo = _interactive() if echo is None else echo
         self.announce_login = announce_login
@@ -213,17 +216,14 @@ class Chat:
         start = StartCore(req_id=1, config=self.config, max_restarts=max_restarts, max_seconds=max_seconds)
         answer = self._asys.ask(root, start, 30)
         if answer is None or not isinstance(answer.value, Roles):
-            raise ChatError("the core actors did not start")
+            raise ChatTimeout("the core actors did not start within 30 s")
         return root, answer.value
 
     # -- plumbing ------------------------------------------------------------------------------
     def _call(self, target: Any, request: Request, route: tuple[str, int] | None = None) -> Any:
         if self._stopped_reason is not None:
-            raise ChatError(f"this chat stopped: {self._stopped_reason}")
+            raise ChatClosed(f"this chat stopped: {self._stopped_reason}")
         return self._bridge.call(target, request, self.timeout, route)
-
-    def _to_user(self, user_id: int, request: Request) -> Any:
-        return self._call(self.roles.directory, request, ("user", user_id))
 
     def _on_push(self, push: Push | RolesChanged | CoreStopped) -> None:
         if isinstance(push, RolesChanged):
@@ -310,21 +310,34 @@ class Chat:
             print("usuario logeado")
         return session
 
-    def crear(self, username: str, password: str) -> Session:
-        """The roadmap's ``crear``: register if the name is new, then log in."""
+    def create(self, username: str, password: str) -> Session:
+        """Register if the name is new, then log in (the roadmap's ``crear``). A taken name with
+        the wrong password raises AuthenticationError: it never takes over an account."""
         try:
             self.register(username, password)
         except UsernameTaken:
             pass
         return self.login(username, password)
 
-    create = crear
+    # -- what a Session asks of its Chat (the SessionHost protocol; not for applications) ---------
+    def ask_user(self, user_id: int, request: Request) -> Any:
+        """The reply of the user's actor to ``request``: the directory routes it there, activating the
+        actor if it hibernates (Registry.lookup + GenServer.call)."""
+        return self._call(self.roles.directory, request, ("user", user_id))
 
-    def _forget(self, session: Session) -> None:
+    def ask_persistence(self, request: Request) -> Any:
+        """The persistence actor's reply to ``request``: reads that need no user actor."""
+        return self._call(self.roles.persistence, request)
+
+    def detach(self, session: Session, *, revoke_token: str | None = None) -> None:
+        """Push nothing more to ``session`` and tell the login actor it closed (revoking
+        ``revoke_token`` with it when given). Raises what that request raises."""
         with self._sessions_lock:
             sessions = self._sessions.get(session.user_id, [])
             if session in sessions:
                 sessions.remove(session)
+        request = Logout(user_id=session.user_id, sink=self._bridge.address, token=revoke_token)
+        self._call(self.roles.login, request)
 
     # -- observation -----------------------------------------------------------------------------
     def lookup(self, user: str | int) -> UserInfo:
@@ -343,7 +356,7 @@ class Chat:
 
     def whereis(self, user_id: int) -> Any:
         """The address of the user's live actor, activating it if it hibernates."""
-        return self._to_user(user_id, GetPid(user_id=user_id))
+        return self.ask_user(user_id, GetPid(user_id=user_id))
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
@@ -397,6 +410,28 @@ class Chat:
     def __repr__(self) -> str:
         return f"<Chat {self.system} {self.database_url}>"
 
+    # -- the roadmap's Spanish verbs ----------------------------------------------------------------
+    # Aliases, and only aliases, of the English methods above, which are canonical: they keep the
+    # roadmap's REPL session (docs/roadmap.md, V0.1) running as written. Nothing new goes here.
+    crear = create
+
+
+class SessionHost(Protocol):
+    """All a :class:`Session` uses of its :class:`Chat`: public names only, so the two can change
+    apart (the request plumbing, the bridge and the roles stay the chat's own)."""
+
+    echo: bool
+
+    def lookup(self, user: str | int) -> UserInfo: ...
+
+    def whereis(self, user_id: int) -> Any: ...
+
+    def ask_user(self, user_id: int, request: Request) -> Any: ...
+
+    def ask_persistence(self, request: Request) -> Any: ...
+
+    def detach(self, session: Session, *, revoke_token: str | None = None) -> None: ...
+
 
 class Session:
     """One logged-in user, as returned by :meth:`Chat.login`."""
@@ -408,7 +443,7 @@ class Session:
         on_message: MessageCallback | None = None,
         on_receipt: ReceiptCallback | None = None,
     ) -> None:
-        self._chat = chat
+        self._chat: SessionHost = chat
         self.user_id = result.user_id
         self.username = result.username
         self.token = result.token
@@ -437,7 +472,7 @@ class Session:
     def inbox(self) -> list[Message]:
         """The last 10 messages received, newest last (V0.7)."""
         self._check_active()
-        return list(self._chat._to_user(self.user_id, GetInbox(user_id=self.user_id)))
+        return list(self._chat.ask_user(self.user_id, GetInbox(user_id=self.user_id)))
 
     def history(
         self,
@@ -459,14 +494,14 @@ class Session:
         if room is not None:
             check_key(room, "room name")
         request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
-        return list(self._chat._call(self._chat.roles.persistence, request))
+        return list(self._chat.ask_persistence(request))
 
     def status(self, message_id: int) -> str:
         """'enviado', 'entregado' or 'leido'."""
         self._check_active()
         check_id(message_id, "message id")
         request = GetStatus(user_id=self.user_id, message_id=message_id)
-        return str(self._chat._call(self._chat.roles.persistence, request))
+        return str(self._chat.ask_persistence(request))
 
     # -- messaging ----------------------------------------------------------------------------
     def send_message(self, to: str | int | Session, body: str, *, client_id: str | None = None) -> Message:
@@ -489,9 +524,7 @@ class Session:
             recipient=recipient,
         )
         # Like Registry.lookup + GenServer.cast: the directory finds (or starts) the recipient's actor.
-        return self._chat._to_user(recipient.id, request)  # type: ignore[no-any-return]
-
-    enviar_mensaje = send_message
+        return self._chat.ask_user(recipient.id, request)  # type: ignore[no-any-return]
 
     def read_messages(
         self,
@@ -519,16 +552,14 @@ class Session:
             raise InvalidMessage("read exact ids, or a conversation or room, not both")
         other = self._chat.lookup(with_user).id if with_user is not None else None
         request = ReadMessages(user_id=self.user_id, with_user=other, room=room, up_to=up_to, ids=wanted)
-        return list(self._chat._to_user(self.user_id, request))
-
-    leer_mensajes = read_messages
+        return list(self._chat.ask_user(self.user_id, request))
 
     # -- rooms ----------------------------------------------------------------------------------
     def _room(self, action: str, name: str) -> str:
         self._check_active()
         check_key(name, "room name")
         request = RoomCommand(user_id=self.user_id, room=name, action=action)
-        return str(self._chat._to_user(self.user_id, request))
+        return str(self._chat.ask_user(self.user_id, request))
 
     def create_room(self, name: str) -> str:
         """Create a room and join it. Raises RoomExists."""
@@ -549,19 +580,19 @@ class Session:
         check_key(name, "room name")
         check_client_id(client_id)
         request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
-        return self._chat._to_user(self.user_id, request)  # type: ignore[no-any-return]
+        return self._chat.ask_user(self.user_id, request)  # type: ignore[no-any-return]
 
     def rooms(self) -> list[RoomSummary]:
         """The rooms this user is in, with member and unread counts."""
         self._check_active()
-        return list(self._chat._call(self._chat.roles.persistence, ListRooms(user_id=self.user_id)))
+        return list(self._chat.ask_persistence(ListRooms(user_id=self.user_id)))
 
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message (for a room message, every member whose cursor passed it)."""
         self._check_active()
         check_id(message_id, "message id")
         request = ReadBy(user_id=self.user_id, message_id=message_id)
-        return list(self._chat._call(self._chat.roles.persistence, request))
+        return list(self._chat.ask_persistence(request))
 
     # -- pushes -------------------------------------------------------------------------------
     def on_message(self, callback: MessageCallback | None) -> None:
@@ -605,10 +636,7 @@ class Session:
         if not self.active:
             return
         self.active, self.ended = False, "logged out"
-        self._chat._forget(self)
-        token = self.token if revoke_token else None
-        request = Logout(user_id=self.user_id, sink=self._chat._bridge.address, token=token)
-        self._chat._call(self._chat.roles.login, request)
+        self._chat.detach(self, revoke_token=self.token if revoke_token else None)
 
     def _check_active(self) -> None:
         if not self.active:
@@ -619,11 +647,8 @@ class Session:
         if not self.active:
             return
         self.active, self.ended = False, reason
-        self._chat._forget(self)
         try:
-            self._chat._call(
-                self._chat.roles.login, Logout(user_id=self.user_id, sink=self._chat._bridge.address)
-            )
+            self._chat.detach(self)
         except ChatError as exc:
             logging.getLogger("chatactors").warning("could not detach %s: %s", self.username, exc)
         for callback in self._end_callbacks:
@@ -631,3 +656,9 @@ class Session:
                 callback(reason)
             except Exception:
                 logging.getLogger("chatactors").exception("on_end callback of %s failed", self.username)
+
+    # -- the roadmap's Spanish verbs ----------------------------------------------------------------
+    # Aliases, and only aliases, of the English methods above, which are canonical: they keep the
+    # roadmap's REPL session (docs/roadmap.md, V0.1) running as written. Nothing new goes here.
+    enviar_mensaje = send_message
+    leer_mensajes = read_messages

@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C while starting, before the signal handlers were in place
         print("chatactors server interrupted while starting", flush=True)
         return 130
-    except ChatError as exc:  # e.g. the admin port is taken: say so, without a traceback
+    except (ChatError, ValueError) as exc:  # e.g. the admin port is taken: say so, without a traceback
         print(f"chatactors server could not start: {exc}", file=sys.stderr, flush=True)
         return 1
     print("chatactors server stopped", flush=True)

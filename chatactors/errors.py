@@ -5,7 +5,8 @@
     ChatError
     ├── AuthenticationError      wrong password, unknown user, bad or expired token, throttled
     │   ├── TooManyAttempts      too many failures from this address: wait ``retry_after`` seconds
-    │   └── SessionEnded         the session was logged out, or its token revoked elsewhere
+    │   ├── SessionEnded         the session was logged out, or its token revoked elsewhere
+    │   └── NotLoggedIn          (gateway) a frame that needs a session came before ``login``
     ├── UserNotFound             a recipient that does not exist
     ├── MessageNotFound          a message id that does not exist, or is not one's to see
     ├── UsernameTaken            register() with a name already in use
@@ -13,11 +14,18 @@
     ├── RoomExists               create_room() with a name already in use
     ├── NotAMember               acting in a room one has not joined
     ├── InvalidMessage           bad body, bad username, bad request
-    ├── StorageUnavailable       the database cannot be reached; nothing was acknowledged
-    ├── Restarting               a core actor crashed and is being restarted; not acknowledged
+    ├── Unavailable              not done, nothing acknowledged: retry (with the same ``client_id``)
+    │   ├── StorageUnavailable   the database cannot be reached
+    │   ├── Restarting           a core actor crashed and is being restarted
+    │   └── ChatTimeout          an actor did not answer in time
     ├── Busy                     too many logins in progress; try again in a moment
-    ├── ChatTimeout              an actor did not answer in time
+    ├── RateLimited              (gateway) more frames than the connection's rate; that frame dropped
+    ├── ChatClosed               a call on a chat that was shut down, or whose core stopped
+    ├── AdminPortInUse           multiprocTCPBase: another system or program holds the admin port
     └── InternalError            a bug: an unexpected exception, translated at the actor's edge
+
+Bad configuration (an unknown system base, a short cluster secret, a second database URL in one
+process) raises :class:`ValueError`: it is the caller's code to fix, not a condition to handle.
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
 the caller's thread, so a REPL user sees the same exception on every system base.
@@ -87,23 +95,56 @@ class InvalidMessage(ChatError):
     code = "invalid"
 
 
-class StorageUnavailable(ChatError):
+class NotLoggedIn(AuthenticationError):
+    """A gateway frame that needs a session arrived before ``login``/``register``."""
+
+    code = "not_logged_in"
+
+
+class Unavailable(ChatError):
+    """The chat could not do it now; nothing was acknowledged. Retry, with the same ``client_id``:
+    at most one message is stored. Catch this one parent rather than each reason."""
+
+    code = "unavailable"
+
+
+class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
 
-class Restarting(ChatError):
-    """Retry, with the same ``client_id``: the request was not acknowledged, so at most one
-    message is stored."""
+class Restarting(Unavailable):
+    """A core actor crashed and is being restarted."""
 
     code = "restarting"
+
+
+class ChatTimeout(Unavailable):
+    code = "timeout"
 
 
 class Busy(ChatError):
     code = "busy"
 
 
-class ChatTimeout(ChatError):
-    code = "timeout"
+class RateLimited(ChatError):
+    """More gateway frames than the connection's rate allows; the frame was dropped, the connection
+    stays."""
+
+    code = "rate_limited"
+
+
+class ChatClosed(ChatError):
+    """A call on a :class:`~chatactors.Chat` after ``shutdown()``, or after its core stopped (a crash
+    loop beyond the restart intensity)."""
+
+    code = "error"  # what a gateway client was always sent for it: the wire protocol is unchanged
+
+
+class AdminPortInUse(ChatError):
+    """multiprocTCPBase: the admin port is still held (a stale actor system, or another program);
+    a chat never attaches to a system it did not start."""
+
+    code = "admin_port_in_use"
 
 
 class InternalError(ChatError):
@@ -120,6 +161,7 @@ __all__ = [
     "AuthenticationError",
     "TooManyAttempts",
     "SessionEnded",
+    "NotLoggedIn",
     "UserNotFound",
     "MessageNotFound",
     "UsernameTaken",
@@ -127,9 +169,13 @@ __all__ = [
     "RoomExists",
     "NotAMember",
     "InvalidMessage",
+    "Unavailable",
     "StorageUnavailable",
     "Restarting",
-    "Busy",
     "ChatTimeout",
+    "Busy",
+    "RateLimited",
+    "ChatClosed",
+    "AdminPortInUse",
     "InternalError",
 ]

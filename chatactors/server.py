@@ -55,15 +55,14 @@ from chatactors.core.rules import (
     check_user_ref,
 )
 from chatactors.errors import (
-    AuthenticationError,
     ChatError,
-    ChatTimeout,
     InternalError,
     InvalidMessage,
-    Restarting,
+    NotLoggedIn,
+    RateLimited,
     SessionEnded,
-    StorageUnavailable,
     TooManyAttempts,
+    Unavailable,
 )
 
 log = logging.getLogger("chatactors.server")
@@ -76,18 +75,6 @@ CLOSE_POLICY = 1008  # flood, or a reader too slow to keep up
 CLOSE_TOO_BIG = 1009  # set by websockets itself for a frame over max_size
 SHUTDOWN_REASON = "server shutting down"
 CUT_AFTER = 5.0  # seconds a closing socket may take to flush before its TCP connection is cut
-
-
-class NotLoggedIn(AuthenticationError):
-    """A frame that needs a session arrived before ``login``/``register``."""
-
-    code = "not_logged_in"
-
-
-class RateLimited(ChatError):
-    """More frames than the connection's rate allows; the frame was dropped, the connection stays."""
-
-    code = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +286,7 @@ def _log_refusal(conn: Connection, frame: Frame | None, exc: ChatError) -> None:
         log.log(level, "%s %s %s refused: %s", conn.who, frame["type"], name, exc.code)
     elif isinstance(exc, InvalidMessage | NotLoggedIn):
         log.info("%s bad frame %s: %s", conn.who, _kind(frame), exc.detail[:120])
-    elif isinstance(exc, StorageUnavailable | ChatTimeout | Restarting):
+    elif isinstance(exc, Unavailable):
         log.warning("%s %s failed: %s", conn.who, _kind(frame), exc.code)
     else:
         log.debug("%s %s refused: %s", conn.who, _kind(frame), exc.code)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import reduce
 from typing import Any, TypeVar
@@ -26,11 +25,13 @@ import peewee as pw
 from playhouse.db_url import connect
 from playhouse.migrate import PostgresqlMigrator, migrate
 
+from chatactors.core.commit import isolate
 from chatactors.core.model import (
     ENTREGADO,
     ENVIADO,
     LEIDO,
     Message,
+    NewMessage,
     Only,
     RoomInfo,
     RoomSummary,
@@ -143,7 +144,7 @@ def open_database(url: str) -> pw.Database:
         if url in _open:
             return _open[url]
         if _open:
-            raise ChatError(f"this process already uses {next(iter(_open))}; one database per process")
+            raise ValueError(f"this process already uses {next(iter(_open))}; one database per process")
         if url.startswith("sqlite"):
             db = connect(
                 url,
@@ -178,18 +179,6 @@ def refused(exc: BaseException) -> InvalidMessage:
     """The client's error for a value the database refused; the driver's text goes to the log only."""
     log.warning("the database refused a value: %s: %s", type(exc).__name__, str(exc).strip())
     return InvalidMessage("the database cannot store this value")
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message to store: to a user (``recipient``) or to a room."""
-
-    sender: UserInfo
-    recipient: UserInfo | None
-    room: RoomInfo | None
-    body: str
-    client_id: str | None
-    status: str
 
 
 def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None) -> Message:
@@ -412,28 +401,23 @@ class Store:
 
     def insert_messages_isolated(self, new: list[NewMessage]) -> list[tuple[Message, bool] | InvalidMessage]:
         """:meth:`insert_messages_fresh` for a batch the database refused: groups of rows in
-        savepoints, a refused group halved until the refused row fails alone and every other row
-        is stored once. Left half first, so a client_id repeated in the batch is stored by its
-        first row and found by the later ones. Call inside a transaction."""
-        out: list[tuple[Message, bool] | InvalidMessage] = []
+        savepoints, halved until the refused row fails alone (``core.commit.isolate``) and every
+        other row is stored once. Call inside a transaction."""
 
-        def insert(rows: list[NewMessage], retry: bool = True) -> None:
-            try:
-                with self.db.atomic():  # a savepoint: a refused insert leaves the transaction usable
-                    stored = self.insert_messages_fresh(rows)
-            except (*REFUSED, pw.IntegrityError) as exc:
-                if len(rows) > 1:
-                    insert(rows[: len(rows) // 2])
-                    insert(rows[len(rows) // 2 :])
-                elif isinstance(exc, pw.IntegrityError) and rows[0].client_id is not None and retry:
-                    insert(rows, retry=False)  # another writer stored this client_id meanwhile: find it
-                else:
-                    out.append(refused(exc))
-                return
-            out.extend(stored)
+        def attempt(rows: Sequence[NewMessage]) -> list[tuple[Message, bool]]:
+            for retry in (True, False):
+                try:
+                    with self.db.atomic():  # a savepoint: a refused insert leaves the transaction usable
+                        return self.insert_messages_fresh(list(rows))
+                except (*REFUSED, pw.IntegrityError) as exc:
+                    if len(rows) > 1:  # halved by isolate(); only the refused row's error is logged
+                        raise InvalidMessage("a row of this group was refused") from exc
+                    if not (isinstance(exc, pw.IntegrityError) and rows[0].client_id is not None and retry):
+                        raise refused(exc) from exc
+                    # another writer stored this client_id meanwhile: the second try finds it
+            raise AssertionError("unreachable")
 
-        insert(new)
-        return out
+        return isolate(new, attempt)
 
     _INSERT_COLUMNS = "sender_id, recipient_id, room_id, body, created_at, status, client_id"
 

@@ -55,7 +55,7 @@ from typing import Any
 from thespian.system import multiprocCommon
 from thespian.system.transport import IPBase, TCPTransport, streamBuffer
 
-from chatactors.errors import ChatError
+from chatactors.errors import AdminPortInUse
 
 SECRET_ENV = "CHATACTORS_CLUSTER_SECRET"
 ADDRESS_ENV = "THESPIAN_BASE_IPADDR"
@@ -266,7 +266,7 @@ def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
     parent = multiprocessing.parent_process()
     owner = _Owner((parent.pid if parent else None) or os.getppid())  # pid of the server, even if gone
 
-    class OwnedAdmin(admin_class):  # type: ignore[valid-type,misc]
+    class OwnedAdmin(admin_class):  # type: ignore[misc]
         def run(self) -> Any:
             owner.watch()
             return super().run()
@@ -277,7 +277,9 @@ def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
 
 def wait_for_free_port(host: str, port: int, timeout: float = 5.0) -> None:
     """Return once nothing listens on ``host:port``; a system still there after ``timeout`` seconds
-    (a stale one, or another program) raises ChatError. Thespian would otherwise attach to it."""
+    (a stale one, or another program) raises AdminPortInUse; Thespian would otherwise attach to it.
+    A port that cannot be bound at all (an address not on this host, a privileged port) is bad
+    configuration: ValueError."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while True:
@@ -288,9 +290,9 @@ def wait_for_free_port(host: str, port: int, timeout: float = 5.0) -> None:
                 return
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
-                    raise ChatError(f"cannot use admin port {port} on {host}: {exc}") from exc
+                    raise ValueError(f"cannot use admin port {port} on {host}: {exc}") from exc
         if time.monotonic() >= deadline:
-            raise ChatError(
+            raise AdminPortInUse(
                 f"admin port {port} on {host} is still in use after {timeout:g} s: another actor system "
                 "(a stale one left by a server that died?) or another program holds it; stop it or "
                 "choose another admin port"
@@ -315,7 +317,7 @@ def stop_leftovers(group: int | None, host: str, port: int, timeout: float = 2.0
     try:
         wait_for_free_port(host, port, timeout)
         return False
-    except ChatError:
+    except (AdminPortInUse, ValueError):  # still held, or its address can no longer be bound at all
         if group is None:
             return False
         LOG.warning(
@@ -333,7 +335,7 @@ def _load_secret() -> bytes:
     if shared is None:
         return secrets.token_bytes(32)
     if len(shared) < MIN_SECRET_LENGTH:
-        raise ChatError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
+        raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
     return shared.encode()
 
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from conftest import SESSION_MARKER_FD, alive, process_group
+from helpers import SESSION_MARKER_FD, alive, process_group
 
 PASSWORD = "secreto123"
 
@@ -66,7 +66,7 @@ class ChatProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            pass_fds=(SESSION_MARKER_FD,),  # tracked by test_zz_no_leftovers
+            pass_fds=(SESSION_MARKER_FD,),  # tracked by the session's leftover check
         )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -1,4 +1,4 @@
-"""Bad input and a database that goes away (issue 2, scope 9), through the public API.
+"""Bad input and a database that goes away through the public API.
 
 The outages are real: on SQLite another connection holds an exclusive lock; on PostgreSQL the chat
 talks to the server through a TCP proxy (a thread here) that is cut and restored.

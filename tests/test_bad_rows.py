@@ -1,4 +1,4 @@
-"""One client's bad input never fails another user's write (issue 7, item 4).
+"""One client's bad input never fails another user's write.
 
 The persistence actor commits a burst of messages as one multi-row INSERT. A row the database
 cannot take (a client_id wider than the column, a NUL that PostgreSQL refuses, a lone surrogate no

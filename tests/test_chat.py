@@ -1,8 +1,9 @@
-"""The REPL API of issue 2 on both system bases and both databases (``make_chat``/``chat`` fixtures)."""
+"""The REPL API (docs/api.md) on both system bases and both databases (``make_chat``/``chat`` fixtures)."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from typing import Any
 
@@ -15,11 +16,12 @@ from chatactors import (
     LEIDO,
     AuthenticationError,
     Chat,
-    ChatError,
+    ChatClosed,
     InvalidMessage,
     Message,
     Receipt,
     Session,
+    SessionEnded,
     TooManyAttempts,
     UserNotFound,
 )
@@ -132,7 +134,7 @@ def test_configuration_from_the_environment(tmp_path: Any, monkeypatch: pytest.M
         assert (chat.system, chat.admin_port) == ("multiprocTCPBase", port)
         assert chat.database_url == f"sqlite:///{tmp_path}/env.db"
         assert chat.crear("maria", "secreto456").user_id == 1  # a fresh database
-    with pytest.raises(ChatError):
+    with pytest.raises(ValueError, match="system must be one of"):
         Chat(system="threadedBase")
 
 
@@ -159,9 +161,9 @@ def test_pid_is_the_user_actor_address(chat: Chat) -> None:
 def test_context_manager_shuts_down(make_chat: Any) -> None:
     with make_chat() as chat:
         juan = chat.crear("juan", "secreto123")
-    with pytest.raises(ChatError):
+    with pytest.raises(ChatClosed):
         chat.register("maria", "secreto456")
-    with pytest.raises(ChatError):
+    with pytest.raises(ChatClosed):
         juan.send_message("juan", "hola")
     chat.shutdown()  # a second shutdown is harmless
 
@@ -194,7 +196,7 @@ def test_an_online_recipient_sees_it_the_moment_it_arrives(chat: Chat, collector
     pushed = collector()
     maria = chat.login("maria", "secreto456", on_message=pushed)  # in place before any push
     m = juan.enviar_mensaje("maria", "hola")
-    # REPL order: the push is shown before enviar_mensaje returns (the issue's session).
+    # REPL order: the push is shown before enviar_mensaje returns (the README's session).
     assert pushed.items == [m]
     assert m.status == ENTREGADO
     assert juan.status(m.id) == ENTREGADO
@@ -400,9 +402,9 @@ def test_logout_takes_the_user_offline(chat: Chat, collector: Any) -> None:
     assert chat.online([maria.user_id]) == set()
     m = juan.send_message("maria", "no estas")
     assert m.status == ENVIADO
-    with pytest.raises(ChatError):
+    with pytest.raises(SessionEnded):
         maria.send_message("juan", "ya sali")
-    with pytest.raises(ChatError):
+    with pytest.raises(SessionEnded):
         maria.read_messages()
     with pytest.raises(AuthenticationError):
         chat.login(token=maria.token)  # the token was revoked
@@ -435,3 +437,42 @@ def test_callbacks_can_be_replaced_and_removed(chat: Chat, collector: Any) -> No
     maria.on_message(third)
     m = juan.send_message("maria", "5")
     assert third.wait_for(1) == [m]
+
+
+# -- names ------------------------------------------------------------------------------------------
+ROADMAP_ALIASES = {
+    Chat: {"crear": "create"},
+    Session: {"enviar_mensaje": "send_message", "leer_mensajes": "read_messages"},
+}
+
+
+@pytest.mark.parametrize("cls", list(ROADMAP_ALIASES), ids=lambda c: c.__name__)
+def test_english_names_are_canonical_and_spanish_verbs_only_alias_them(cls: type) -> None:
+    """Each alias is the English method itself (named in English); no English name aliases a Spanish one."""
+    aliases = {
+        name: value.__name__
+        for name, value in vars(cls).items()
+        if inspect.isfunction(value) and value.__name__ != name and not name.startswith("__")
+    }
+    assert aliases == ROADMAP_ALIASES[cls]
+    for spanish, english in aliases.items():
+        assert getattr(cls, spanish) is getattr(cls, english)
+
+
+def test_the_spanish_aliases_sit_in_one_marked_block_at_the_end_of_each_class() -> None:
+    source = inspect.getsource(inspect.getmodule(Chat))  # type: ignore[arg-type]
+    for cls, aliases in ROADMAP_ALIASES.items():
+        body = inspect.getsource(cls)
+        marker = body.index("# -- the roadmap's Spanish verbs")
+        after = body[marker:]
+        assert all(f"    {name} = " in after for name in aliases)
+        assert "def " not in after  # nothing but the aliases follows the marker
+    assert source.count("# -- the roadmap's Spanish verbs") == len(ROADMAP_ALIASES)
+
+
+def test_crear_registers_then_logs_in_as_the_roadmap_uses_it(chat: Chat) -> None:
+    juan = chat.crear("juan", PASSWORDS["juan"])
+    again = chat.crear("juan", PASSWORDS["juan"])  # a known name: logs in, no error
+    assert juan.user_id == again.user_id == chat.lookup("juan").id
+    with pytest.raises(AuthenticationError):
+        chat.crear("juan", "not the password")  # never takes over an account

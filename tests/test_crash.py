@@ -1,6 +1,6 @@
 """The real server (``python -m chatactors serve``) dies in the middle of a burst of sends, and comes back.
 
-What the issue's crash runs found true, kept true: whatever the server acknowledged (a ``sent`` frame) is
+What crash runs of the server found true, kept true: whatever the server acknowledged (a ``sent`` frame) is
 stored exactly once, and a client that retries every send it got no answer for, with the same
 ``client_id``, ends with exactly one row per message; a retry of an acknowledged send is answered with
 the original id. Killed with SIGKILL (no goodbye: the sockets just end) and stopped with SIGTERM
@@ -104,8 +104,8 @@ def stored(db_url: str) -> list[tuple[str, str, int]]:
 
 @pytest.fixture
 def marker() -> Iterator[Marker]:
-    """Every process the servers fork; whatever is still running at the end is killed (item 3 of
-    issue 7 is about those orphans; this test only makes sure it leaves none)."""
+    """Every process the servers fork; whatever is still running at the end is killed (that no
+    process outlives its server is tests/test_orphans.py's; this test only makes sure it leaves none)."""
     found = Marker()
     yield found
     for pid in found.holders():

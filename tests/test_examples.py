@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SESSION_MARKER_FD
+from helpers import SESSION_MARKER_FD
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
-# What each example of issue 2 must print (in this order); other examples must just run cleanly.
+# What these roadmap examples must print (in this order); other examples must just run cleanly.
 EXPECTED: dict[str, list[str]] = {
     "v01_two_users.py": [
         "usuario logeado",
@@ -68,7 +68,7 @@ EXPECTED: dict[str, list[str]] = {
 ANYWHERE = {"v06_read_receipts.py": ["juan is told: maria read [1]"]}
 
 
-def test_every_issue_2_example_exists() -> None:
+def test_every_example_with_expected_output_exists() -> None:
     assert set(EXPECTED) <= {p.name for p in EXAMPLES}
 
 
@@ -89,7 +89,7 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         text=True,
         encoding="utf-8",
         timeout=60,
-        pass_fds=(SESSION_MARKER_FD,),  # so test_zz_no_leftovers can find what it leaves behind
+        pass_fds=(SESSION_MARKER_FD,),  # so the session's leftover check can find what it leaves
     )
     assert result.returncode == 0, f"{path.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{path.name} printed nothing"

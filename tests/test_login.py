@@ -1,4 +1,4 @@
-"""Logging in under attack (issue 7, items 5 and 6): the throttle per (account, address) and per address,
+"""Logging in under attack: the throttle per (account, address) and per address,
 the bounded password-hash pool, and revoked tokens ending every session that holds them.
 
 Through the REPL API on both bases and both databases (``client_address`` stands for the peer a gateway
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import ChatFactory, poll_until
+from helpers import ChatFactory, poll_until
 from test_server import PASSWORD, Client, ServerThread
 
 from chatactors import Busy, Chat, LoginPolicy, SessionEnded, TooManyAttempts

@@ -104,7 +104,9 @@ def test_discovery_finds_the_messages() -> None:
 def test_frozen_with_slots(cls: type) -> None:
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
     assert params.frozen, f"{cls.__name__} must be frozen: simpleSystemBase does not copy messages"
-    assert "__slots__" in cls.__dict__, f"{cls.__name__} should use slots=True (DESIGN.md section 7)"
+    assert "__slots__" in cls.__dict__, (
+        f"{cls.__name__} should use slots=True (messages are frozen, slotted dataclasses)"
+    )
     instance = build(cls)
     field = dataclasses.fields(cls)[0].name if dataclasses.fields(cls) else None
     if field is not None:

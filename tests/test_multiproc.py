@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SESSION_MARKER_FD, alive, listening_ports
+from helpers import SESSION_MARKER_FD, alive, listening_ports
 
 from chatactors import ENTREGADO, LEIDO, Chat, Receipt, Session, StorageUnavailable
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from chat_process import ChatProcess
-from conftest import SESSION_MARKER_FD, alive, process_group
+from helpers import SESSION_MARKER_FD, alive, process_group
 
-from chatactors import Chat, ChatError
+from chatactors import AdminPortInUse, Chat
 
 MULTIPROC = pytest.mark.parametrize("system", ["multiprocTCPBase"])
 
@@ -71,7 +71,7 @@ def test_a_second_system_on_a_live_admin_port_is_a_clear_error_not_an_attach(
     try:
         port = running.info["admin_port"]
         started = time.monotonic()
-        with pytest.raises(ChatError, match=f"admin port {port} .*in use"):
+        with pytest.raises(AdminPortInUse, match=f"admin port {port} .*in use"):
             make_chat(admin_port=port)
         assert time.monotonic() - started < 10  # waited ~5 s, not Thespian's long attach attempts
         assert running.check()  # the running system was left alone

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SESSION_MARKER_FD
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -1092,13 +1093,7 @@ class Marker:
 
 def _serve(args: list[str], marker: Marker) -> tuple[subprocess.Popen[str], str]:
     """Start ``python -m chatactors serve``; returns it and the WebSocket URL it printed."""
-    fds = [marker.FD]
-    try:
-        import conftest
-
-        fds.append(conftest.SESSION_MARKER_FD)  # the suite's own leftover check tracks it too
-    except (ImportError, AttributeError):
-        pass
+    fds = [marker.FD, SESSION_MARKER_FD]  # the session's own leftover check tracks it too
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "THESPLOG_FILE": os.devnull}
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatactors", "serve", "--port", "0", *args],

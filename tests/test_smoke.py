@@ -1,4 +1,4 @@
-"""The issue's REPL session, on both system bases and both databases."""
+"""The roadmap's REPL session (README, docs/api.md), on both system bases and both databases."""
 
 from chatactors import LEIDO, Chat
 

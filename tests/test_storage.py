@@ -286,7 +286,7 @@ def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> N
     assert scans == [], "full scans of mensajes:\n" + "\n".join(scans)
 
 
-# -- values the database refuses, and the client_id migration (issue 7, item 4) ---------------------
+# -- values the database refuses, and the client_id migration -------------------------------------
 def _new(sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None = None) -> NewMessage:
     return NewMessage(sender, recipient, None, body, client_id, ENVIADO)
 

@@ -1,4 +1,4 @@
-"""Let it crash: the core actors are supervised (issue "Let it crash", item 2).
+"""Let it crash: the core actors are supervised (docs/architecture.md, Supervision).
 
 The pure policy first (restart intensity, which exit is whose), then every core role crashing for
 real: an exception injected into a handler on every base and database, and ``kill -9`` of the
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from chatactors import Chat, ChatError, Restarting
+from chatactors import Chat, ChatClosed, ChatError, Restarting
 from chatactors.actors.directory import DirectoryActor
 from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
@@ -260,7 +260,7 @@ def test_past_the_restart_intensity_the_chat_stops_loudly(
             chat.os_pid(chat.roles.persistence)
         wait_until(lambda: chat._stopped_reason, what="the chat to stop")  # the second: too many
         assert "giving up: persistence exited" in log.text
-        with pytest.raises(ChatError, match="this chat stopped"):
+        with pytest.raises(ChatClosed, match="this chat stopped"):
             chat.register("tarde", PASSWORD)
     finally:
         log.close()

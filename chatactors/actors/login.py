@@ -20,7 +20,6 @@ from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatactors.actors.base import ChatActor
-from chatactors.bridge import local_port
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.model import UserInfo
 from chatactors.core.rules import check_password, check_username
@@ -38,6 +37,7 @@ from chatactors.messages import (
     Roles,
     Route,
 )
+from chatactors.ports import local_port
 from chatactors.storage import Store, utcnow
 
 PROFILES = {

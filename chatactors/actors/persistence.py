@@ -1,27 +1,35 @@
 """PersistenceActor: owns the database connection and commits writes in batches (group commit).
 
-A write is queued and a ``Flush`` is sent to self; everything already in the mailbox is handled
-before that ``Flush`` arrives, so a burst becomes one transaction while a lone write waits for no
-timer. A write that breaks a rule fails alone, and nothing is
-acknowledged, pushed or reported stored before its batch has committed. Reads flush first, so they
-see every write queued before them.
-
-One bad row never fails the others: messages are checked against the input rules before they join
-a batch (whoever sent them), and if the database still refuses the batch, it is run again with
-each group of rows in a savepoint, halving a refused group until the refused row fails alone
-(``invalid``). Only a database that cannot be reached fails a whole batch (``storage_unavailable``).
+What is batched, when a batch is flushed, how a refused row is isolated and who is told what once
+the batch has committed are the rules of :class:`~chatactors.core.commit.GroupCommit`; this actor
+turns write messages into its writes, runs it against :class:`~chatactors.storage.Store`, and sends
+the effects. Reads flush first, so they see every write queued before them.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from chatactors.actors.base import ChatActor, Outbox, as_chat_error
-from chatactors.core.model import ENTREGADO, LEIDO, Receipt
-from chatactors.core.rules import check_body, check_client_id, check_limit, check_ref
+from chatactors.core.commit import (
+    Ack,
+    Answer,
+    DirectRead,
+    Effect,
+    FlushNow,
+    GroupCommit,
+    Post,
+    PushTo,
+    Refuse,
+    RoomRead,
+    ScheduleFlush,
+    Write,
+)
+from chatactors.core.model import ENTREGADO, Message, NewMessage, Receipt
+from chatactors.core.rules import check_limit, check_ref
 from chatactors.errors import ChatError, InvalidMessage, UserNotFound
 from chatactors.messages import (
     Configure,
@@ -51,10 +59,51 @@ from chatactors.messages import (
     UnreadFetched,
     UserLoaded,
 )
-from chatactors.storage import IntegrityError, NewMessage, Store
+from chatactors.storage import IntegrityError, Store
 
-WRITES = (StoreDirect, StoreRoom, MarkRead, MarkRoomRead)
-log = logging.getLogger("chatactors.persistence")
+T = TypeVar("T")
+
+
+class StoreDatabase:
+    """:class:`Store` as group commit's :class:`~chatactors.core.commit.Database`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def transaction(self, work: Callable[[], T]) -> T:
+        try:
+            return self.store.run(work)
+        except IntegrityError as exc:  # a constraint the batch broke: isolated like a refused value
+            raise InvalidMessage(f"the database refused the batch: {exc}") from exc
+        except ChatError:
+            raise
+        except Exception as exc:  # a bug: every write in the batch is answered, none is lost
+            raise as_chat_error(exc) from exc
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        return self.store.savepoint()
+
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
+        if isolated:
+            return self.store.insert_messages_isolated(rows)
+        return list(self.store.insert_messages_fresh(rows))
+
+    def mark_read(self, write: DirectRead) -> int:
+        return self.store.mark_read(write.reader.id, write.sender_id, write.message_ids)
+
+    def mark_room_read(self, write: RoomRead) -> list[tuple[int, int]]:
+        return self.store.mark_room_read(write.room_id, write.reader.id, write.up_to)
+
+
+def _outbound(effect: Answer | Refuse | PushTo | Ack) -> tuple[Any, Any]:
+    """(address, message) for an effect of a committed batch."""
+    if isinstance(effect, Answer):
+        return effect.to, Reply(effect.req_id, effect.value)
+    if isinstance(effect, Refuse):
+        return effect.to, Failed(effect.req_id, effect.error)
+    if isinstance(effect, PushTo):
+        return effect.sink, Push(effect.user_ids, effect.event)
+    return effect.to, ReadAck(effect.token, effect.part, effect.error)
 
 
 class PersistenceActor(ChatActor):
@@ -64,138 +113,53 @@ class PersistenceActor(ChatActor):
         super().__init__()
         self.store: Store | None = None
         self.roles: Roles | None = None
-        self.pending: list[Any] = []
-        self.flush_scheduled = False
-        self.batch_max = 500
+        self.commit = GroupCommit()
 
     def configure(self, msg: Configure) -> None:
         self.roles = msg.roles
         self.store = Store(msg.config.database_url)
-        self.batch_max = msg.config.batch_max
+        self.commit = GroupCommit(msg.config.batch_max)
 
     def on_exit(self) -> None:
         self._flush()  # nothing queued is dropped by a shutdown
 
     # -- writes, batched ------------------------------------------------------------------------
-    def _queue(self, msg: Any, sender: Any = None) -> None:
-        if isinstance(msg, (StoreDirect, StoreRoom)):
-            # Again here: a message may come from a gateway or an actor that skipped the facade.
-            check_body(msg.body)
-            check_client_id(msg.client_id)
-        self.pending.append(msg)
-        if len(self.pending) >= self.batch_max:
-            self._flush()
-        elif not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.send(self.myAddress, Flush())
+    def receiveMsg_StoreDirect(self, m: StoreDirect, sender: Any) -> None:
+        new = NewMessage(m.sender, m.recipient, None, m.body, m.client_id, m.status)
+        self._queue(Post(new, m.req_id, m.reply_to, tuple((s, (m.recipient.id,)) for s in m.sinks)))
 
-    receiveMsg_StoreDirect = _queue
-    receiveMsg_StoreRoom = _queue
-    receiveMsg_MarkRead = _queue
-    receiveMsg_MarkRoomRead = _queue
+    def receiveMsg_StoreRoom(self, m: StoreRoom, sender: Any) -> None:
+        new = NewMessage(m.sender, None, m.room, m.body, m.client_id, m.status)
+        self._queue(Post(new, m.req_id, m.reply_to, m.fanout))
+
+    def receiveMsg_MarkRead(self, m: MarkRead, sender: Any) -> None:
+        self._queue(DirectRead(m.reader, m.sender_id, m.message_ids, m.sinks, m.ack_to, m.token))
+
+    def receiveMsg_MarkRoomRead(self, m: MarkRoomRead, sender: Any) -> None:
+        self._queue(RoomRead(m.room_id, m.reader, m.up_to, m.fanout, m.ack_to, m.token))
+
+    def _queue(self, write: Write) -> None:
+        self._perform(self.commit.queue(write))
 
     def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
-        self.flush_scheduled = False
-        self._flush()
+        assert self.store is not None
+        self._perform(self.commit.flush_arrived(StoreDatabase(self.store)))
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        assert self.store is not None
-        batch, self.pending = self.pending, []
-        out = Outbox()
-        try:
-            try:
-                results = self.store.run(lambda: self._apply_batch(batch))
-            except (InvalidMessage, IntegrityError) as exc:  # a row the database refused: find it
-                log.warning("a batch of %d writes was refused (%s); isolating the bad rows", len(batch), exc)
-                results = self.store.run(lambda: self._apply_batch(batch, isolated=True))
-        except Exception as exc:  # the database itself failed: the whole batch is unacknowledged
-            error = as_chat_error(exc)
-            for m in batch:
-                self._failed(out, m, error)
-        else:
-            for m, (ok, result) in zip(batch, results, strict=True):
-                if ok:
-                    self._done(out, m, result)
-                else:
-                    self._failed(out, m, result)
+        if self.commit.pending:
+            assert self.store is not None
+            self._perform(self.commit.flush(StoreDatabase(self.store)))
+
+    def _perform(self, effects: Iterable[Effect]) -> None:
+        out = Outbox()  # one message per address for the whole batch
+        for effect in effects:
+            if isinstance(effect, ScheduleFlush):
+                self.send(self.myAddress, Flush())
+            elif isinstance(effect, FlushNow):
+                self._flush()
+            else:
+                out.add(*_outbound(effect))
         out.send_all(self)
-
-    def _apply_batch(self, batch: list[Any], isolated: bool = False) -> list[tuple[bool, Any]]:
-        """New messages go in as one multi-row insert; the rest one by one, in order. Once the
-        database has refused the batch, it runs again ``isolated``: each write in a savepoint."""
-        assert self.store is not None
-        stores = [i for i, m in enumerate(batch) if isinstance(m, (StoreDirect, StoreRoom))]
-        results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
-        if stores:
-            new = [self._new_message(batch[i]) for i in stores]
-            insert = self.store.insert_messages_isolated if isolated else self.store.insert_messages_fresh
-            for i, outcome in zip(stores, insert(new), strict=True):
-                results[i] = (not isinstance(outcome, ChatError), outcome)
-        for i, m in enumerate(batch):
-            if not isinstance(m, (StoreDirect, StoreRoom)):
-                results[i] = self._apply_one(m, isolated)
-        return results
-
-    @staticmethod
-    def _new_message(m: StoreDirect | StoreRoom) -> NewMessage:
-        if isinstance(m, StoreDirect):
-            return NewMessage(m.sender, m.recipient, None, m.body, m.client_id, m.status)
-        return NewMessage(m.sender, None, m.room, m.body, m.client_id, m.status)
-
-    def _apply_one(self, m: Any, isolated: bool = False) -> tuple[bool, Any]:
-        """One write; a rule it breaks fails it alone. The store checks every rule before it writes
-        anything (see ``Store.mark_room_read``), so a refused write leaves nothing to roll back and
-        needs no savepoint (two statements saved per message) until the database has refused the
-        batch once."""
-        assert self.store is not None
-        try:
-            if not isolated:
-                return True, self._apply(m)
-            with self.store.savepoint():
-                return True, self._apply(m)
-        except ChatError as exc:
-            return False, exc
-
-    def _apply(self, m: Any) -> Any:
-        assert self.store is not None
-        if isinstance(m, MarkRead):
-            return self.store.mark_read(m.reader.id, m.sender_id, m.message_ids)
-        if isinstance(m, MarkRoomRead):
-            return self.store.mark_room_read(m.room_id, m.reader.id, m.up_to)
-        raise TypeError(type(m).__name__)
-
-    def _done(self, out: Outbox, m: Any, result: Any) -> None:
-        if isinstance(m, (StoreDirect, StoreRoom)):
-            message, fresh = result
-            if fresh:  # a retried client_id is answered again, but pushed only once
-                fanout = m.fanout if isinstance(m, StoreRoom) else [(s, (m.recipient.id,)) for s in m.sinks]
-                for sink, user_ids in fanout:
-                    out.add(sink, Push(user_ids, message))
-            out.add(m.reply_to, Reply(m.req_id, message))
-        elif isinstance(m, MarkRead):
-            receipt = Receipt(m.message_ids, LEIDO, m.reader.username, m.reader.id)
-            for sink in m.sinks:
-                out.add(sink, Push((m.sender_id,), receipt))
-            out.add(m.ack_to, ReadAck(m.token, ("user", m.sender_id)))
-        elif isinstance(m, MarkRoomRead):
-            by_sender: dict[int, list[int]] = {}
-            for message_id, sender_id in result:
-                by_sender.setdefault(sender_id, []).append(message_id)
-            for sink, user_ids in m.fanout:
-                for sender_id in set(user_ids) & set(by_sender):
-                    receipt = Receipt(tuple(by_sender[sender_id]), LEIDO, m.reader.username, m.reader.id)
-                    out.add(sink, Push((sender_id,), receipt))
-            out.add(m.ack_to, ReadAck(m.token, ("room", m.room_id)))
-
-    def _failed(self, out: Outbox, m: Any, error: Exception) -> None:
-        if isinstance(m, (StoreDirect, StoreRoom)):
-            out.add(m.reply_to, Failed(m.req_id, error))
-        elif isinstance(m, MarkRead):
-            out.add(m.ack_to, ReadAck(m.token, ("user", m.sender_id), error))
-        elif isinstance(m, MarkRoomRead):
-            out.add(m.ack_to, ReadAck(m.token, ("room", m.room_id), error))
 
     # -- reads, after a flush -------------------------------------------------------------------
     def _read(self) -> Store:

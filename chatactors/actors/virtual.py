@@ -1,21 +1,33 @@
 """What UserActor and RoomActor share: activation, a stash while loading, and retiring.
 
-An activation starts with ``Init`` from the supervisor, loads its state, and stashes whatever
-arrives meanwhile. When the directory sees it idle (``IdleCheck``), or when it knows it has nothing
-left to do, it asks the directory to retire if :meth:`may_retire` agrees; between asking and the
-approval new work may come in, so on approval it checks again and either exits or cancels.
+The rules are :class:`~chatactors.core.activation.Activation`'s; this class feeds it the messages
+and performs its effects, and offers the hooks a user or a room fills in (:meth:`load`,
+:meth:`may_retire`, :meth:`before_exit`, :meth:`fail_outstanding`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from thespian.actors import ActorExitRequest
 
-from chatactors.actors.base import ChatActor
-from chatactors.core.clock import MonotonicClock
+from chatactors.actors.base import ChatActor, as_chat_error
+from chatactors.core.activation import (
+    Activation,
+    AskRetire,
+    CancelRetire,
+    Crash,
+    Effect,
+    Exit,
+    FailOutstanding,
+    Load,
+    Redeliver,
+    Refuse,
+    Serve,
+)
 from chatactors.core.idle import IdlePolicy
-from chatactors.errors import ChatError, Restarting
+from chatactors.errors import ChatError
 from chatactors.messages import (
     Envelope,
     IdleCheck,
@@ -37,15 +49,29 @@ class VirtualActor(ChatActor):
         super().__init__()
         self.id = 0
         self.roles: Roles | None = None
-        self.idle = IdlePolicy(MonotonicClock(), 300.0)
-        self.stash: list[Envelope] = []
-        self.ready = False
-        self.retiring = False
+        self.activation = Activation()
         self._tokens = 0
 
     def token(self) -> int:
         self._tokens += 1
         return self._tokens
+
+    @property
+    def idle(self) -> IdlePolicy:
+        """Replies owed to this activation (``started``/``finished``) and its last activity."""
+        return self.activation.idle
+
+    @property
+    def ready(self) -> bool:
+        return self.activation.ready
+
+    @property
+    def retiring(self) -> bool:
+        return self.activation.retiring
+
+    @property
+    def stash(self) -> list[Any]:
+        return self.activation.stash
 
     # -- to override ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -63,50 +89,31 @@ class VirtualActor(ChatActor):
     def fail_outstanding(self, error: ChatError) -> None:
         """Answer every request that waits for another actor's reply."""
 
-    # -- supervision ------------------------------------------------------------------------------
-    def roles_changed(self, msg: RolesChanged) -> None:
-        if "directory" in msg.changed:
-            self.retiring = False  # the directory that was to answer is gone; the idle check asks again
-        if {"persistence", "directory"} & set(msg.changed) and (not self.ready or self.idle.outstanding):
-            # A reply this activation waits for was lost with the dead actor: answer what waits
-            # (callers retry; client_id keeps that to one stored message) and start afresh.
-            error = Restarting(f"a core actor ({', '.join(msg.changed)}) restarted; retry")
-            stash, self.stash = self.stash, []
-            for envelope in stash:
-                self._refuse(envelope, error)
-            self.fail_outstanding(error)
-            self.crash()
+    # -- effects ----------------------------------------------------------------------------------
+    def _perform(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Serve):
+                self._serve(effect.message)
+            elif isinstance(effect, Redeliver):
+                self.receiveMessage(effect.message, None)
+            elif isinstance(effect, Load):
+                self.load()
+            elif isinstance(effect, Refuse):
+                self._refuse(effect.message, effect.error)
+            elif isinstance(effect, FailOutstanding):
+                self.fail_outstanding(effect.error)
+            elif isinstance(effect, AskRetire):
+                assert self.roles is not None
+                self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress))
+            elif isinstance(effect, CancelRetire):
+                assert self.roles is not None
+                self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
+            elif isinstance(effect, Exit):
+                self.send(self.myAddress, ActorExitRequest())
+            elif isinstance(effect, Crash):
+                self.crash()
 
-    # -- lifecycle --------------------------------------------------------------------------------
-    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
-        self.id, self.roles = msg.id, msg.roles
-        self.idle = IdlePolicy(MonotonicClock(), msg.config.idle_timeout)
-        self.idle.started()
-        self.load()
-
-    def loaded(self) -> None:
-        self.idle.finished()
-        self.ready = True
-        stash, self.stash = self.stash, []
-        for envelope in stash:
-            self.receiveMessage(envelope, None)
-        self.check_retire()  # a room activated with no active member goes again at once
-
-    def fail_stash(self, error: Exception) -> None:
-        """The state could not be loaded: answer what waits, then go."""
-        stash, self.stash = self.stash, []
-        for envelope in stash:
-            request = envelope.body.body
-            if isinstance(request, Request) and request.reply_to is not None:
-                self.fail(request, error)
-        self.idle.finished()
-        self.ask_to_retire()
-
-    def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
-        if not self.ready:
-            self.stash.append(msg)
-            return
-        self.idle.touch()
+    def _serve(self, msg: Envelope) -> None:
         body = msg.body.body
         try:
             getattr(self, "on_" + type(body).__name__)(body, msg)
@@ -116,26 +123,37 @@ class VirtualActor(ChatActor):
             else:
                 raise
 
+    # -- supervision ------------------------------------------------------------------------------
+    def roles_changed(self, msg: RolesChanged) -> None:
+        self._perform(self.activation.roles_changed(msg.changed))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
+        self.id, self.roles = msg.id, msg.roles
+        self._perform(self.activation.start(msg.config.idle_timeout))
+
+    def loaded(self) -> None:
+        self._perform(self.activation.loaded())
+        self.check_retire()  # a room activated with no active member goes again at once
+
+    def fail_stash(self, error: Exception) -> None:
+        """The state could not be loaded: answer what waits, then go."""
+        self._perform(self.activation.load_failed(as_chat_error(error)))
+
+    def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
+        self._perform(self.activation.arrived(msg))
+
     def check_retire(self) -> None:
-        if not self.retiring and self.ready and not self.stash and self.may_retire():
-            self.ask_to_retire()
+        self._perform(self.activation.check_retire(self.may_retire()))
 
     def receiveMsg_IdleCheck(self, msg: IdleCheck, sender: Any) -> None:
         self.check_retire()
 
     def ask_to_retire(self) -> None:
-        assert self.roles is not None
-        self.retiring = True
-        self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress))
+        self._perform(self.activation.ask_to_retire())
 
     def receiveMsg_RetireApproved(self, msg: RetireApproved, sender: Any) -> None:
-        assert self.roles is not None
-        if self.ready and (self.idle.outstanding or self.stash or not self.may_retire()):
-            # Work arrived between asking and the approval: stay, and take what was buffered.
-            self.retiring = False
-            self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
-            return
-        self.send(self.myAddress, ActorExitRequest())
+        self._perform(self.activation.approved(self.may_retire()))
 
     def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:
-        self.retiring = False  # the directory holds work for us; it will say when we are idle again
+        self._perform(self.activation.denied())

@@ -103,3 +103,15 @@ class TokenRevoked:
     hash, so the token itself never travels in a push."""
 
     token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: to a user (``recipient``) or to a room."""
+
+    sender: UserInfo
+    recipient: UserInfo | None
+    room: RoomInfo | None
+    body: str
+    client_id: str | None
+    status: str

@@ -6,7 +6,7 @@ A key (``("user", 7)``, ``("room", 3)``) is in one of three states:
 - activating / retiring: messages are buffered, never sent to an address that may vanish;
 - live: messages are forwarded to its address.
 
-Retiring is the two-phase handshake of DESIGN.md: the actor asks, the registry approves only when it
+Retiring is a two-phase handshake (docs/architecture.md, Virtual actors): the actor asks, the registry approves only when it
 holds nothing for that actor and then buffers; when the exit is confirmed, anything buffered meanwhile
 starts a fresh activation. An exit the registry did not approve is a crash: the supervisor is asked
 to restart the actor at once when its user is online or messages wait, else it comes back on demand.
