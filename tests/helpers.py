@@ -168,18 +168,24 @@ def listen_sockets() -> Iterator[tuple[int, str]]:
         yield port, inode
 
 
-def socket_inodes(pid: int) -> set[str]:
-    """The inodes of the sockets process ``pid`` holds open (empty if it is gone)."""
-    found = set()
+def _descriptors(pid: int) -> Iterator[str]:
+    """Paths of the open descriptors of process ``pid`` under /proc (none if it is gone)."""
     try:
         descriptors = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return found
+        return
     for fd in descriptors:
+        yield f"/proc/{pid}/fd/{fd}"
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open (empty if it is gone)."""
+    found = set()
+    for path in _descriptors(pid):
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(path)
         except OSError:
-            continue
+            continue  # closed while we looked
         if target.startswith("socket:["):
             found.add(target[len("socket:[") : -1])
     return found
@@ -235,15 +241,11 @@ def _processes() -> dict[int, tuple[int, str, str]]:
 
 
 def _holds_marker(pid: int) -> bool:
-    try:
-        descriptors = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in descriptors:
+    for path in _descriptors(pid):
         try:
-            info = os.stat(f"/proc/{pid}/fd/{fd}")
+            info = os.stat(path)
         except OSError:
-            continue
+            continue  # closed while we looked
         if (info.st_dev, info.st_ino) == SESSION_MARKER_ID:
             return True
     return False

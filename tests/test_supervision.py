@@ -221,34 +221,13 @@ def test_a_restarted_directory_knows_live_rooms_and_their_members(
     assert [x.id for x in pushed.wait_for(2)][-1] == m.id
 
 
-class LogLines(logging.Handler):
-    """The chatactors log as text. Attached after the Chat started: Thespian's start-up reconfigures
-    logging, which detaches pytest's own capture."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-        logging.getLogger("chatactors").addHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def close(self) -> None:
-        logging.getLogger("chatactors").removeHandler(self)
-        super().close()
-
-
 def test_past_the_restart_intensity_the_chat_stops_loudly(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, wait_until: Any
+    db_url: str, monkeypatch: pytest.MonkeyPatch, wait_until: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     chat = Chat(
         db_url, "simpleSystemBase", password_profile="cheapest", echo=False, max_restarts=1, max_seconds=60
     )
-    log = LogLines()
+    caplog.set_level(logging.WARNING, logger="chatactors")
     try:
         crash_once(monkeypatch, "persistence")
         old = chat.roles.persistence
@@ -259,11 +238,10 @@ def test_past_the_restart_intensity_the_chat_stops_loudly(
         with pytest.raises(ChatError):
             chat.os_pid(chat.roles.persistence)
         wait_until(lambda: chat._stopped_reason, what="the chat to stop")  # the second: too many
-        assert "giving up: persistence exited" in log.text
+        assert "giving up: persistence exited" in caplog.text
         with pytest.raises(ChatClosed, match="this chat stopped"):
             chat.register("tarde", PASSWORD)
     finally:
-        log.close()
         chat.shutdown()
 
 

@@ -27,11 +27,12 @@ class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
     # one. ChatErrors are the caller's mistake or the database's, never a reason to crash.
     crash_on_error = False
     roles: Roles | None = None
+    _crashed = False  # set by crash(): what arrives before the exit is refused
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         # A raising handler would be retried by Thespian (side effects twice) and then poison the
         # sender; instead we answer the request with Failed, then keep going or crash.
-        if getattr(self, "_crashed", False) and not isinstance(message, ActorExitRequest):
+        if self._crashed and not isinstance(message, ActorExitRequest):
             self._refuse(message, Restarting(f"{type(self).__name__} is restarting; retry"))
             return None
         try:

@@ -33,7 +33,6 @@ from chatactors.messages import (
     Offline,
     Push,
     Reattach,
-    Reply,
     RetireApproved,
     RetireCancelled,
     RetireDenied,
@@ -47,7 +46,6 @@ from chatactors.messages import (
     StartChild,
     Stats,
     StopActor,
-    WhoAmI,
     WhoIsOnline,
 )
 
@@ -130,28 +128,20 @@ class DirectoryActor(ChatActor):
         self.configured = Configure(self.configured.config, self.roles)
         self.roles_restarted = True
         if "supervisor" in msg.changed:
-            current = str(self.roles.supervisor)
-            for kind, spares in self.spares.items():
-                self.spares[kind] = [(o, a) for o, a in spares if o == current]
-            dead_rooms = [k[1] for k in self._room_keys()]
+            # Every user and room actor died with it (its spares too: _start skips them). Rooms
+            # activated again register their members afresh.
+            self.room_members.clear()
+            self.user_rooms.clear()
             self._apply(self.registry.supervisor_lost())
-            for room_id in dead_rooms:
-                self._forget_room(room_id)
         if "directory" not in msg.changed:  # a new directory tells its adopted actors itself
             for _, address in self.registry.addresses():
                 self.send(address, msg)
 
-    def _room_keys(self) -> list[Key]:
-        return [key for key, _ in self.registry.addresses() if key[0] == "room"]
-
     def receiveMsg_Adopt(self, msg: Adopt, sender: Any) -> None:
         """This directory replaced a crashed one: the supervisor says which actors live."""
         assert self.roles is not None
-        current = str(self.roles.supervisor)
         for kind, address in msg.spares:
             self.spares.setdefault(kind, []).append((str(msg.supervisor), address))
-        for kind in self.spares:
-            self.spares[kind] = [(o, a) for o, a in self.spares[kind] if o in (current, str(msg.supervisor))]
         changed = RolesChanged(self.roles, ("directory",))
         for kind, ident, address in msg.children:
             if self.registry.adopt((kind, ident), address):
@@ -174,7 +164,7 @@ class DirectoryActor(ChatActor):
         current = str(self.roles.supervisor)
         spares = self.spares.get(kind, [])
         while spares and spares[0][0] != current:
-            spares.pop(0)  # the dead supervisor's: they died with it
+            spares.pop(0)  # a dead supervisor's: they died with it (the one place they are dropped)
         if not spares:
             self.send(self.roles.supervisor, StartChild(kind, ident))
             return
@@ -235,9 +225,6 @@ class DirectoryActor(ChatActor):
         if address is not None:
             self.send(address, ActorExitRequest())
         self.reply(msg, address is not None)
-
-    def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
-        self.send(sender, Reply(msg.req_id, sender))  # how a bridge learns its own address
 
     def receiveMsg_GetStats(self, msg: GetStats, sender: Any) -> None:
         r = self.registry

@@ -78,7 +78,7 @@ class RoomActor(VirtualActor):
 
     def roles_changed(self, msg: RolesChanged) -> None:
         super().roles_changed(msg)
-        if "directory" in msg.changed and self.room is not None and not getattr(self, "_crashed", False):
+        if "directory" in msg.changed and self.room is not None and not self._crashed:
             self._register()  # the new directory learns the members; RoomSinks answers
 
     def may_retire(self) -> bool:

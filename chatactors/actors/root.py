@@ -16,6 +16,7 @@ is its real address), then everyone is configured with the real addresses.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from typing import Any
@@ -65,7 +66,7 @@ class CoreSupervisor(ChatActor):
         self.tree: CoreTree | None = None
         self.config: Config | None = None
         self.starter: tuple[StartCore, Any] | None = None  # answered once the first start is done
-        self.addresses: dict[str, Any] = {}  # role -> real address, as the child reported it
+        self.addresses: dict[str, Any] = {}  # first start: role -> real address, as each child reports it
         self.roles: Roles | None = None
         self.hello: dict[int, str] = {}  # Ping req_id -> role being started
         self.configuring: dict[str, bool] = {}  # role -> a restart (True) or the first start
@@ -96,15 +97,15 @@ class CoreSupervisor(ChatActor):
         role = self.hello.pop(msg.req_id, None)
         if role is not None:  # a Ping answered: ``sender`` is the child's real address
             self.tree.add_alias(role, sender)
-            self.addresses[role] = sender
             if self.roles is None:
+                self.addresses[role] = sender
                 if len(self.addresses) == len(ROLES):
                     self.roles = Roles(**self.addresses)
                     for each in ROLES:
                         self.configuring[each] = False
                         self.send(self.addresses[each], Configure(self.config, self.roles))
             else:
-                self.roles = Roles(**{**_as_dict(self.roles), role: sender})
+                self.roles = dataclasses.replace(self.roles, **{role: sender})
                 self.configuring[role] = True
                 self.send(sender, Configure(self.config, self.roles))
             return
@@ -149,7 +150,6 @@ class CoreSupervisor(ChatActor):
             log.error(
                 "core actor %s exited unexpectedly (%s); restarting it", decision.role, msg.childAddress
             )
-            self.addresses.pop(decision.role, None)
             self.configuring.pop(decision.role, None)
             self._spawn(decision.role)
         elif isinstance(decision, GiveUp):
@@ -161,7 +161,3 @@ class CoreSupervisor(ChatActor):
     def on_exit(self) -> None:
         if self.tree is not None:
             self.tree.stopping = True  # the children exit with us: that is no crash
-
-
-def _as_dict(roles: Roles) -> dict[str, Any]:
-    return {role: getattr(roles, role) for role in ROLES}
