@@ -137,10 +137,7 @@ class Bridge:
                     del self._waiters[i]
             for _, waiter in stale:
                 waiter.error = error
-                if waiter.direct:
-                    waiter.release()
-                else:
-                    self._pushes.put(waiter)
+                self._hand_back(waiter)
 
         timer = threading.Timer(grace, expire)
         timer.daemon = True
@@ -161,6 +158,13 @@ class Bridge:
             waiter.lock.release()
 
     # -- inbound -------------------------------------------------------------------------------
+    def _hand_back(self, waiter: _Waiter) -> None:
+        """A caller's answer, released behind the pushes that came before it."""
+        if waiter.direct:
+            waiter.release()  # the dispatcher is the caller: it cannot wait for itself
+        else:
+            self._pushes.put(waiter)
+
     def _inbound(self, message: Any) -> None:
         if isinstance(message, Batch):
             for item in message.items:
@@ -174,10 +178,7 @@ class Bridge:
                 waiter.error = message.error
             else:
                 waiter.value = message.value
-            if waiter.direct:
-                waiter.release()  # the dispatcher is the caller: it cannot wait for itself
-            else:
-                self._pushes.put(waiter)
+            self._hand_back(waiter)
         elif isinstance(message, (Push, RolesChanged, CoreStopped)):
             self._pushes.put(message)
         else:
