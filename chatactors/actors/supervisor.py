@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatactors.actors.base import ChatActor
+from chatactors.core.children import Children, Exited
 from chatactors.messages import (
     Adopt,
     Assigned,
@@ -42,8 +43,7 @@ class SupervisorActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
         self.configured: Configure | None = None
-        self.children: list[tuple[str, int, Any]] = []
-        self.spares: dict[str, list[Any]] = {}
+        self.children = Children()
 
     # Per kind, started ahead of need: an activation then waits for no process to start. Eight keep
     # a burst of wake-ups (50 hibernated users messaged back to back) under 25 ms p99 on 2 cores;
@@ -59,11 +59,10 @@ class SupervisorActor(ChatActor):
         """Start spares until there are enough of this kind, and hand the new ones to the directory,
         which assigns them itself (two hops fewer than asking here for each activation)."""
         assert self.configured is not None
-        spares = self.spares.setdefault(kind, [])
         new = []
-        while len(spares) < self.SPARES[kind]:
+        for _ in range(self.children.missing_spares(kind, self.SPARES[kind])):
             address = self.createActor(_child_class(kind))
-            spares.append(address)
+            self.children.add_spare(kind, address)
             new.append(address)
         if new:
             self.send(self.configured.roles.directory, Spares(kind, tuple(new), self.myAddress))
@@ -72,34 +71,27 @@ class SupervisorActor(ChatActor):
         assert self.configured is not None and self.roles is not None
         self.configured = Configure(self.configured.config, self.roles)
         if "directory" in msg.changed:  # the new directory's table starts from what lives here
-            spares = tuple((kind, a) for kind, addresses in self.spares.items() for a in addresses)
-            self.send(self.roles.directory, Adopt(tuple(self.children), spares, self.myAddress))
+            adopt = Adopt(tuple(self.children.serving), self.children.all_spares(), self.myAddress)
+            self.send(self.roles.directory, adopt)
 
     def receiveMsg_Assigned(self, msg: Assigned, sender: Any) -> None:
-        spares = self.spares.setdefault(msg.kind, [])
-        for index, address in enumerate(spares):
-            if address == msg.address:
-                del spares[index]
-                break
-        self.children.append((msg.kind, msg.id, msg.address))
+        self._report(self.children.assigned((msg.kind, msg.id), msg.address))
         self._top_up(msg.kind)
 
     def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
         """The directory ran out of spares: start one for this activation now."""
         assert self.configured is not None
         address = self.createActor(_child_class(msg.kind))
-        self.children.append((msg.kind, msg.id, address))
+        self.children.started((msg.kind, msg.id), address)
         self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
         self.send(self.configured.roles.directory, ChildStarted(msg.kind, msg.id, address))
         self._top_up(msg.kind)
 
     def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
-        # Compared with ==, not by str: on multiprocTCPBase createActor returns a local placeholder
-        # whose str changes once the child's process is up. Each exit is reported twice there:
-        # removing the child makes the second report a no-op.
-        for index, (kind, ident, address) in enumerate(self.children):
-            if address == msg.childAddress:
-                del self.children[index]
-                assert self.configured is not None
-                self.send(self.configured.roles.directory, ChildExited(kind, ident, address))
-                return
+        self._report(self.children.exited(msg.childAddress))
+
+    def _report(self, exits: list[Exited]) -> None:
+        assert self.configured is not None
+        for exited in exits:
+            kind, ident = exited.key
+            self.send(self.configured.roles.directory, ChildExited(kind, ident, exited.address))
