@@ -23,6 +23,15 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    started it (a pidfd) and, when that process is gone, kills its own process group (the admin, the
    logger and every actor; never the starter's group).
 4. **Idle sockets closed sooner** (:data:`IDLE_SOCKET_SECONDS`, see :func:`install`).
+5. **A resend is prompt and keeps its place.** Thespian reuses one connection both ways, and either end
+   may close it when idle. A send that meets the close (the peer shut the socket before its ack) is
+   resent, but only after ``attempts x 35 s``, and meanwhile later sends to the same actor open a new
+   connection and overtake it: a ``RetireApproved`` overtook the message forwarded just before it,
+   the actor retired, and the message came 35 s later (a caller's call timed out). The receiver acks
+   before it handles a frame, so a frame whose ack never came was never handled: here the first
+   resend goes at once and the next ones after :data:`RESEND_STEP_SECONDS` x attempts (at most
+   :data:`RESEND_CAP_SECONDS`), and a send waits behind any earlier one to the same address that has
+   not gone out yet, so each sender's messages to an actor arrive in the order sent.
 
 The secret: ``$CHATACTORS_CLUSTER_SECRET`` (at least :data:`MIN_SECRET_LENGTH` characters) where systems
 on several hosts must talk; otherwise 32 random bytes made once per process at the first
@@ -53,7 +62,8 @@ from hashlib import sha256
 from typing import Any
 
 from thespian.system import multiprocCommon
-from thespian.system.transport import IPBase, TCPTransport, streamBuffer
+from thespian.system.timing import ExpirationTimer
+from thespian.system.transport import MAX_TRANSMIT_RETRIES, IPBase, TCPTransport, TransmitIntent, streamBuffer
 
 from chatactors.errors import AdminPortInUse
 
@@ -64,6 +74,8 @@ MIN_SECRET_LENGTH = 16
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a full history page (200 bodies of 4,096 characters) is < 4 MB
 LOG_INTERVAL_SECONDS = 10.0
 IDLE_SOCKET_SECONDS = 3.0
+RESEND_STEP_SECONDS = 0.05
+RESEND_CAP_SECONDS = 5.0
 MAC_BYTES = sha256().digest_size
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 _PR_SET_PDEATHSIG = 1
@@ -78,6 +90,7 @@ _thespian_ip_address_init = IPBase.IPActorAddress.__init__
 _thespian_start_admin = multiprocCommon.startAdmin
 _thespian_start_child = multiprocCommon.startChild
 _thespian_start_logger = multiprocCommon.startupASLogger
+_thespian_first_transmit_step = TCPTransport.TCPTransport._next_XMIT_1
 
 _install_lock = threading.Lock()
 _installed = False
@@ -330,6 +343,27 @@ def stop_leftovers(group: int | None, host: str, port: int, timeout: float = 2.0
         return True
 
 
+# -- 5. prompt, ordered resends ---------------------------------------------------------------------------
+def _prompt_retry(self: Any, immediately: bool = False) -> bool:
+    """``TransmitIntent.retry``: the same bounds (Thespian's attempt limit and 5-minute quit time),
+    shorter waits: at once, then :data:`RESEND_STEP_SECONDS` x attempts up to :data:`RESEND_CAP_SECONDS`."""
+    if self._attempts > MAX_TRANSMIT_RETRIES or self._quitTime.view().expired():
+        return False
+    wait = 0.0 if immediately else min(RESEND_CAP_SECONDS, self._attempts * RESEND_STEP_SECONDS)
+    self._attempts += 1
+    self._retryTime = ExpirationTimer(timedelta(seconds=wait))
+    return True
+
+
+def _first_transmit_step_in_order(self: Any, intent: Any) -> Any:
+    """``TCPTransport._next_XMIT_1``: queue behind an earlier send to the same address that waits
+    (to be resent, or for the connection): Thespian only queues behind one that holds a socket."""
+    if any(other is not intent and other.targetAddr == intent.targetAddr for other in self._waitingTransmits):
+        intent.awaitingTXSlot()
+        return True  # woken when a connection to that address is free (Thespian's own queueing)
+    return _thespian_first_transmit_step(self, intent)
+
+
 def _load_secret() -> bytes:
     shared = os.environ.get(SECRET_ENV)
     if shared is None:
@@ -363,6 +397,8 @@ def install() -> str:
         # supervisor) talks to every live actor, so 300 idle users slowed 1:1 traffic from ~390 to
         # ~50 msg/s. Closing sockets idle for a few seconds keeps hubs light.
         TCPTransport.MAX_IDLE_SOCKET_PERIOD = timedelta(seconds=IDLE_SOCKET_SECONDS)
+        TransmitIntent.retry = _prompt_retry
+        TCPTransport.TCPTransport._next_XMIT_1 = _first_transmit_step_in_order
         multiprocCommon.startAdmin = _start_admin
         multiprocCommon.startChild = _start_child
         multiprocCommon.startupASLogger = _start_logger

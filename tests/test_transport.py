@@ -10,15 +10,19 @@ import pickle
 import shutil
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chat_process import ChatProcess
 from helpers import IN_CI, listen_endpoints, process_group, socket_inodes
+from thespian.actors import ActorAddress, ActorSystem, ActorTypeDispatcher
 from thespian.system.transport import IPBase, TCPTransport, streamBuffer
+from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from chatactors import AdminPortInUse, Chat, transport
+from chatactors.chat import free_port
 
 transport.install()
 
@@ -288,3 +292,83 @@ def test_a_pickle_sent_to_every_port_by_another_user_runs_nothing(
         assert not marker.exists()
     finally:
         server.close()
+
+
+# -- 5. a send whose connection closed before its ack ----------------------------------------------------
+class Relay(ActorTypeDispatcher):  # type: ignore[misc]
+    """Sends what it is told to a raw address, in the order told."""
+
+    def receiveMsg_tuple(self, message: tuple[Any, ...], sender: Any) -> None:
+        address, item = message
+        self.send(address, item)
+        self.send(sender, item)  # sent (handed to the transport): the test goes on
+
+
+class ClosingPeer:
+    """A raw TCP endpoint that speaks Thespian's framing: it reads the first frame and closes that
+    connection without acking (as an idle connection closed by the peer at the moment a send arrives),
+    then acks every frame on later connections, recording their messages in arrival order."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received: list[Any] = []
+        self.first_dropped = threading.Event()
+        self._changed = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first = True
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, first), daemon=True).start()
+            first = False
+
+    def _serve(self, conn: socket.socket, drop_first: bool) -> None:
+        with conn:
+            buffer = transport.CheckedReceiveBuffer()
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                while data:
+                    buffer.addMore(data)
+                    if not buffer.isDone():
+                        break
+                    done = buffer.completed()
+                    assert done is not None, "a frame from our own system failed its check"
+                    (_, message), data = done
+                    buffer = transport.CheckedReceiveBuffer()
+                    if drop_first:
+                        self.first_dropped.set()
+                        return  # closed, never acked: the sender must send it again
+                    conn.sendall(TCPTransport.ackMsg)
+                    with self._changed:
+                        self.received.append(message)
+                        self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> list[Any]:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+
+def test_a_send_met_by_a_closing_connection_is_sent_again_at_once_and_in_order() -> None:
+    transport.install()
+    peer = ClosingPeer()
+    asys = ActorSystem("multiprocTCPBase", transport.system_capabilities(free_port()), transientUnique=True)
+    try:
+        relay = asys.createActor(Relay)
+        target = ActorAddress(TCPv4ActorAddress("127.0.0.1", peer.port, external=True))
+        assert asys.ask(relay, (target, "first"), 10) == "first"
+        assert peer.first_dropped.wait(10)
+        for item in ("second", "third"):
+            assert asys.ask(relay, (target, item), 10) == item
+        # Thespian alone resent "first" only after 35 s, and "second" overtook it.
+        assert peer.wait_for(3, timeout=10) == ["first", "second", "third"]
+    finally:
+        asys.shutdown()
+        peer.server.close()
