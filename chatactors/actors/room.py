@@ -82,7 +82,8 @@ class RoomActor(VirtualActor):
             self._register()  # the new directory learns the members; RoomSinks answers
 
     def may_retire(self) -> bool:
-        return not self.active and self.idle.outstanding == 0
+        # A join waiting for the directory's RoomSinks is a reply still owed: retiring now loses it.
+        return not self.active and self.idle.outstanding == 0 and not self.pending_replies
 
     # -- membership and activity ----------------------------------------------------------------
     def on_MemberPresence(self, msg: MemberPresence, envelope: Envelope) -> None:
