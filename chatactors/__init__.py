@@ -7,7 +7,7 @@ usuario logeado
 """
 
 from chatactors.chat import Chat, Session
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary, Status
 from chatactors.core.throttle import LoginPolicy
 from chatactors.errors import (
     AdminPortInUse,
@@ -43,6 +43,7 @@ __all__ = [
     "ReadEvent",
     "RoomSummary",
     "LoginPolicy",
+    "Status",
     "ENVIADO",
     "ENTREGADO",
     "LEIDO",

@@ -23,7 +23,7 @@ from chatactors import transport
 from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
-from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, TokenRevoked, UserInfo
+from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, Status, TokenRevoked, UserInfo
 from chatactors.core.rules import (
     check_body,
     check_client_id,
@@ -496,12 +496,12 @@ class Session:
         request = GetHistory(user_id=self.user_id, with_user=with_user, room=room, limit=limit, before=before)
         return list(self._chat.ask_persistence(request))
 
-    def status(self, message_id: int) -> str:
-        """'enviado', 'entregado' or 'leido'."""
+    def status(self, message_id: int) -> Status:
+        """'enviado', 'entregado' or 'leido' (a :class:`Status`, a ``str``)."""
         self._check_active()
         check_id(message_id, "message id")
         request = GetStatus(user_id=self.user_id, message_id=message_id)
-        return str(self._chat.ask_persistence(request))
+        return Status(self._chat.ask_persistence(request))
 
     # -- messaging ----------------------------------------------------------------------------
     def send_message(self, to: str | int | Session, body: str, *, client_id: str | None = None) -> Message:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatactors.core.model import Message, Only, ReadEvent, Receipt, RoomInfo, TokenRevoked, UserInfo
+from chatactors.core.model import Message, Only, ReadEvent, Receipt, RoomInfo, Status, TokenRevoked, UserInfo
 from chatactors.core.throttle import LOCAL, LoginPolicy
 
 Address = Any  # a thespian ActorAddress; opaque here
@@ -335,7 +335,7 @@ class StoreRoom(Request):
     sender: UserInfo
     body: str
     client_id: str | None
-    status: str
+    status: Status
     fanout: Fanout = ()
 
 
@@ -538,7 +538,7 @@ class StoreDirect(Request):
     recipient: UserInfo
     body: str
     client_id: str | None
-    status: str
+    status: Status
     sinks: tuple[Address, ...] = ()
 
 

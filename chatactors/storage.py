@@ -35,6 +35,7 @@ from chatactors.core.model import (
     Only,
     RoomInfo,
     RoomSummary,
+    Status,
     UserInfo,
 )
 from chatactors.core.rules import MAX_CLIENT_ID
@@ -190,7 +191,7 @@ def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None)
         room=room,
         body=row.body,
         sent_at=row.created_at.replace(tzinfo=UTC),
-        status=row.status,
+        status=Status(row.status),
         recipient=recipient,
     )
 
@@ -448,7 +449,7 @@ class Store:
         return list(self.db.execute_sql(sql, params).fetchall())
 
     def insert_direct(
-        self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: str
+        self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: Status
     ) -> Message:
         """One direct message (see :meth:`insert_messages`)."""
         return self.insert_messages([NewMessage(sender, recipient, None, body, client_id, status)])[0]
@@ -557,9 +558,9 @@ class Store:
 
         return self.run(work)
 
-    def status(self, user_id: int, message_id: int) -> str:
-        def work() -> str:
-            return str(self._visible(user_id, message_id).status)
+    def status(self, user_id: int, message_id: int) -> Status:
+        def work() -> Status:
+            return Status(self._visible(user_id, message_id).status)
 
         return self.run(work)
 

@@ -9,7 +9,7 @@ import pytest
 
 from chatactors.core.clock import FakeClock, MonotonicClock
 from chatactors.core.idle import IdlePolicy
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, advance
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, STATUSES, Message, Receipt, Status, advance
 from chatactors.core.registry import Approve, Deny, Forward, Registry, Start
 from chatactors.core.rules import (
     HISTORY_MAX,
@@ -49,7 +49,7 @@ class Addr:
     __repr__ = __str__
 
 
-def msg(ident: int, status: str = ENVIADO, body: str = "hola") -> Message:
+def msg(ident: int, status: Status = ENVIADO, body: str = "hola") -> Message:
     return Message(
         id=ident,
         sender_id=1,
@@ -586,7 +586,7 @@ class TestModel:
             (ENTREGADO, ENTREGADO, ENTREGADO),
         ],
     )
-    def test_advance_only_moves_forward(self, current: str, new: str, expected: str) -> None:
+    def test_advance_only_moves_forward(self, current: Status, new: Status, expected: Status) -> None:
         assert advance(current, new) == expected
 
     def test_with_status_returns_a_new_message(self) -> None:
@@ -599,3 +599,15 @@ class TestModel:
         assert str(msg(1, body="hola")) == "[juan -> maria] hola"
         receipt = Receipt((1, 2), LEIDO, "maria", 2)
         assert str(receipt) == "[maria leido: 1, 2]"
+
+    def test_the_statuses_keep_their_stored_values_and_their_old_names(self) -> None:
+        assert [s.value for s in Status] == ["enviado", "entregado", "leido"]  # in the order they advance
+        assert (ENVIADO, ENTREGADO, LEIDO) == (Status.ENVIADO, Status.ENTREGADO, Status.LEIDO)
+        assert STATUSES == tuple(Status) == ("enviado", "entregado", "leido")
+        assert Status("leido") is LEIDO
+
+    def test_a_status_reads_as_its_value_everywhere(self) -> None:
+        """A Status is the str it stores: equal to it, hashed like it, printed and shown like it."""
+        assert LEIDO == "leido" and {"leido": 1}[LEIDO] == 1
+        assert (str(LEIDO), f"{LEIDO}", repr(LEIDO)) == ("leido", "leido", "'leido'")
+        assert "status='leido'" in repr(msg(1, status=LEIDO))

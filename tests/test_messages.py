@@ -7,6 +7,7 @@ touching this file; sample values are built from each field's type hints.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import pickle
 import types
@@ -43,6 +44,8 @@ def sample(tp: Any, depth: int = 0) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return ADDRESS
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return next(iter(tp))
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return sample(options[0], depth)

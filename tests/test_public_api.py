@@ -23,6 +23,7 @@ PUBLIC = [
     "ReadEvent",
     "RoomSummary",
     "LoginPolicy",
+    "Status",
     "ENVIADO",
     "ENTREGADO",
     "LEIDO",

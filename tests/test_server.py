@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from chatactors import Chat
 from chatactors.chat import free_port
-from chatactors.server import Gateway, Limits, TokenBucket, parse_frame
+from chatactors.core.model import Message, Receipt, Status
+from chatactors.server import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secreto123"
@@ -256,6 +258,17 @@ def test_two_clients_chat_with_receipts(server: ServerThread, clients: Callable[
     history = juan.expect("history")
     assert [m["body"] for m in history["messages"]] == ["hola", "hola juan"]
     assert history["messages"][0]["status"] == "leido"
+
+
+@pytest.mark.parametrize("status", list(Status), ids=str)
+def test_a_status_goes_on_the_wire_as_its_plain_value(status: Status) -> None:
+    """A Status is a str: the frames carry the roadmap's text, exactly as before it was an enum."""
+    sent_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    message = Message(1, 1, "juan", 2, None, "hola", sent_at, status, "maria")
+    frames = [message_frame(message), *receipt_frames(Receipt((1,), status, "maria", 2))]
+    wire = [json.dumps(frame, ensure_ascii=False) for frame in frames]  # as Connection sends them
+    assert all(f'"status": "{status.value}"' in text for text in wire)
+    assert [type(json.loads(text)["status"]) for text in wire] == [str, str]
 
 
 def test_ten_clients_chat(server: ServerThread, clients: Callable[[str], Client]) -> None:

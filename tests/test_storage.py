@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from chatactors import Chat
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Status, UserInfo
 from chatactors.core.rules import MAX_CLIENT_ID
 from chatactors.errors import InvalidMessage, MessageNotFound, StorageUnavailable, UsernameTaken, UserNotFound
 from chatactors.storage import Mensaje, NewMessage, Room, Store, close_database, utcnow
@@ -169,6 +169,29 @@ def test_unread_mark_read_and_mark_delivered(store: Store, users) -> None:
     send(store, juan, maria, "d")
     assert len(store.mark_delivered(maria.id)) == 1
     assert store.status(maria.id, a.id) == LEIDO  # 'leido' is never moved back
+
+
+def test_every_status_is_stored_as_its_plain_value_and_read_back_as_a_status(store: Store, users) -> None:
+    """The multi-row insert hands Status members to the driver as they are, and updates go through
+    peewee: both must store the roadmap's text, and every read must give back a Status."""
+    juan, maria, _ = users
+    with store.transaction():
+        stored = {status: store.insert_direct(juan, maria, status.value, None, status) for status in Status}
+    assert {m.status for m in stored.values()} == set(Status)
+    raw = store.db.execute_sql("SELECT body, status FROM mensajes ORDER BY id").fetchall()
+    assert [(body, status, type(status)) for body, status in raw] == [
+        ("enviado", "enviado", str),
+        ("entregado", "entregado", str),
+        ("leido", "leido", str),
+    ]
+    for status, m in stored.items():
+        assert type(store.status(juan.id, m.id)) is Status and store.status(juan.id, m.id) == status
+    assert [(type(m.status), m.status) for m in store.inbox(maria.id)] == [(Status, s) for s in Status]
+
+    assert store.mark_delivered(maria.id) == [stored[ENVIADO].id]  # an UPDATE with a Status value
+    assert store.db.execute_sql(
+        "SELECT status FROM mensajes WHERE id = " + store.db.param, [stored[ENVIADO].id]
+    ).fetchone() == ("entregado",)
 
 
 def test_status_is_visible_to_sender_and_recipient_only(store: Store, users) -> None:

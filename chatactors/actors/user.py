@@ -13,7 +13,7 @@ from typing import Any
 
 from chatactors.actors.base import as_chat_error
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import ENTREGADO, ENVIADO, Message, Only, ReadEvent, RoomInfo, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Only, ReadEvent, RoomInfo, UserInfo
 from chatactors.core.rules import check_body, check_room_name
 from chatactors.errors import ChatError, NotAMember, UserNotFound
 from chatactors.messages import (
@@ -281,7 +281,7 @@ class UserActor(VirtualActor):
         if read.error is not None:
             self.fail(read.request, read.error)
         else:
-            self.reply(read.request, tuple(m.with_status("leido") for m in read.messages))
+            self.reply(read.request, tuple(m.with_status(LEIDO) for m in read.messages))
             if read.messages:
                 event = ReadEvent(tuple(m.id for m in read.messages))
                 for sink in read.sinks:

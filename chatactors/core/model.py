@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 
-ENVIADO = "enviado"  # stored; the recipient was offline
-ENTREGADO = "entregado"  # reached at least one live session of the recipient
-LEIDO = "leido"  # the recipient confirmed reading it
 
-STATUSES = (ENVIADO, ENTREGADO, LEIDO)
+class Status(StrEnum):
+    """A message's status: only moves forward (:func:`advance`). The values are what the database
+    stores and what the WebSocket protocol sends; a member equals, formats and serializes as its value,
+    and its ``repr`` is the value's too, so a ``Message`` reads as it always has."""
+
+    ENVIADO = "enviado"  # stored; the recipient was offline
+    ENTREGADO = "entregado"  # reached at least one live session of the recipient
+    LEIDO = "leido"  # the recipient confirmed reading it
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+# The roadmap's names for the statuses, kept as module constants (``from chatactors import LEIDO``).
+ENVIADO = Status.ENVIADO
+ENTREGADO = Status.ENTREGADO
+LEIDO = Status.LEIDO
+
+STATUSES = tuple(Status)
 _RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 
-def advance(current: str, new: str) -> str:
+def advance(current: Status, new: Status) -> Status:
     """A message's status only moves forward: a late 'entregado' never undoes 'leido'."""
     return new if _RANK[new] > _RANK[current] else current
 
@@ -29,10 +45,10 @@ class Message:
     room: str | None
     body: str
     sent_at: datetime
-    status: str
+    status: Status
     recipient: str | None = None
 
-    def with_status(self, status: str) -> Message:
+    def with_status(self, status: Status) -> Message:
         return replace(self, status=advance(self.status, status))
 
     def __str__(self) -> str:
@@ -77,7 +93,7 @@ class Receipt:
     """A status change of messages one sent, pushed to the sender's live sessions."""
 
     message_ids: tuple[int, ...]
-    status: str
+    status: Status
     by: str
     by_id: int
 
@@ -114,4 +130,4 @@ class NewMessage:
     room: RoomInfo | None
     body: str
     client_id: str | None
-    status: str
+    status: Status
