@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from chatactors.core.model import Address, Kind
 from chatactors.errors import ChatClosed, ChatError, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
 
@@ -77,7 +78,7 @@ class Bridge:
     thread that drives the actors only enqueues: it never wakes callers itself.
     """
 
-    address: Any = None
+    address: Address  # where replies and pushes for this bridge arrive; set by each kind of bridge
 
     def __init__(self, on_push: PushHandler) -> None:
         self._on_push = on_push
@@ -90,16 +91,16 @@ class Bridge:
         self.closed = False
 
     # -- to override ---------------------------------------------------------------------------
-    def _send(self, target: Any, message: Any) -> None:
+    def _send(self, target: Address, message: Any) -> None:
         raise NotImplementedError
 
     # -- API -----------------------------------------------------------------------------------
     def call(
         self,
-        target: Any,
+        target: Address,
         request: Request,
         timeout: float,
-        route: tuple[str, int] | None = None,
+        route: tuple[Kind, int] | None = None,
         on_reply: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Send ``request`` (wrapped in a Route when ``route`` is given) and wait for its reply.
@@ -143,7 +144,7 @@ class Bridge:
         timer.daemon = True
         timer.start()
 
-    def send(self, target: Any, message: Any) -> None:
+    def send(self, target: Address, message: Any) -> None:
         """Fire and forget (a bridge telling the actors something that needs no answer)."""
         if not self.closed:
             self._send(target, message)
@@ -213,10 +214,10 @@ class SimpleSystem:
     def __init__(self, asys: Any) -> None:
         self._base = asys._systemBase
         self._ctx = self._base.external_clone()  # enqueues only; run() runs the actors
-        self.address: Any = self._ctx.my_ext_addr
+        self.address: Address = self._ctx.my_ext_addr
         self._inbox: _Queue[Any] = self._ctx.my_instance.rcvq
 
-    def tell(self, target: Any, message: Any) -> None:
+    def tell(self, target: Address, message: Any) -> None:
         """Queue ``message`` for ``target``; it is delivered by the next :meth:`run`."""
         self._ctx.tell(target, message)
 
@@ -243,7 +244,7 @@ class SimpleBridge(Bridge):
         self._driver = threading.Thread(target=self._drive, name="chatactors-driver", daemon=True)
         self._driver.start()
 
-    def _send(self, target: Any, message: Any) -> None:
+    def _send(self, target: Address, message: Any) -> None:
         self._work.put((target, message))
 
     def run_in_driver(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -296,24 +297,26 @@ class SimpleBridge(Bridge):
 class ProcessBridge(Bridge):
     """For ``multiprocTCPBase``: a listening thread and a sending thread, each with a private context."""
 
-    def __init__(self, asys: Any, root: Any, on_push: PushHandler) -> None:
+    def __init__(self, asys: Any, root: Address, on_push: PushHandler) -> None:
         super().__init__(on_push)
         self._asys = asys
         self._outgoing: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._own: Address | None = None  # learned by the listening thread
         ready = threading.Event()
         self._listener = threading.Thread(
             target=self._listen, args=(root, ready), name="chatactors-listen", daemon=True
         )
         self._sender = threading.Thread(target=self._send_loop, name="chatactors-send", daemon=True)
         self._listener.start()
-        if not ready.wait(30) or self.address is None:
+        if not ready.wait(30) or self._own is None:
             raise ChatTimeout("could not reach the actor system's root supervisor within 30 s")
+        self.address = self._own
         self._sender.start()
 
-    def _listen(self, root: Any, ready: threading.Event) -> None:
+    def _listen(self, root: Address, ready: threading.Event) -> None:
         with self._asys.private() as ctx:
             answer = ctx.ask(root, WhoAmI(), 30)  # the root also takes this address as a watcher
-            self.address = answer.value if isinstance(answer, Reply) else None
+            self._own = answer.value if isinstance(answer, Reply) else None
             ready.set()
             while not self.closed:
                 message = ctx.listen(0.2)
@@ -326,7 +329,7 @@ class ProcessBridge(Bridge):
         with self._asys.private() as ctx:
             while True:
                 items = [self._outgoing.get()] + drain(self._outgoing)
-                by_target: dict[str, tuple[Any, list[Any]]] = {}
+                by_target: dict[str, tuple[Address, list[Any]]] = {}
                 for item in items:
                     if item is not _STOP:
                         by_target.setdefault(str(item[0]), (item[0], []))[1].append(item[1])
@@ -342,7 +345,7 @@ class ProcessBridge(Bridge):
                 if _STOP in items:
                     return
 
-    def _send(self, target: Any, message: Any) -> None:
+    def _send(self, target: Address, message: Any) -> None:
         self._outgoing.put((target, message))
 
     def close(self) -> None:

@@ -23,7 +23,18 @@ from chatactors import transport
 from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
-from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, Status, TokenRevoked, UserInfo
+from chatactors.core.model import (
+    Address,
+    Kind,
+    Message,
+    ReadEvent,
+    Receipt,
+    RoomAction,
+    RoomSummary,
+    Status,
+    TokenRevoked,
+    UserInfo,
+)
 from chatactors.core.rules import (
     check_body,
     check_client_id,
@@ -210,7 +221,7 @@ class Chat:
             raise
         atexit.register(self.shutdown)
 
-    def _start_actors(self, max_restarts: int, max_seconds: float) -> tuple[Any, Roles]:
+    def _start_actors(self, max_restarts: int, max_seconds: float) -> tuple[Address, Roles]:
         """The root supervisor, which starts the core actors and keeps them running."""
         root = self._asys.createActor(CoreSupervisor, globalName="chatactors.root")
         start = StartCore(req_id=1, config=self.config, max_restarts=max_restarts, max_seconds=max_seconds)
@@ -220,7 +231,7 @@ class Chat:
         return root, answer.value
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _call(self, target: Any, request: Request, route: tuple[str, int] | None = None) -> Any:
+    def _call(self, target: Address, request: Request, route: tuple[Kind, int] | None = None) -> Any:
         if self._stopped_reason is not None:
             raise ChatClosed(f"this chat stopped: {self._stopped_reason}")
         return self._bridge.call(target, request, self.timeout, route)
@@ -354,9 +365,9 @@ class Chat:
         """How many user and room actors are live, how many users online, lifecycle counters."""
         return self._call(self.roles.directory, GetStats())  # type: ignore[no-any-return]
 
-    def whereis(self, user_id: int) -> Any:
+    def whereis(self, user_id: int) -> Address:
         """The address of the user's live actor, activating it if it hibernates."""
-        return self.ask_user(user_id, GetPid(user_id=user_id))
+        return self.ask_user(user_id, GetPid(user_id=user_id))  # type: ignore[no-any-return]
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
@@ -371,7 +382,7 @@ class Chat:
         """
         return bool(self._call(self.roles.directory, StopActor(kind="user", id=user_id)))
 
-    def os_pid(self, address: Any) -> int:
+    def os_pid(self, address: Address) -> int:
         """The OS process id an actor runs in (the caller's own on simpleSystemBase)."""
         return int(self._call(address, Ping()))
 
@@ -424,7 +435,7 @@ class SessionHost(Protocol):
 
     def lookup(self, user: str | int) -> UserInfo: ...
 
-    def whereis(self, user_id: int) -> Any: ...
+    def whereis(self, user_id: int) -> Address: ...
 
     def ask_user(self, user_id: int, request: Request) -> Any: ...
 
@@ -463,7 +474,7 @@ class Session:
 
     # -- state --------------------------------------------------------------------------------
     @property
-    def pid(self) -> Any:
+    def pid(self) -> Address:
         """The address of this user's actor (V0.2); a hibernated actor is started again to answer."""
         self._pid = self._chat.whereis(self.user_id)
         return self._pid
@@ -555,7 +566,7 @@ class Session:
         return list(self._chat.ask_user(self.user_id, request))
 
     # -- rooms ----------------------------------------------------------------------------------
-    def _room(self, action: str, name: str) -> str:
+    def _room(self, action: RoomAction, name: str) -> str:
         self._check_active()
         check_key(name, "room name")
         request = RoomCommand(user_id=self.user_id, room=name, action=action)

@@ -1,15 +1,18 @@
 """Every message the actors exchange is frozen and survives pickling (multiprocTCPBase pickles them).
 
-The dataclasses are discovered by introspection, so a message added later is covered without
-touching this file; sample values are built from each field's type hints.
+The dataclasses are discovered by introspection in every module of the ``messages`` package, so a
+message added later is covered without touching this file; sample values are built from each
+field's type hints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import inspect
 import pickle
+import pkgutil
 import types
 import typing
 from datetime import UTC, datetime
@@ -36,14 +39,20 @@ def _classes(module: types.ModuleType) -> list[type]:
     ]
 
 
-MESSAGE_CLASSES = _classes(messages_module) + _classes(model_module)
+MESSAGE_MODULES = [
+    importlib.import_module(f"{messages_module.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(messages_module.__path__)
+]
+MESSAGE_CLASSES = [cls for module in MESSAGE_MODULES for cls in _classes(module)] + _classes(model_module)
 
 
 def sample(tp: Any, depth: int = 0) -> Any:
-    """A plausible, picklable value of type ``tp`` (Any stands for an actor address)."""
+    """A plausible, picklable value of type ``tp`` (Any, in a message, is mostly an actor address)."""
     origin = typing.get_origin(tp)
-    if tp is Any:
+    if tp is Any or tp is model_module.Address:
         return ADDRESS
+    if origin is typing.Literal:
+        return typing.get_args(tp)[0]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return next(iter(tp))
     if origin in (typing.Union, types.UnionType):
@@ -76,10 +85,6 @@ def sample(tp: Any, depth: int = 0) -> Any:
 def build(cls: type, depth: int = 0) -> Any:
     hints = typing.get_type_hints(cls, vars(inspect.getmodule(cls)))
     values = {f.name: sample(hints[f.name], depth) for f in dataclasses.fields(cls) if f.init}
-    if "status" in values:
-        values["status"] = model_module.ENTREGADO
-    if "kind" in values:
-        values["kind"] = "user"
     return cls(**values)
 
 
@@ -101,6 +106,28 @@ def test_discovery_finds_the_messages() -> None:
     # A few that must exist whatever else is added.
     assert {"Deliver", "ConfirmRead", "Reply", "Failed", "Push", "Envelope", "Message", "Receipt"} <= names
     assert len(MESSAGE_CLASSES) >= 40
+
+
+def test_every_message_is_importable_from_the_package() -> None:
+    """The package re-exports every message of its modules, so ``from chatactors.messages import X``
+    does not depend on which conversation ``X`` belongs to."""
+    defined = {cls.__name__: cls for module in MESSAGE_MODULES for cls in _classes(module)}
+    assert sorted(set(defined) - set(messages_module.__all__)) == []
+    assert all(getattr(messages_module, name) is cls for name, cls in defined.items())
+    assert [n for n in messages_module.__all__ if not hasattr(messages_module, n)] == []
+
+
+def test_each_message_is_defined_once() -> None:
+    names = [cls.__name__ for module in MESSAGE_MODULES for cls in _classes(module)]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_a_status_crosses_processes_as_itself() -> None:
+    """A Status in a message unpickles as the same member, not as a plain string."""
+    for status in model_module.Status:
+        receipt = model_module.Receipt((1,), status, "maria", 2)
+        copy = pickle.loads(pickle.dumps(messages_module.Push((1,), receipt))).event
+        assert copy.status is status
 
 
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, ids=lambda c: c.__name__)

@@ -72,7 +72,9 @@ def test_every_error_of_the_tree_is_public() -> None:
     assert set(errors.__all__) <= set(PUBLIC)
 
 
-@pytest.mark.parametrize("module", ["chatactors.errors", "chatactors.server", "chatactors.ports"])
+@pytest.mark.parametrize(
+    "module", ["chatactors.errors", "chatactors.server", "chatactors.ports", "chatactors.messages"]
+)
 def test_every_module_all_names_exist(module: str) -> None:
     loaded = importlib.import_module(module)
     assert [name for name in loaded.__all__ if not hasattr(loaded, name)] == []

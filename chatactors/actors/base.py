@@ -9,6 +9,7 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
+from chatactors.core.model import Address
 from chatactors.errors import ChatError, InternalError, Restarting
 from chatactors.messages import Batch, Configure, Envelope, Failed, Ping, Reply, Request, Roles, RolesChanged
 
@@ -107,9 +108,9 @@ class Outbox:
 
     def __init__(self) -> None:
         self._items: dict[str, list[Any]] = defaultdict(list)
-        self._addresses: dict[str, Any] = {}
+        self._addresses: dict[str, Address] = {}
 
-    def add(self, address: Any, item: Any) -> None:
+    def add(self, address: Address | None, item: Any) -> None:
         if address is None:
             return
         self._addresses[str(address)] = address

@@ -14,7 +14,7 @@ from typing import Any
 from thespian.actors import ActorExitRequest
 
 from chatactors.actors.base import ChatActor
-from chatactors.core.model import TokenRevoked
+from chatactors.core.model import Address, Kind, TokenRevoked
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
     Adopt,
@@ -61,7 +61,7 @@ class DirectoryActor(ChatActor):
         self.configured: Configure | None = None
         # Actors the supervisor started ahead of need, as (supervisor, address): a restarted
         # supervisor's replace the dead one's, whichever message comes first.
-        self.spares: dict[str, list[tuple[str, Any]]] = {}
+        self.spares: dict[Kind, list[tuple[str, Address]]] = {}
         self.roles_restarted = False  # a core actor was replaced since this directory started
         # Members of live rooms, so a room learns at once where its members' sessions are.
         self.room_members: dict[int, set[int]] = {}
@@ -90,7 +90,7 @@ class DirectoryActor(ChatActor):
         self._apply(self.registry.route(key, msg.body))
 
     def receiveMsg_Detach(self, msg: Detach, sender: Any) -> None:
-        key = ("user", msg.user_id)
+        key: Key = ("user", msg.user_id)
         self.registry.detach(key, msg.sink)
         if msg.revoked is not None:  # before the reply: the caller's other sessions end first
             for sink in self.registry.sinks(key):

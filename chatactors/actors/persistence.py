@@ -28,7 +28,7 @@ from chatactors.core.commit import (
     ScheduleFlush,
     Write,
 )
-from chatactors.core.model import ENTREGADO, Message, NewMessage, Receipt
+from chatactors.core.model import ENTREGADO, Address, Message, NewMessage, Receipt
 from chatactors.core.rules import check_limit, check_ref
 from chatactors.errors import ChatError, InvalidMessage, UserNotFound
 from chatactors.messages import (
@@ -95,7 +95,7 @@ class StoreDatabase:
         return self.store.mark_room_read(write.room_id, write.reader.id, write.up_to)
 
 
-def _outbound(effect: Answer | Refuse | PushTo | Ack) -> tuple[Any, Any]:
+def _outbound(effect: Answer | Refuse | PushTo | Ack) -> tuple[Address | None, Any]:
     """(address, message) for an effect of a committed batch."""
     if isinstance(effect, Answer):
         return effect.to, Reply(effect.req_id, effect.value)

@@ -24,7 +24,8 @@ from typing import Any
 from thespian.actors import ActorExitRequest
 
 from chatactors.actors.base import ChatActor
-from chatactors.core.supervision import ROLES, CoreTree, GiveUp, Restart, RestartIntensity
+from chatactors.core.model import Address
+from chatactors.core.supervision import ROLES, CoreTree, GiveUp, Restart, RestartIntensity, Role
 from chatactors.messages import (
     Config,
     Configure,
@@ -41,7 +42,7 @@ from chatactors.messages import (
 log = logging.getLogger("chatactors.supervision")
 
 
-def _core_class(role: str) -> type:
+def _core_class(role: Role) -> type:
     # Imported late: every process imports this module, not every core actor's dependencies.
     if role == "persistence":
         from chatactors.actors.persistence import PersistenceActor
@@ -65,12 +66,14 @@ class CoreSupervisor(ChatActor):
         super().__init__()
         self.tree: CoreTree | None = None
         self.config: Config | None = None
-        self.starter: tuple[StartCore, Any] | None = None  # answered once the first start is done
-        self.addresses: dict[str, Any] = {}  # first start: role -> real address, as each child reports it
+        self.starter: tuple[StartCore, Address] | None = None  # answered once the first start is done
+        self.addresses: dict[
+            Role, Address
+        ] = {}  # first start: role -> real address, as each child reports it
         self.roles: Roles | None = None
-        self.hello: dict[int, str] = {}  # Ping req_id -> role being started
-        self.configuring: dict[str, bool] = {}  # role -> a restart (True) or the first start
-        self.watchers: list[Any] = []
+        self.hello: dict[int, Role] = {}  # Ping req_id -> role being started
+        self.configuring: dict[Role, bool] = {}  # role -> a restart (True) or the first start
+        self.watchers: list[Address] = []
         self._ids = itertools.count(1)
 
     # -- start ----------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ class CoreSupervisor(ChatActor):
         for role in ROLES:
             self._spawn(role)
 
-    def _spawn(self, role: str) -> None:
+    def _spawn(self, role: Role) -> None:
         assert self.tree is not None
         address = self.createActor(_core_class(role))
         self.tree.assign(role, address)
@@ -133,7 +136,8 @@ class CoreSupervisor(ChatActor):
 
     # -- watchers -------------------------------------------------------------------------------
     def receiveMsg_Watch(self, msg: Watch, sender: Any) -> None:
-        self.watchers.append(msg.reply_to)
+        if msg.reply_to is not None:
+            self.watchers.append(msg.reply_to)
         self.reply(msg, True)
 
     def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:

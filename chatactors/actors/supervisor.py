@@ -11,6 +11,7 @@ from typing import Any
 
 from chatactors.actors.base import ChatActor
 from chatactors.core.children import Children, Exited
+from chatactors.core.model import Kind
 from chatactors.messages import (
     Adopt,
     Assigned,
@@ -24,7 +25,7 @@ from chatactors.messages import (
 )
 
 
-def _child_class(kind: str) -> type:
+def _child_class(kind: Kind) -> type:
     # Imported late: the supervisor module must not import its children at load time in every process.
     if kind == "user":
         from chatactors.actors.user import UserActor
@@ -48,14 +49,14 @@ class SupervisorActor(ChatActor):
     # Per kind, started ahead of need: an activation then waits for no process to start. Eight keep
     # a burst of wake-ups (50 hibernated users messaged back to back) under 25 ms p99 on 2 cores;
     # an idle spare costs ~6 MB PSS on multiprocTCPBase, next to nothing embedded. Rooms wake rarely.
-    SPARES = {"user": 8, "room": 2}
+    SPARES: dict[Kind, int] = {"user": 8, "room": 2}
 
     def configure(self, msg: Configure) -> None:
         self.configured = msg
-        for kind in ("user", "room"):
+        for kind in self.SPARES:
             self._top_up(kind)
 
-    def _top_up(self, kind: str) -> None:
+    def _top_up(self, kind: Kind) -> None:
         """Start spares until there are enough of this kind, and hand the new ones to the directory,
         which assigns them itself (two hops fewer than asking here for each activation)."""
         assert self.configured is not None

@@ -13,7 +13,17 @@ from typing import Any
 
 from chatactors.actors.base import as_chat_error
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Only, ReadEvent, RoomInfo, UserInfo
+from chatactors.core.model import (
+    ENTREGADO,
+    ENVIADO,
+    LEIDO,
+    Kind,
+    Message,
+    Only,
+    ReadEvent,
+    RoomInfo,
+    UserInfo,
+)
 from chatactors.core.rules import check_body, check_room_name
 from chatactors.errors import ChatError, NotAMember, UserNotFound
 from chatactors.messages import (
@@ -123,7 +133,7 @@ class UserActor(VirtualActor):
     def on_Offline(self, msg: Offline, envelope: Envelope) -> None:
         self._set_active(False)
 
-    def _route(self, kind: str, ident: int, body: Any) -> None:
+    def _route(self, kind: Kind, ident: int, body: Any) -> None:
         assert self.roles is not None
         self.send(self.roles.directory, Route(kind, ident, body))
 

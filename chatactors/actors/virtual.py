@@ -8,7 +8,7 @@ and performs its effects, and offers the hooks a user or a room fills in (:meth:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from thespian.actors import ActorExitRequest
 
@@ -27,6 +27,7 @@ from chatactors.core.activation import (
     Serve,
 )
 from chatactors.core.idle import IdlePolicy
+from chatactors.core.model import Kind
 from chatactors.errors import ChatError
 from chatactors.messages import (
     Envelope,
@@ -43,7 +44,7 @@ from chatactors.messages import (
 
 
 class VirtualActor(ChatActor):
-    kind = ""
+    kind: ClassVar[Kind]  # set by each subclass
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-Key = tuple[str, int]
+from chatactors.core.model import Address, Kind
+
+Key = tuple[Kind, int]
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Exited:
     """Tell the directory that the actor serving ``key`` at ``address`` is gone."""
 
     key: Key
-    address: Any
+    address: Address
 
 
 class Children:
@@ -34,33 +35,33 @@ class Children:
     EARLY_EXITS_KEPT = 256
 
     def __init__(self) -> None:
-        self.serving: list[tuple[str, int, Any]] = []
-        self.spares: dict[str, list[Any]] = {}
-        self._exited_spares: deque[tuple[str, Any]] = deque(maxlen=self.EARLY_EXITS_KEPT)
+        self.serving: list[tuple[Kind, int, Address]] = []
+        self.spares: dict[Kind, list[Address]] = {}
+        self._exited_spares: deque[tuple[Kind, Address]] = deque(maxlen=self.EARLY_EXITS_KEPT)
 
-    def add_spare(self, kind: str, address: Any) -> None:
+    def add_spare(self, kind: Kind, address: Address) -> None:
         self.spares.setdefault(kind, []).append(address)
 
-    def missing_spares(self, kind: str, wanted: int) -> int:
+    def missing_spares(self, kind: Kind, wanted: int) -> int:
         return max(0, wanted - len(self.spares.get(kind, ())))
 
-    def started(self, key: Key, address: Any) -> None:
+    def started(self, key: Key, address: Address) -> None:
         """Started for ``key`` at the directory's request (no spare was left)."""
         self.serving.append((key[0], key[1], address))
 
-    def assigned(self, key: Key, address: Any) -> list[Exited]:
+    def assigned(self, key: Key, address: Address) -> list[Exited]:
         """The directory handed spare ``address`` to ``key``."""
         spares = self.spares.get(key[0], [])
         if address in spares:
             spares.remove(address)
-        early = (key[0], address)
+        early: tuple[Kind, Address] = (key[0], address)
         if early in self._exited_spares:
             self._exited_spares.remove(early)
             return [Exited(key, address)]  # it is gone already: the directory learns it now
         self.serving.append((key[0], key[1], address))
         return []
 
-    def exited(self, address: Any) -> list[Exited]:
+    def exited(self, address: Address) -> list[Exited]:
         """Thespian reports a child gone (on multiprocTCPBase each exit is reported twice: the
         second finds nothing and is a no-op)."""
         for index, (kind, ident, serving) in enumerate(self.serving):
@@ -74,5 +75,5 @@ class Children:
                 return []
         return []
 
-    def all_spares(self) -> tuple[tuple[str, Any], ...]:
+    def all_spares(self) -> tuple[tuple[Kind, Address], ...]:
         return tuple((kind, a) for kind, addresses in self.spares.items() for a in addresses)

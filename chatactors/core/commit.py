@@ -21,13 +21,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from chatactors.core.model import LEIDO, Message, NewMessage, Receipt, UserInfo
+from chatactors.core.model import LEIDO, Address, Kind, Message, NewMessage, Receipt, UserInfo
 from chatactors.core.rules import check_body, check_client_id
 from chatactors.errors import ChatError, InvalidMessage
 
 log = logging.getLogger("chatactors.persistence")
 
-Fanout = tuple[tuple[Any, tuple[int, ...]], ...]  # (sink, the users it holds sessions of)
+Fanout = tuple[tuple[Address, tuple[int, ...]], ...]  # (sink, the users it holds sessions of)
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ T = TypeVar("T")
 class Answer:
     """Reply ``value`` to request ``req_id`` at ``to``."""
 
-    to: Any
+    to: Address | None
     req_id: int
     value: Any
 
@@ -46,7 +46,7 @@ class Answer:
 class Refuse:
     """Fail request ``req_id`` at ``to`` with ``error``."""
 
-    to: Any
+    to: Address | None
     req_id: int
     error: ChatError
 
@@ -55,7 +55,7 @@ class Refuse:
 class PushTo:
     """Push ``event`` to ``sink``, for its sessions of ``user_ids``."""
 
-    sink: Any
+    sink: Address
     user_ids: tuple[int, ...]
     event: Message | Receipt
 
@@ -64,9 +64,9 @@ class PushTo:
 class Ack:
     """Tell the reader's actor (``to``) that its read of ``part`` is recorded, or failed."""
 
-    to: Any
+    to: Address
     token: int
-    part: tuple[str, int]
+    part: tuple[Kind, int]
     error: ChatError | None = None
 
 
@@ -90,7 +90,7 @@ class Post:
 
     new: NewMessage
     req_id: int
-    reply_to: Any
+    reply_to: Address | None
     fanout: Fanout
 
     def done(self, result: tuple[Message, bool]) -> list[Effect]:
@@ -111,12 +111,12 @@ class DirectRead:
     reader: UserInfo
     sender_id: int
     message_ids: tuple[int, ...]
-    sinks: tuple[Any, ...]
-    ack_to: Any
+    sinks: tuple[Address, ...]
+    ack_to: Address
     token: int
 
     @property
-    def part(self) -> tuple[str, int]:
+    def part(self) -> tuple[Kind, int]:
         return ("user", self.sender_id)
 
     def apply(self, db: Database) -> object:
@@ -140,11 +140,11 @@ class RoomRead:
     reader: UserInfo
     up_to: int
     fanout: Fanout
-    ack_to: Any
+    ack_to: Address
     token: int
 
     @property
-    def part(self) -> tuple[str, int]:
+    def part(self) -> tuple[Kind, int]:
         return ("room", self.room_id)
 
     def apply(self, db: Database) -> list[tuple[int, int]]:

@@ -1,10 +1,23 @@
-"""Value types shared by every layer."""
+"""Value types shared by every layer, and the names the actor protocol is typed with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal, NewType
+
+Address = NewType("Address", object)
+"""Where an actor can be reached: a Thespian ``ActorAddress``, opaque everywhere else (the core never
+imports Thespian). A distinct type so that an id, a message or a name passed where an address belongs
+is a type error; Thespian's own calls are untyped, so what they return needs no cast. Addresses
+cannot be hashed: tables key them by ``str``."""
+
+Kind = Literal["user", "room"]
+"""What a virtual actor is; the directory knows each one as ``(kind, id)``."""
+
+RoomAction = Literal["create", "join", "leave"]
+"""What a user asks of a room by name (``Session.create_room``/``join``/``leave``)."""
 
 
 class Status(StrEnum):

@@ -11,7 +11,8 @@ holds nothing for that actor and then buffers; when the exit is confirmed, anyth
 starts a fresh activation. An exit the registry did not approve is a crash: the supervisor is asked
 to restart the actor at once when its user is online or messages wait, else it comes back on demand.
 
-Addresses are opaque; they are compared by ``str`` because Thespian's cannot be hashed.
+Addresses are opaque (:data:`~chatactors.core.model.Address`); they are compared by ``str`` because
+Thespian's cannot be hashed.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatactors.core.clock import Clock, MonotonicClock
+from chatactors.core.model import Address, Kind
 
-Key = tuple[str, int]
+Key = tuple[Kind, int]
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,18 @@ class Start:
 @dataclass(frozen=True)
 class Forward:
     key: Key
-    address: Any
+    address: Address
     message: Any
 
 
 @dataclass(frozen=True)
 class Approve:
-    address: Any
+    address: Address
 
 
 @dataclass(frozen=True)
 class Deny:
-    address: Any
+    address: Address
 
 
 Effect = Start | Forward | Approve | Deny
@@ -55,7 +57,7 @@ ACTIVATING, LIVE, RETIRING = "activating", "live", "retiring"
 @dataclass
 class _Entry:
     state: str
-    address: Any = None
+    address: Address | None = None
     buffer: list[Any] = field(default_factory=list)
     last_routed: float = 0.0
 
@@ -69,7 +71,7 @@ class Registry:
         self.clock: Clock = clock or MonotonicClock()
         self._entries: dict[Key, _Entry] = {}
         self._sinks: dict[Key, Counter[str]] = {}
-        self._sink_addresses: dict[str, Any] = {}
+        self._sink_addresses: dict[str, Address] = {}
         self.activations = 0
         self.retirements = 0
         self.crashes = 0
@@ -82,25 +84,25 @@ class Registry:
             self.activations += 1
             return [Start(key)]
         entry.last_routed = self.clock.now()
-        if entry.state == LIVE:
+        if entry.state == LIVE and entry.address is not None:  # a live entry always has one
             return [Forward(key, entry.address, message)]
         entry.buffer.append(message)
         return []
 
-    def started(self, key: Key, address: Any) -> list[Effect]:
+    def started(self, key: Key, address: Address) -> list[Effect]:
         entry = self._entries.setdefault(key, _Entry(ACTIVATING))
         entry.state, entry.address = LIVE, address
         pending, entry.buffer = entry.buffer, []
         return [Forward(key, address, m) for m in pending]
 
-    def retire_request(self, key: Key, address: Any) -> list[Effect]:
+    def retire_request(self, key: Key, address: Address) -> list[Effect]:
         entry = self._entries.get(key)
         if entry is None or entry.state != LIVE or str(entry.address) != str(address) or entry.buffer:
             return [Deny(address)]
         entry.state = RETIRING
         return [Approve(address)]
 
-    def stop(self, key: Key) -> Any:
+    def stop(self, key: Key) -> Address | None:
         """Stop a live actor now (no handshake): from here on it is retiring. Returns its address,
         or None when nothing runs for ``key``."""
         entry = self._entries.get(key)
@@ -109,14 +111,14 @@ class Registry:
         entry.state = RETIRING
         return entry.address
 
-    def cancel_retire(self, key: Key, address: Any) -> list[Effect]:
+    def cancel_retire(self, key: Key, address: Address) -> list[Effect]:
         """The actor found new work after asking: it stays, and takes what was buffered."""
         entry = self._entries.get(key)
         if entry is None or entry.state != RETIRING or str(entry.address) != str(address):
             return []
         return self.started(key, address)
 
-    def exited(self, key: Key, address: Any) -> list[Effect]:
+    def exited(self, key: Key, address: Address) -> list[Effect]:
         entry = self._entries.get(key)
         if entry is None or str(entry.address) != str(address):
             return []  # an old activation, already replaced
@@ -149,7 +151,7 @@ class Registry:
                 del self._entries[key]
         return effects
 
-    def adopt(self, key: Key, address: Any) -> bool:
+    def adopt(self, key: Key, address: Address) -> bool:
         """A live actor the previous directory knew (this one was restarted). False when ``key`` is
         already taken by a newer activation: the caller stops the old one, so there is never two."""
         entry = self._entries.get(key)
@@ -158,34 +160,34 @@ class Registry:
         self._entries[key] = _Entry(LIVE, address, last_routed=self.clock.now())
         return True
 
-    def addresses(self) -> list[tuple[Key, Any]]:
+    def addresses(self) -> list[tuple[Key, Address]]:
         """Every actor that has an address now (live or retiring)."""
         return [(k, e.address) for k, e in self._entries.items() if e.address is not None]
 
-    def idle(self, timeout: float) -> list[tuple[Key, Any]]:
+    def idle(self, timeout: float) -> list[tuple[Key, Address]]:
         """Live actors that nothing was routed to for ``timeout`` seconds; each is reported once per
         ``timeout``, so an actor that declines to retire is asked again later, not on every tick."""
         now, found = self.clock.now(), []
         for key, entry in self._entries.items():
-            if entry.state == LIVE and now - entry.last_routed >= timeout:
+            if entry.state == LIVE and entry.address is not None and now - entry.last_routed >= timeout:
                 entry.last_routed = now
                 found.append((key, entry.address))
         return found
 
-    def address(self, key: Key) -> Any:
+    def address(self, key: Key) -> Address | None:
         entry = self._entries.get(key)
         return entry.address if entry is not None and entry.state == LIVE else None
 
-    def live(self, kind: str | None = None) -> int:
+    def live(self, kind: Kind | None = None) -> int:
         """Actors starting or running: a retiring one counts until its exit is confirmed."""
         return sum(1 for k, _ in self._entries if kind in (None, k))
 
     # -- presence -------------------------------------------------------------------------------
-    def attach(self, key: Key, sink: Any) -> None:
+    def attach(self, key: Key, sink: Address) -> None:
         self._sink_addresses[str(sink)] = sink
         self._sinks.setdefault(key, Counter())[str(sink)] += 1
 
-    def detach(self, key: Key, sink: Any) -> None:
+    def detach(self, key: Key, sink: Address) -> None:
         counter = self._sinks.get(key)
         if counter is None:
             return
@@ -195,7 +197,7 @@ class Registry:
         if not counter:
             del self._sinks[key]
 
-    def drop_sink(self, sink: Any) -> list[Key]:
+    def drop_sink(self, sink: Address) -> list[Key]:
         """A gateway went away: every session it held is closed. Returns the keys it held."""
         name, touched = str(sink), []
         for key in list(self._sinks):
@@ -206,7 +208,7 @@ class Registry:
         self._sink_addresses.pop(name, None)
         return touched
 
-    def sinks(self, key: Key) -> tuple[Any, ...]:
+    def sinks(self, key: Key) -> tuple[Address, ...]:
         return tuple(self._sink_addresses[s] for s in self._sinks.get(key, ()))
 
     def is_online(self, key: Key) -> bool:

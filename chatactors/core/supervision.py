@@ -14,21 +14,23 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 from chatactors.core.clock import Clock, MonotonicClock
+from chatactors.core.model import Address
 
-ROLES = ("persistence", "login", "supervisor", "directory")
+Role = Literal["persistence", "login", "supervisor", "directory"]
+ROLES: tuple[Role, ...] = ("persistence", "login", "supervisor", "directory")  # the order they start in
 
 
 @dataclass(frozen=True)
 class Restart:
-    role: str
+    role: Role
 
 
 @dataclass(frozen=True)
 class GiveUp:
-    role: str
+    role: Role
     reason: str
 
 
@@ -59,26 +61,26 @@ class CoreTree:
 
     def __init__(self, intensity: RestartIntensity) -> None:
         self.intensity = intensity
-        self._addresses: dict[str, list[Any]] = {}  # role -> every name its current actor answers to
+        self._addresses: dict[Role, list[Address]] = {}  # role -> every name its current actor answers to
         self.stopping = False
         self.restarts = 0
 
-    def assign(self, role: str, *addresses: Any) -> None:
+    def assign(self, role: Role, *addresses: Address | None) -> None:
         """``role`` is now held by an actor known under these addresses (placeholder, real)."""
         if role not in ROLES:
             raise ValueError(f"unknown core role {role!r}")
         self._addresses[role] = [a for a in addresses if a is not None]
 
-    def add_alias(self, role: str, address: Any) -> None:
+    def add_alias(self, role: Role, address: Address) -> None:
         self._addresses.setdefault(role, []).append(address)
 
-    def role_of(self, address: Any) -> str | None:
+    def role_of(self, address: Address) -> Role | None:
         for role, known in self._addresses.items():
             if any(address == a for a in known):
                 return role
         return None
 
-    def exited(self, address: Any) -> Restart | GiveUp | None:
+    def exited(self, address: Address) -> Restart | GiveUp | None:
         """A child exited. None: not a current core actor (a duplicate report, an old incarnation),
         or the tree is stopping anyway."""
         role = self.role_of(address)
