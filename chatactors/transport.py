@@ -356,9 +356,14 @@ def _prompt_retry(self: Any, immediately: bool = False) -> bool:
 
 
 def _first_transmit_step_in_order(self: Any, intent: Any) -> Any:
-    """``TCPTransport._next_XMIT_1``: queue behind an earlier send to the same address that waits
-    (to be resent, or for the connection): Thespian only queues behind one that holds a socket."""
-    if any(other is not intent and other.targetAddr == intent.targetAddr for other in self._waitingTransmits):
+    """``TCPTransport._next_XMIT_1``: queue behind an earlier send to the same address that waits to
+    be resent; Thespian only queues behind one that holds a socket. Only a resend counts: it goes out
+    by its own timer, whereas sends queued for a free connection wait on others (counting them, a
+    resend stuck behind a send queued behind it, and both waited for ever)."""
+    if any(
+        other is not intent and other.targetAddr == intent.targetAddr and hasattr(other, "_retryTime")
+        for other in self._waitingTransmits
+    ):
         intent.awaitingTXSlot()
         return True  # woken when a connection to that address is free (Thespian's own queueing)
     return _thespian_first_transmit_step(self, intent)

@@ -299,9 +299,10 @@ class Relay(ActorTypeDispatcher):  # type: ignore[misc]
     """Sends what it is told to a raw address, in the order told."""
 
     def receiveMsg_tuple(self, message: tuple[Any, ...], sender: Any) -> None:
-        address, item = message
-        self.send(address, item)
-        self.send(sender, item)  # sent (handed to the transport): the test goes on
+        address, *items = message
+        for item in items:
+            self.send(address, item)
+        self.send(sender, items[-1])  # sent (handed to the transport): the test goes on
 
 
 class ClosingPeer:
@@ -369,6 +370,21 @@ def test_a_send_met_by_a_closing_connection_is_sent_again_at_once_and_in_order()
             assert asys.ask(relay, (target, item), 10) == item
         # Thespian alone resent "first" only after 35 s, and "second" overtook it.
         assert peer.wait_for(3, timeout=10) == ["first", "second", "third"]
+    finally:
+        asys.shutdown()
+        peer.server.close()
+
+
+def test_sends_queued_behind_one_met_by_a_closing_connection_follow_it() -> None:
+    """Both queued at once: the second waits for the first's connection when that one is closed."""
+    transport.install()
+    peer = ClosingPeer()
+    asys = ActorSystem("multiprocTCPBase", transport.system_capabilities(free_port()), transientUnique=True)
+    try:
+        relay = asys.createActor(Relay)
+        target = ActorAddress(TCPv4ActorAddress("127.0.0.1", peer.port, external=True))
+        assert asys.ask(relay, (target, "first", "second"), 10) == "second"
+        assert peer.wait_for(2, timeout=10) == ["first", "second"]
     finally:
         asys.shutdown()
         peer.server.close()
