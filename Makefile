@@ -14,6 +14,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The bench-only extra (matplotlib for the gateway plot, py-spy for its profile).
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 # The main job: the chat server (embedded SQLite, in-process actors) on 127.0.0.1:8765.
 run: $(STAMP)
 	$(PY) -m chatactors serve
@@ -34,11 +40,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check chatactors tests examples bench
 	$(VENV)/bin/mypy chatactors
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@url=$$(scripts/find-postgres.sh); export CHATACTORS_TEST_DATABASE_URL="$$url"; rc=0; \
 	$(PY) bench/core.py $(BENCH_ARGS) || rc=1; \
 	$(PY) bench/rooms.py $(BENCH_ARGS) || rc=1; \
-	$(PY) bench/gateway.py || rc=1; \
+	$(PY) bench/gateway.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	$(PY) bench/recovery.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	exit $$rc
 

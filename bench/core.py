@@ -165,8 +165,10 @@ def _pg_admin(admin_url: str, sql: str) -> None:
 
 
 @contextmanager
-def fresh_database(kind: str, pg_url: str, tmp: Path, name: str) -> Iterator[Database]:
-    """An empty database of ``kind``, removed afterwards."""
+def fresh_database(
+    kind: str, pg_url: str, tmp: Path, name: str, pg_db: str = PG_BENCH_DB
+) -> Iterator[Database]:
+    """An empty database of ``kind``, removed afterwards (on PostgreSQL, ``pg_db`` on ``pg_url``'s server)."""
     if kind == "sqlite":
         path = tmp / f"{name}.db"
         yield Database("sqlite", f"sqlite:///{path}")
@@ -174,13 +176,13 @@ def fresh_database(kind: str, pg_url: str, tmp: Path, name: str) -> Iterator[Dat
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     parts = urlsplit(pg_url)
-    url = urlunsplit(parts._replace(path="/" + PG_BENCH_DB))
-    _pg_admin(pg_url, f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-    _pg_admin(pg_url, f"CREATE DATABASE {PG_BENCH_DB}")
+    url = urlunsplit(parts._replace(path="/" + pg_db))
+    _pg_admin(pg_url, f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
+    _pg_admin(pg_url, f"CREATE DATABASE {pg_db}")
     try:
         yield Database("postgres", url, pg_url)
     finally:
-        _pg_admin(pg_url, f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+        _pg_admin(pg_url, f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
