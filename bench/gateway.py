@@ -469,8 +469,14 @@ class StepResult:
     gen_cpu: float  # the generator's CPU, in cores
     server_cpu: float  # the server's CPU, in cores
     server_us_per_msg: float  # the server's CPU per delivered message
+    server_system: float  # the share of it in the kernel (syscalls: sockets, futexes, the database)
     server_switches_per_msg: float  # context switches of all the server's threads per delivered message
     held: bool
+    round: int = 1
+
+    @property
+    def label(self) -> str:
+        return self.server if self.round == 1 else f"{self.server} #{self.round}"
 
     def row(self, relay: StepResult | None) -> str:
         ratio = (
@@ -480,25 +486,26 @@ class StepResult:
         )
         errors = ",".join(f"{n} {code}" for code, n in self.errors.items()) or "-"
         return (
-            f"  {self.server:9} {self.offered:7.0f} {self.users:5} {self.delivered_per_s:9.1f} "
+            f"  {self.label:9} {self.offered:7.0f} {self.users:5} {self.delivered_per_s:9.1f} "
             f"{self.p50_ms:8.2f} {self.p99_ms:8.2f} {self.lost:6} {self.duplicated:4}  {ratio} "
-            f"{self.server_us_per_msg:8.0f} {self.server_switches_per_msg:6.1f} {self.server_cpu:5.2f} "
+            f"{self.server_us_per_msg:6.0f} {self.server_system:4.0%} {self.server_switches_per_msg:6.1f} {self.server_cpu:5.2f} "
             f"{self.gen_cpu:5.2f} {self.send_lag_p99_ms:7.1f}  {'yes' if self.held else 'NO '}  {errors}"
         )
 
 
 HEADER = (
-    "  server    offered users  delivered   p50 ms   p99 ms   lost  dup  ratio  srv us/msg  "
+    "  server    offered users  delivered   p50 ms   p99 ms   lost  dup  ratio  srv us  sys "
     "cs/msg srv c gen c lag p99  held errors\n"
-    "            (msg/s)          (msg/s)                                relay  (CPU)     "
+    "            (msg/s)          (msg/s)                                relay  /msg"
 )
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, all its threads."""
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds a process has used, all its threads: (user, system)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -655,7 +662,8 @@ class LoadGenerator:
             await asyncio.sleep(0.02)
         ticker.cancel()
         wall = time.perf_counter() - step.start
-        cpu, gen = proc_cpu(self.server_pid) - cpu0, time.process_time() - gen0
+        (user1, sys1), gen = proc_cpu(self.server_pid), time.process_time() - gen0
+        cpu, system = user1 + sys1 - sum(cpu0), sys1 - cpu0[1]
         switches = proc_switches(self.server_pid) - sw0
         latencies = sorted(a - step.due(k) for k, a in enumerate(step.arrived) if not math.isnan(a))
         elapsed = max(step.last, step.due(planned)) - step.start
@@ -680,6 +688,7 @@ class LoadGenerator:
             gen_cpu=gen / wall,
             server_cpu=cpu / wall,
             server_us_per_msg=1e6 * cpu / max(1, step.unique),
+            server_system=system / cpu if cpu > 0 else 0.0,
             server_switches_per_msg=switches / max(1, step.unique),
             held=delivered >= plan.held_share * rate and not (p99 > plan.held_p99) and bool(latencies),
         )
@@ -728,6 +737,7 @@ def drive(
     plan: Plan,
     on_started: Callable[[float], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    round_: int = 1,
 ) -> list[StepResult]:
     """Run the load generator against ``srv`` in a process of its own; print a progress line meanwhile."""
     ctx = multiprocessing.get_context("spawn")
@@ -755,6 +765,7 @@ def drive(
                 if on_step is not None:
                     on_step()
                 result = StepResult(**payload)
+                result.round = round_
                 results.append(result)
                 print(("\r\033[K" if tty else "") + result.row(None), flush=True)
             elif kind == "error":
@@ -780,7 +791,7 @@ def stepup_server(kind: str, pg_url: str, tmp: Path, users: int) -> Iterator[Ser
             yield srv
 
 
-def stepup_phase(servers: list[str], plan: Plan, pg_url: str, tmp: Path) -> list[StepResult]:
+def stepup_phase(servers: list[str], plan: Plan, pg_url: str, tmp: Path, rounds: int = 1) -> list[StepResult]:
     print(
         f"\ngateway step-up (open loop): offered {', '.join(f'{r:g}' for r in plan.rates)} msg/s, "
         f"{plan.seconds:g} s per step (+ up to {plan.drain:g} s drain), users sending <= {plan.per_user:g} "
@@ -790,34 +801,39 @@ def stepup_phase(servers: list[str], plan: Plan, pg_url: str, tmp: Path) -> list
     )
     print(HEADER, flush=True)
     results: list[StepResult] = []
-    for kind in servers:
-        t0 = time.monotonic()
-        with stepup_server(kind, pg_url, tmp, plan.users(max(plan.rates))) as srv:
-            try:
-                results += drive(kind, srv, plan)
-            except RuntimeError as exc:
-                print(f"  {kind}: {exc}", flush=True)
-        print(f"  ({kind}: {time.monotonic() - t0:.0f} s in all)", flush=True)
+    for round_ in range(1, rounds + 1):  # rounds interleave the servers: a noisy minute hits all alike
+        for kind in servers:
+            t0 = time.monotonic()
+            with stepup_server(kind, pg_url, tmp, plan.users(max(plan.rates))) as srv:
+                try:
+                    results += drive(kind, srv, plan, round_=round_)
+                except RuntimeError as exc:
+                    print(f"  {kind}: {exc}", flush=True)
+            print(f"  ({kind}, round {round_}: {time.monotonic() - t0:.0f} s in all)", flush=True)
     return results
 
 
-def stepup_report(results: list[StepResult], plan: Plan) -> None:
-    relay = {r.offered: r for r in results if r.server == "relay"}
-    print("\nstep-up, by offered rate (ratio: delivered / the relay's delivered at the same offered rate)")
+def stepup_report(results: list[StepResult]) -> None:
+    relay = {(r.round, r.offered): r for r in results if r.server == "relay"}
+    print(
+        "\nstep-up, by offered rate (ratio: delivered / the relay's delivered at the same rate, same round)"
+    )
     print(HEADER)
     for rate in sorted({r.offered for r in results}):
         for r in results:
             if r.offered == rate:
-                print(r.row(relay.get(rate)))
-    held = {
-        s: max((r.delivered_per_s for r in results if r.server == s and r.held), default=0.0)
-        for s in {r.server for r in results}
-    }
-    top = held.get("relay", 0.0)
+                print(r.row(relay.get((r.round, rate))))
+    held: dict[tuple[int, str], float] = {}
+    for r in results:
+        held.setdefault((r.round, r.server), 0.0)
+        if r.held:
+            held[(r.round, r.server)] = max(held[(r.round, r.server)], r.delivered_per_s)
     print("\nheld (highest delivered rate of a step that held):")
-    for s, rate in sorted(held.items(), key=lambda kv: -kv[1]):
+    for (round_, s), rate in sorted(held.items(), key=lambda kv: (kv[0][0], -kv[1])):
+        top = held.get((round_, "relay"), 0.0)
         ratio = f", {rate / top:.0%} of the relay" if top and s != "relay" else ""
-        print(f"  {s:9} {rate:8.1f} msg/s{ratio}")
+        label = s if round_ == 1 else f"{s} #{round_}"
+        print(f"  {label:9} {rate:8.1f} msg/s{ratio}")
 
 
 def plot(results: list[StepResult], path: Path) -> Path | None:
@@ -831,8 +847,8 @@ def plot(results: list[StepResult], path: Path) -> Path | None:
         print("no plot: matplotlib is missing (pip install -e '.[bench]')")
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for s in dict.fromkeys(r.server for r in results):
-        rows = [r for r in results if r.server == s]
+    for s in dict.fromkeys(r.label for r in results):
+        rows = [r for r in results if r.label == s]
         x = [r.offered for r in rows]
         left.plot(x, [r.delivered_per_s for r in rows], marker="o", label=s)
         right.plot(x, [r.p99_ms for r in rows], marker="o", label=s)
@@ -1005,6 +1021,9 @@ def main(argv: list[str] | None = None) -> int:
         "created there and dropped); default $CHATACTORS_TEST_DATABASE_URL",
     )
     p.add_argument(
+        "--rounds", type=int, default=1, help="step-up: run the servers this many times, interleaved"
+    )
+    p.add_argument(
         "--gen-loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
@@ -1072,8 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.idle_timeout:g} s idle ({r['online_users']} users online)"
                     )
         if "stepup" in phases:
-            results = stepup_phase(servers, plan, args.pg_url, Path(tmp))
-            stepup_report(results, plan)
+            results = stepup_phase(servers, plan, args.pg_url, Path(tmp), args.rounds)
+            stepup_report(results)
             if results:
                 path = plot(results, Path(args.plot))
                 if path is not None:
