@@ -508,13 +508,14 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds per live thread of a process (user + system, so syscalls and GIL-free C count)."""
-    out: dict[int, float] = {}
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """CPU seconds per live thread of a process, (user, system): syscalls and GIL-free C count too."""
+    out: dict[int, tuple[float, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-            out[int(task)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[int(task)] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return out
 
 
@@ -749,9 +750,15 @@ def drive(
     shown = 0.0
     silent_for = plan.seconds + plan.drain + 180  # a step, its drain, and logging users in
     try:
+        silent_since = time.monotonic()
         while True:
-            if not parent.poll(silent_for):
-                raise RuntimeError(f"the load generator said nothing for {silent_for:.0f} s")
+            if not parent.poll(1.0):
+                if not proc.is_alive():
+                    raise RuntimeError(f"the load generator exited ({proc.exitcode})")
+                if time.monotonic() - silent_since > silent_for:
+                    raise RuntimeError(f"the load generator said nothing for {silent_for:.0f} s")
+                continue
+            silent_since = time.monotonic()
             kind, payload = parent.recv()
             if kind == "progress":
                 if tty:
@@ -891,13 +898,15 @@ class Spy:
     Time outside the GIL (socket syscalls, SQLite's C, waiting on PostgreSQL) is in the CPU per thread.
     """
 
-    def __init__(self, exe: str, srv: ServerProcess, seconds: float, out: Path) -> None:
+    def __init__(
+        self, exe: str, srv: ServerProcess, seconds: float, out: Path, flags: tuple[str, ...]
+    ) -> None:
         self.srv, self.seconds = srv, seconds
-        self.argv = [exe, "record", "--pid", str(srv.pid), "--format", "raw", "--function", "--rate", "200"]
-        self.argv += ["--gil", "--nonblocking", "--duration", f"{seconds - 4:.0f}", "--output", str(out)]
+        self.argv = [exe, "record", "--pid", str(srv.pid), "--format", "raw", "--rate", "200", *flags]
+        self.argv += ["--nonblocking", "--duration", f"{seconds - 4:.0f}", "--output", str(out)]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cpu0: dict[int, float] = {}
-        self.cpu1: dict[int, float] = {}
+        self.cpu0: dict[int, tuple[float, float]] = {}
+        self.cpu1: dict[int, tuple[float, float]] = {}
         self.t0 = self.t1 = 0.0
 
     def start(self, _rate: float) -> None:
@@ -918,18 +927,22 @@ class Spy:
             self.proc.kill()
             self.proc.wait(5)
 
-    def per_role(self) -> dict[str, float]:
-        """CPU seconds per thread role over the step."""
+    def per_role(self) -> dict[str, tuple[float, float]]:
+        """CPU seconds per thread role over the step, (user, system); roles not named here are "other"."""
         names = self.srv.ask("threads")
-        out: dict[str, float] = {}
-        for tid, cpu in self.cpu1.items():
+        out: dict[str, tuple[float, float]] = {}
+        for tid, (user, system) in self.cpu1.items():
             name = str(names.get(str(tid), "?"))
-            role = next((r for prefix, r in THREAD_ROLES if name.startswith(prefix)), f"other ({name})")
-            out[role] = out.get(role, 0.0) + cpu - self.cpu0.get(tid, 0.0)
+            role = next((r for prefix, r in THREAD_ROLES if name.startswith(prefix)), "other")
+            user0, system0 = self.cpu0.get(tid, (0.0, 0.0))
+            had = out.get(role, (0.0, 0.0))
+            out[role] = (had[0] + user - user0, had[1] + system - system0)
         return out
 
 
-def profile_phase(dbs: list[str], rate: float, seconds: float, pg_url: str, tmp: Path, plan: Plan) -> None:
+def profile_phase(
+    dbs: list[str], rate: float, seconds: float, pg_url: str, tmp: Path, plan: Plan, flags: tuple[str, ...]
+) -> None:
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
         print("no profile: py-spy is missing (pip install -e '.[bench]')")
@@ -943,7 +956,7 @@ def profile_phase(dbs: list[str], rate: float, seconds: float, pg_url: str, tmp:
             f"\nprofile: chatactors (simpleSystemBase, {kind}) at {rate:g} msg/s, py-spy for {seconds - 4:g} s"
         )
         with stepup_server(kind, pg_url, tmp, plan.users(rate)) as srv:
-            spy = Spy(exe, srv, seconds, out)
+            spy = Spy(exe, srv, seconds, out, flags)
             try:
                 results = drive(kind, srv, plan, on_started=spy.start, on_step=spy.stop)
                 roles = spy.per_role()
@@ -954,15 +967,22 @@ def profile_phase(dbs: list[str], rate: float, seconds: float, pg_url: str, tmp:
             continue
         r = results[0]
         profile = Profile.read(out)
-        busy = profile.total / (200 * (seconds - 4))  # samples holding the GIL / samples taken
+        busy = profile.total / (200 * (seconds - 4))  # samples kept / samples taken
         thread_us: dict[str, float] = {}
-        for role, cpu in roles.items():
-            key = role if role in dict(THREAD_ROLES).values() else "other"
-            thread_us[key] = thread_us.get(key, 0.0) + 1e6 * cpu / max(1, r.received)
+        split = ["CPU per message per thread, user + system (/proc):"]
+        for role, (user, system) in sorted(roles.items(), key=lambda kv: -sum(kv[1])):
+            thread_us[role] = 1e6 * (user + system) / max(1, r.received)
+            split.append(
+                f"  {thread_us[role]:6.0f} us = {1e6 * user / max(1, r.received):5.0f} user "
+                f"+ {1e6 * system / max(1, r.received):5.0f} system  {role}"
+            )
         text = [
             f"{r.offered:g} msg/s offered, {r.delivered_per_s:.0f} delivered (p50 {r.p50_ms:.1f} ms, p99 "
             f"{r.p99_ms:.1f} ms); server {r.server_cpu:.2f} cores, {r.server_us_per_msg:.0f} us CPU and "
-            f"{r.server_switches_per_msg:.1f} context switches per message; GIL held {busy:.0%} of the time",
+            f"{r.server_switches_per_msg:.1f} context switches per message; "
+            + (f"GIL held {busy:.0%} of the time" if "--gil" in flags else f"{busy:.2f} threads running"),
+            "",
+            *split,
             "",
             summary(profile, thread_us=thread_us),
         ]
@@ -1037,6 +1057,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--profile-rate", type=float, default=1000.0, help="profile: offered msg/s (1000)")
     p.add_argument("--profile-seconds", type=float, default=24.0, help="profile: seconds of load (24)")
+    p.add_argument(
+        "--profile-threads",
+        choices=("gil", "running"),
+        default="gil",
+        help="profile: sample the thread holding the GIL (default), or every thread the OS has running or "
+        "runnable (on a busy machine that includes threads waiting for a CPU)",
+    )
+    p.add_argument("--profile-lines", action="store_true", help="profile: keep line numbers (not --function)")
     args = p.parse_args(argv)
     if args.serve:
         return relay_main() if args.relay else serve_main(args)
@@ -1061,7 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chatactors-bench-") as tmp:
         if args.profile:
             dbs = [d for d in args.profile.split(",") if d and (d != "postgres" or args.pg_url)]
-            profile_phase(dbs, args.profile_rate, args.profile_seconds, args.pg_url, Path(tmp), plan)
+            flags = ("--gil",) if args.profile_threads == "gil" else ("--threads",)
+            flags += () if args.profile_lines else ("--function",)
+            profile_phase(dbs, args.profile_rate, args.profile_seconds, args.pg_url, Path(tmp), plan, flags)
             return 0
         if "load" in phases:
             print(f"gateway bench: {args.clients} clients, {seconds:g} s per load run, loopback only")

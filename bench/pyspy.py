@@ -170,7 +170,7 @@ def summary(profile: Profile, top: int = 15, thread_us: dict[str, float] | None 
     own CPU, so the accounting adds up to what the server spent, GIL-free C and syscalls included.
     """
     total = profile.total or 1
-    lines = [f"{profile.total} samples of the thread holding the GIL"]
+    lines = [f"{profile.total} samples"]
 
     def table(title: str, counts: Counter[str], n: int, us: dict[str, float] | None = None) -> None:
         lines.append(f"\n{title}")
