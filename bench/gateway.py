@@ -486,7 +486,7 @@ class StepResult:
         )
         errors = ",".join(f"{n} {code}" for code, n in self.errors.items()) or "-"
         return (
-            f"  {self.label:9} {self.offered:7.0f} {self.users:5} {self.delivered_per_s:9.1f} "
+            f"  {self.label:11} {self.offered:7.0f} {self.users:5} {self.delivered_per_s:9.1f} "
             f"{self.p50_ms:8.2f} {self.p99_ms:8.2f} {self.lost:6} {self.duplicated:4}  {ratio} "
             f"{self.server_us_per_msg:6.0f} {self.server_system:4.0%} {self.server_switches_per_msg:6.1f} {self.server_cpu:5.2f} "
             f"{self.gen_cpu:5.2f} {self.send_lag_p99_ms:7.1f}  {'yes' if self.held else 'NO '}  {errors}"
@@ -494,9 +494,9 @@ class StepResult:
 
 
 HEADER = (
-    "  server    offered users  delivered   p50 ms   p99 ms   lost  dup  ratio  srv us  sys "
+    "  server      offered users  delivered   p50 ms   p99 ms   lost  dup  ratio  srv us  sys "
     "cs/msg srv c gen c lag p99  held errors\n"
-    "            (msg/s)          (msg/s)                                relay  /msg"
+    "              (msg/s)          (msg/s)                                relay  /msg"
 )
 
 
@@ -840,7 +840,7 @@ def stepup_report(results: list[StepResult]) -> None:
         top = held.get((round_, "relay"), 0.0)
         ratio = f", {rate / top:.0%} of the relay" if top and s != "relay" else ""
         label = s if round_ == 1 else f"{s} #{round_}"
-        print(f"  {label:9} {rate:8.1f} msg/s{ratio}")
+        print(f"  {label:11} {rate:8.1f} msg/s{ratio}")
 
 
 def plot(results: list[StepResult], path: Path) -> Path | None:
@@ -853,14 +853,19 @@ def plot(results: list[StepResult], path: Path) -> Path | None:
     except ImportError:
         print("no plot: matplotlib is missing (pip install -e '.[bench]')")
         return None
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(r.server for r in results))}
     for s in dict.fromkeys(r.label for r in results):
         rows = [r for r in results if r.label == s]
         x = [r.offered for r in rows]
-        left.plot(x, [r.delivered_per_s for r in rows], marker="o", label=s)
-        right.plot(x, [r.p99_ms for r in rows], marker="o", label=s)
+        style = {"marker": "o", "label": s, "color": colours[rows[0].server]}
+        style["linestyle"] = ("-", "--", ":", "-.")[(rows[0].round - 1) % 4]
+        left.plot(x, [r.delivered_per_s for r in rows], **style)
+        right.plot(x, [r.p99_ms for r in rows], **style)
     rates = sorted({r.offered for r in results})
     left.plot(rates, rates, linestyle=":", color="grey", label="offered")
+    path.with_suffix(".json").write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
     for ax, title, unit in ((left, "delivered", "msg/s"), (right, "p99 latency", "ms")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -874,7 +879,6 @@ def plot(results: list[StepResult], path: Path) -> Path | None:
     right.axhline(1000, linestyle=":", color="grey")
     fig.suptitle(f"gateway step-up, {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} CPUs, shared)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
