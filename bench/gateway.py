@@ -1023,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--step-rates",
         default=None,
-        help="step-up: offered msg/s, in order (250,500,1000,2000,4000,8000; quick 250,1000,4000)",
+        help="step-up: offered msg/s, in order (250,500,1000,2000,4000,8000; quick up to 4000)",
     )
     p.add_argument("--step-seconds", type=float, default=None, help="step-up: seconds per step (10; quick 3)")
     p.add_argument("--step-drain", type=float, default=5.0, help="step-up: seconds to wait for stragglers")
@@ -1076,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     seconds = args.seconds or (2.0 if quick else 5.0)
     idle_counts = [int(n) for n in (args.idle or ("1000" if quick else "1000,10000")).split(",") if n]
-    step_rates = args.step_rates or ("250,1000,4000" if quick else "250,500,1000,2000,4000,8000")
+    step_rates = args.step_rates or ("250,500,1000,2000,4000" if quick else "250,500,1000,2000,4000,8000")
     plan = Plan(
         rates=tuple(float(r) for r in step_rates.split(",") if r),
         seconds=args.step_seconds or (3.0 if quick else 10.0),
