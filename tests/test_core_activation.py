@@ -13,10 +13,10 @@ from chatactors.core.activation import (
     FailOutstanding,
     Load,
     Redeliver,
-    Refuse,
     Serve,
 )
 from chatactors.core.clock import FakeClock
+from chatactors.core.replies import Refuse
 from chatactors.errors import Restarting, UserNotFound
 
 IDLE = 10.0

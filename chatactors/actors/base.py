@@ -22,6 +22,11 @@ def as_chat_error(exc: BaseException) -> ChatError:
     return InternalError(f"internal error: {type(exc).__name__}: {exc}")
 
 
+def chat_error(exc: BaseException | None) -> ChatError | None:
+    """A reply's optional error, as the core takes it."""
+    return None if exc is None else as_chat_error(exc)
+
+
 class ChatActor(ActorTypeDispatcher):  # type: ignore[misc]
     # A core actor (directory, supervisor, persistence, login) crashes on an unexpected exception:
     # its state may be inconsistent, and its supervisor (actors/root.py) restarts it from a clean

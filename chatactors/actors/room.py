@@ -5,6 +5,9 @@ it when they become active or stop, and it asks to retire (the same two-phase ha
 when none is left. It knows its members and, from the directory, which sinks hold their sessions, so
 a message fans out as one ``Push`` per sink carrying the member ids, not one message per member.
 The message itself is stored once; read state is one cursor per member (see ``storage``).
+
+The rules are :class:`~chatactors.core.rooms.RoomState`'s; this actor feeds it the messages and
+sends what it returns.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import ENTREGADO, ENVIADO, RoomInfo, UserInfo
-from chatactors.errors import NotAMember, RoomNotFound
+from chatactors.core.rooms import CheckRetire, Located, MarkCursor, Register, RoomState, StoreMessage
+from chatactors.errors import RoomNotFound
 from chatactors.messages import (
     AdvanceCursor,
     Envelope,
-    Fanout,
     LoadRoom,
     MarkRoomRead,
     MemberJoined,
@@ -37,11 +39,7 @@ class RoomActor(VirtualActor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.room: RoomInfo | None = None
-        self.members: dict[int, UserInfo] = {}
-        self.active: set[int] = set()
-        self.sinks: dict[int, tuple[Any, ...]] = {}
-        self.pending_replies: list[MemberJoined] = []
+        self.state = RoomState()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -52,94 +50,61 @@ class RoomActor(VirtualActor):
         if msg.room is None:
             self.fail_stash(msg.error or RoomNotFound(f"no room {self.id}"))
             return
-        self.room = msg.room
-        self.members = {u.id: u for u in msg.members}
-        self._register()
-
-    def _register(self) -> None:
-        assert self.roles is not None
-        self.send(self.roles.directory, RoomMembers(self.id, tuple(self.members), self.myAddress))
+        self._perform(self.state.loaded(msg.room, msg.members))
 
     def receiveMsg_RoomSinks(self, msg: RoomSinks, sender: Any) -> None:
-        if msg.complete:
-            self.sinks = {}
-        for user_id, sinks in msg.sinks:
-            if sinks:
-                self.sinks[user_id] = sinks
-            else:
-                self.sinks.pop(user_id, None)
-        if msg.complete and not self.ready:
-            self.loaded()  # state and presence are both in: serve what waited
-        if msg.complete and self.pending_replies:
-            assert self.room is not None
-            replies, self.pending_replies = self.pending_replies, []
-            for request in replies:
-                self.reply(request, self.room.name)
+        self._perform(self.state.sinks_arrived(msg.sinks, msg.complete))
 
     def roles_changed(self, msg: RolesChanged) -> None:
         super().roles_changed(msg)
-        if "directory" in msg.changed and self.room is not None and not self._crashed:
-            self._register()  # the new directory learns the members; RoomSinks answers
+        if "directory" in msg.changed and not self._crashed:
+            self._perform(self.state.directory_restarted())
 
     def may_retire(self) -> bool:
-        # A join waiting for the directory's RoomSinks is a reply still owed: retiring now loses it.
-        return not self.active and self.idle.outstanding == 0 and not self.pending_replies
+        return self.state.may_retire and self.idle.outstanding == 0
+
+    # -- effects of the room's state --------------------------------------------------------------
+    def perform(self, effect: object) -> None:
+        assert self.roles is not None
+        if isinstance(effect, Register):
+            self.send(self.roles.directory, RoomMembers(self.id, effect.member_ids, self.myAddress))
+        elif isinstance(effect, Located):
+            self.loaded()  # state and presence are both in: serve what waited
+        elif isinstance(effect, StoreMessage):
+            post: PostRoom = effect.request
+            store = StoreRoom(
+                req_id=post.req_id,
+                reply_to=post.reply_to,
+                room=effect.room,
+                sender=post.sender,
+                body=post.body,
+                client_id=post.client_id,
+                status=effect.status,
+                fanout=effect.fanout,
+            )
+            self.send(self.roles.persistence, store)
+        elif isinstance(effect, MarkCursor):
+            read: AdvanceCursor = effect.request
+            mark = MarkRoomRead(self.id, read.reader, read.up_to, effect.fanout, read.ack_to, read.token)
+            self.send(self.roles.persistence, mark)
+        elif isinstance(effect, CheckRetire):
+            self.check_retire()
+        else:
+            super().perform(effect)
 
     # -- membership and activity ----------------------------------------------------------------
     def on_MemberPresence(self, msg: MemberPresence, envelope: Envelope) -> None:
-        if msg.active and msg.user_id in self.members:
-            self.active.add(msg.user_id)
-        else:
-            self.active.discard(msg.user_id)
-            self.check_retire()
+        self._perform(self.state.presence(msg.user_id, msg.active))
 
     def on_MemberJoined(self, msg: MemberJoined, envelope: Envelope) -> None:
-        self.members[msg.user.id] = msg.user
-        if msg.active:
-            self.active.add(msg.user.id)
-        # Answered once the directory has said where the new member's sessions are: a message
-        # posted after join() returns must reach them.
-        self.pending_replies.append(msg)
-        self._register()
+        self._perform(self.state.joined(msg, msg.user, msg.active))
 
     def on_MemberLeft(self, msg: MemberLeft, envelope: Envelope) -> None:
-        self.members.pop(msg.user_id, None)
-        self.active.discard(msg.user_id)
-        self.sinks.pop(msg.user_id, None)
-        self._register()
-        assert self.room is not None
-        self.reply(msg, self.room.name)
-        self.check_retire()
+        self._perform(self.state.left(msg, msg.user_id))
 
     # -- messages and reads ---------------------------------------------------------------------
-    def _fanout(self, exclude: int | None = None) -> Fanout:
-        """One entry per sink, with the members it holds sessions of."""
-        by_sink: dict[str, tuple[Any, list[int]]] = {}
-        for user_id, sinks in self.sinks.items():
-            if user_id == exclude or user_id not in self.members:
-                continue
-            for sink in sinks:
-                by_sink.setdefault(str(sink), (sink, []))[1].append(user_id)
-        return tuple((sink, tuple(users)) for sink, users in by_sink.values())
-
     def on_PostRoom(self, msg: PostRoom, envelope: Envelope) -> None:
-        assert self.room is not None and self.roles is not None
-        if msg.sender.id not in self.members:
-            raise NotAMember(f"you are not in {self.room.name!r}")
-        fanout = self._fanout(exclude=msg.sender.id)
-        store = StoreRoom(
-            req_id=msg.req_id,
-            reply_to=msg.reply_to,
-            room=self.room,
-            sender=msg.sender,
-            body=msg.body,
-            client_id=msg.client_id,
-            status=ENTREGADO if fanout else ENVIADO,
-            fanout=fanout,
-        )
-        self.send(self.roles.persistence, store)
+        self._perform(self.state.post(msg, msg.sender.id))
 
     def on_AdvanceCursor(self, msg: AdvanceCursor, envelope: Envelope) -> None:
-        assert self.roles is not None
-        mark = MarkRoomRead(self.id, msg.reader, msg.up_to, self._fanout(), msg.ack_to, msg.token)
-        self.send(self.roles.persistence, mark)
+        self._perform(self.state.advance(msg))

@@ -4,28 +4,23 @@ It holds who the user is, their rooms, whether they are active (logged in with t
 which keeps their rooms' actors running) and the reads in progress. A direct message is routed to the
 recipient's actor, which decides whether it is delivered at once (V0.9) and has it stored. All of
 it is rebuilt from the database on activation, so a retired or crashed actor loses nothing.
+
+The rules of the rooms and the reads are :class:`~chatactors.core.rooms.Memberships`' and
+:class:`~chatactors.core.reads.ReadSaga`'s; this actor feeds them the messages and sends what they
+return.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from chatactors.actors.base import as_chat_error
+from chatactors.actors.base import as_chat_error, chat_error
 from chatactors.actors.virtual import VirtualActor
-from chatactors.core.model import (
-    ENTREGADO,
-    ENVIADO,
-    LEIDO,
-    Kind,
-    Message,
-    Only,
-    ReadEvent,
-    RoomInfo,
-    UserInfo,
-)
-from chatactors.core.rules import check_body, check_room_name
-from chatactors.errors import ChatError, NotAMember, UserNotFound
+from chatactors.core.model import ENTREGADO, ENVIADO, Kind, UserInfo
+from chatactors.core.reads import Advance, Confirm, Fetch, PushRead, Query, ReadSaga
+from chatactors.core.rooms import AskRoomOp, JoinRoom, LeaveRoom, Memberships, PostTo, Presence
+from chatactors.core.rules import check_body
+from chatactors.errors import ChatError, UserNotFound
 from chatactors.messages import (
     AdvanceCursor,
     Attach,
@@ -47,7 +42,6 @@ from chatactors.messages import (
     Push,
     ReadAck,
     ReadMessages,
-    Request,
     RoomCommand,
     RoomOp,
     RoomOpDone,
@@ -59,27 +53,15 @@ from chatactors.messages import (
 )
 
 
-@dataclass
-class _Read:
-    request: ReadMessages
-    sinks: tuple[Any, ...] = ()  # the reader's sessions, told what was read
-    messages: tuple[Message, ...] = ()
-    waiting: frozenset[tuple[str, int]] = frozenset()
-    error: ChatError | None = None
-
-
 class UserActor(VirtualActor):
     kind = "user"
 
     def __init__(self) -> None:
         super().__init__()
         self.user: UserInfo | None = None
-        self.rooms: dict[str, RoomInfo] = {}
-        self.active = False
+        self.memberships = Memberships()
+        self.reads = ReadSaga(self.memberships)
         self.online_hint = False  # sessions were seen before the state had loaded
-        self.room_ops: dict[int, tuple[Request, str]] = {}  # token -> (request, action)
-        self.reads: dict[int, _Read] = {}
-        self.queued_reads: list[tuple[ReadMessages, tuple[Any, ...]]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -91,25 +73,20 @@ class UserActor(VirtualActor):
             self.fail_stash(as_chat_error(msg.error or UserNotFound(f"no user {self.id}")))
             return
         self.user = msg.user
-        self.rooms = {r.name.lower(): r for r in msg.rooms}  # names are case-insensitive
+        self.memberships.load(msg.rooms)
         self.loaded()
         if self.online_hint:
-            self._set_active(True)
+            self._perform(self.memberships.set_active(True))
 
     def may_retire(self) -> bool:
-        return not self.reads and super().may_retire()
+        return not self.reads.busy and super().may_retire()
 
     def fail_outstanding(self, error: ChatError) -> None:
-        for read in self.reads.values():
-            self.fail(read.request, error)
-        for queued, _ in self.queued_reads:
-            self.fail(queued, error)
-        for request, _ in self.room_ops.values():
-            self.fail(request, error)
-        self.reads, self.queued_reads, self.room_ops = {}, [], {}
+        self._perform(self.reads.fail_all(error))
+        self._perform(self.memberships.fail_all(error))
 
     def before_exit(self) -> None:
-        self._set_active(False)
+        self._perform(self.memberships.set_active(False))
 
     def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
         body = msg.body.body
@@ -119,19 +96,12 @@ class UserActor(VirtualActor):
             self.online_hint = self.online_hint or bool(msg.sinks)
             self.on_Deliver(body, msg)
             return
-        if self.ready and msg.sinks and not self.active:
-            self._set_active(True)
+        if self.ready and msg.sinks:
+            self._perform(self.memberships.set_active(True))
         super().receiveMsg_Envelope(msg, sender)
 
-    def _set_active(self, active: bool) -> None:
-        """Active members keep their rooms' actors running (roadmap V0.4)."""
-        if active != self.active:
-            self.active = active
-            for room in self.rooms.values():
-                self._route("room", room.id, MemberPresence(self.id, active))
-
     def on_Offline(self, msg: Offline, envelope: Envelope) -> None:
-        self._set_active(False)
+        self._perform(self.memberships.set_active(False))
 
     def _route(self, kind: Kind, ident: int, body: Any) -> None:
         assert self.roles is not None
@@ -141,10 +111,63 @@ class UserActor(VirtualActor):
         assert self.roles is not None
         self.send(self.roles.persistence, message)
 
+    @property
+    def _me(self) -> UserInfo:
+        assert self.user is not None, "served only once loaded"
+        return self.user
+
+    # -- effects of the reads and the memberships -------------------------------------------------
+    def perform(self, effect: object) -> None:
+        if isinstance(effect, Fetch):
+            self.idle.started()
+            self._persist(FetchUnread(self.id, effect.token, effect.only))
+        elif isinstance(effect, Confirm):
+            self.idle.started()
+            confirm = ConfirmRead(
+                user_id=effect.sender_id,
+                reader=self._me,
+                message_ids=effect.message_ids,
+                ack_to=self.myAddress,
+                token=effect.token,
+            )
+            self._route("user", effect.sender_id, confirm)
+        elif isinstance(effect, Advance):
+            self.idle.started()
+            advance = AdvanceCursor(self._me, effect.up_to, self.myAddress, effect.token)
+            self._route("room", effect.room_id, advance)
+        elif isinstance(effect, PushRead):
+            self.send(effect.sink, Push((self.id,), effect.event))
+        elif isinstance(effect, AskRoomOp):
+            self.idle.started()
+            self._persist(RoomOp(effect.token, effect.action, self._me, effect.room))
+        elif isinstance(effect, PostTo):
+            sent: SendRoom = effect.request
+            post = PostRoom(
+                req_id=sent.req_id,
+                reply_to=sent.reply_to,
+                sender=self._me,
+                body=sent.body,
+                client_id=sent.client_id,
+            )
+            self._route("room", effect.room_id, post)
+        elif isinstance(effect, JoinRoom):
+            request = effect.request
+            joined = MemberJoined(
+                req_id=request.req_id, reply_to=request.reply_to, user=self._me, active=effect.active
+            )
+            self._route("room", effect.room_id, joined)
+        elif isinstance(effect, LeaveRoom):
+            request = effect.request
+            left = MemberLeft(req_id=request.req_id, reply_to=request.reply_to, user_id=self.id)
+            self._route("room", effect.room_id, left)
+        elif isinstance(effect, Presence):
+            self._route("room", effect.room_id, MemberPresence(self.id, effect.active))
+        else:
+            super().perform(effect)
+
     # -- session --------------------------------------------------------------------------------
     def on_Attach(self, msg: Attach, envelope: Envelope) -> None:
-        assert self.user is not None
-        login = LoginResult(self.user.id, self.user.username, msg.token, self.myAddress, ())
+        login = LoginResult(self._me.id, self._me.username, msg.token, self.myAddress, ())
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id, login=login))
 
     def on_GetInbox(self, msg: GetInbox, envelope: Envelope) -> None:
@@ -172,132 +195,30 @@ class UserActor(VirtualActor):
 
     # -- rooms ----------------------------------------------------------------------------------
     def on_RoomCommand(self, msg: RoomCommand, envelope: Envelope) -> None:
-        assert self.user is not None
-        check_room_name(msg.room)
-        if msg.action == "leave" and msg.room.lower() not in self.rooms:
-            self._find_room(msg)  # RoomNotFound, or NotAMember
-            return
-        token = self.token()
-        self.room_ops[token] = (msg, msg.action)
-        self.idle.started()
-        self._persist(RoomOp(token, msg.action, self.user, msg.room))
+        self._perform(self.memberships.command(msg, msg.action, msg.room))
 
     def on_SendRoom(self, msg: SendRoom, envelope: Envelope) -> None:
-        assert self.user is not None
-        check_body(msg.body)
-        room = self.rooms.get(msg.room.lower())
-        if room is None:
-            self._find_room(msg)
-            return
-        post = PostRoom(
-            req_id=msg.req_id, reply_to=msg.reply_to, sender=self.user, body=msg.body, client_id=msg.client_id
-        )
-        self._route("room", room.id, post)
-
-    def _find_room(self, msg: Request) -> None:
-        """Not one of mine: the answer is RoomNotFound or NotAMember, and the database knows which."""
-        assert self.user is not None
-        token = self.token()
-        self.room_ops[token] = (msg, "find")
-        self.idle.started()
-        self._persist(RoomOp(token, "find", self.user, getattr(msg, "room", "")))
+        self._perform(self.memberships.post(msg, msg.room, msg.body))
 
     def receiveMsg_RoomOpDone(self, msg: RoomOpDone, sender: Any) -> None:
-        assert self.user is not None
         self.idle.finished()
-        request, action = self.room_ops.pop(msg.token)
-        if msg.error is not None or msg.room is None:
-            self.fail(request, msg.error or ChatError(f"{action} failed"))
-            return
-        room = msg.room
-        if action == "find":  # it exists, and it is not one of mine
-            self.fail(request, NotAMember(f"you are not in {room.name!r}"))
-        elif action == "leave":
-            self.rooms.pop(room.name.lower(), None)
-            self._route(
-                "room", room.id, MemberLeft(req_id=request.req_id, reply_to=request.reply_to, user_id=self.id)
-            )
-        else:
-            self.rooms[room.name.lower()] = room
-            joined = MemberJoined(
-                req_id=request.req_id, reply_to=request.reply_to, user=self.user, active=self.active
-            )
-            self._route("room", room.id, joined)
+        error = chat_error(msg.error)
+        self._perform(self.memberships.done(msg.token, msg.room, error))
 
     # -- reading: I am the reader ----------------------------------------------------------------
     def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope) -> None:
-        self._read(msg, envelope.sinks)
-
-    def _read(self, msg: ReadMessages, sinks: tuple[Any, ...]) -> None:
-        if msg.room is not None and msg.room.lower() not in self.rooms:
-            self.fail(msg, NotAMember(f"you are not in {msg.room!r}"))
-        elif self.reads:
-            self.queued_reads.append((msg, sinks))  # one read at a time: none returns a message twice
-        else:
-            room_id = self.rooms[msg.room.lower()].id if msg.room is not None else None
-            only = Only(sender_id=msg.with_user, room_id=room_id, up_to=msg.up_to, ids=msg.ids)
-            token = self.token()
-            self.reads[token] = _Read(msg, sinks)
-            self.idle.started()
-            self._persist(FetchUnread(self.id, token, only))
+        query = Query(with_user=msg.with_user, room=msg.room, up_to=msg.up_to, ids=msg.ids)
+        self._perform(self.reads.read(msg, query, envelope.sinks))
 
     def receiveMsg_UnreadFetched(self, msg: UnreadFetched, sender: Any) -> None:
-        assert self.user is not None
         self.idle.finished()
-        read = self.reads[msg.token]
-        if msg.error is not None or not msg.messages:
-            read.error = as_chat_error(msg.error) if msg.error is not None else None
-            self._finish_read(msg.token)
-            return
-        read.messages = msg.messages
-        direct: dict[int, list[int]] = {}
-        rooms: dict[int, int] = {}
-        by_name = {r.name: r.id for r in self.rooms.values()}  # as stored: m.room carries it too
-        for m in msg.messages:
-            if m.room is None:
-                direct.setdefault(m.sender_id, []).append(m.id)
-            elif m.room in by_name:
-                rooms[by_name[m.room]] = max(rooms.get(by_name[m.room], 0), m.id)
-        read.waiting = frozenset([("user", s) for s in direct] + [("room", r) for r in rooms])
-        for sender_id, ids in direct.items():
-            self.idle.started()
-            confirm = ConfirmRead(
-                user_id=sender_id,
-                reader=self.user,
-                message_ids=tuple(ids),
-                ack_to=self.myAddress,
-                token=msg.token,
-            )
-            self._route("user", sender_id, confirm)
-        for room_id, up_to in rooms.items():
-            self.idle.started()
-            self._route("room", room_id, AdvanceCursor(self.user, up_to, self.myAddress, msg.token))
-        if not read.waiting:
-            self._finish_read(msg.token)
+        error = chat_error(msg.error)
+        self._perform(self.reads.fetched(msg.token, msg.messages, error))
 
     def receiveMsg_ReadAck(self, msg: ReadAck, sender: Any) -> None:
         self.idle.finished()
-        read = self.reads.get(msg.token)
-        if read is None:
-            return
-        read.waiting = read.waiting - {msg.part}
-        if msg.error is not None:
-            read.error = as_chat_error(msg.error)
-        if not read.waiting:
-            self._finish_read(msg.token)
-
-    def _finish_read(self, token: int) -> None:
-        read = self.reads.pop(token)
-        if read.error is not None:
-            self.fail(read.request, read.error)
-        else:
-            self.reply(read.request, tuple(m.with_status(LEIDO) for m in read.messages))
-            if read.messages:
-                event = ReadEvent(tuple(m.id for m in read.messages))
-                for sink in read.sinks:
-                    self.send(sink, Push((self.id,), event))
-        if self.queued_reads:
-            self._read(*self.queued_reads.pop(0))
+        error = chat_error(msg.error)
+        self._perform(self.reads.acked(msg.token, msg.part, error))
 
     # -- confirming: I sent what was read --------------------------------------------------------
     def on_ConfirmRead(self, msg: ConfirmRead, envelope: Envelope) -> None:

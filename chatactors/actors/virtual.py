@@ -18,16 +18,15 @@ from chatactors.core.activation import (
     AskRetire,
     CancelRetire,
     Crash,
-    Effect,
     Exit,
     FailOutstanding,
     Load,
     Redeliver,
-    Refuse,
     Serve,
 )
 from chatactors.core.idle import IdlePolicy
 from chatactors.core.model import Kind
+from chatactors.core.replies import Answer, Refuse
 from chatactors.errors import ChatError
 from chatactors.messages import (
     Envelope,
@@ -51,11 +50,6 @@ class VirtualActor(ChatActor):
         self.id = 0
         self.roles: Roles | None = None
         self.activation = Activation()
-        self._tokens = 0
-
-    def token(self) -> int:
-        self._tokens += 1
-        return self._tokens
 
     @property
     def idle(self) -> IdlePolicy:
@@ -91,7 +85,7 @@ class VirtualActor(ChatActor):
         """Answer every request that waits for another actor's reply."""
 
     # -- effects ----------------------------------------------------------------------------------
-    def _perform(self, effects: Iterable[Effect]) -> None:
+    def _perform(self, effects: Iterable[object]) -> None:
         for effect in effects:
             if isinstance(effect, Serve):
                 self._serve(effect.message)
@@ -99,8 +93,10 @@ class VirtualActor(ChatActor):
                 self.receiveMessage(effect.message, None)
             elif isinstance(effect, Load):
                 self.load()
+            elif isinstance(effect, Answer):
+                self.reply(effect.request, effect.value)
             elif isinstance(effect, Refuse):
-                self._refuse(effect.message, effect.error)
+                self._refuse(effect.request, effect.error)
             elif isinstance(effect, FailOutstanding):
                 self.fail_outstanding(effect.error)
             elif isinstance(effect, AskRetire):
@@ -113,6 +109,12 @@ class VirtualActor(ChatActor):
                 self.send(self.myAddress, ActorExitRequest())
             elif isinstance(effect, Crash):
                 self.crash()
+            else:
+                self.perform(effect)
+
+    def perform(self, effect: object) -> None:
+        """An effect of a user's or a room's own core (reads, membership)."""
+        raise TypeError(f"{type(self).__name__} cannot perform {effect!r}")
 
     def _serve(self, msg: Envelope) -> None:
         body = msg.body.body

@@ -19,6 +19,7 @@ from typing import Any
 
 from chatactors.core.clock import Clock, MonotonicClock
 from chatactors.core.idle import IdlePolicy
+from chatactors.core.replies import Refuse
 from chatactors.errors import ChatError, Restarting
 
 
@@ -39,14 +40,6 @@ class Redeliver:
     """Receive this stashed message again, now that the state is in (as if it arrived now)."""
 
     message: Any
-
-
-@dataclass(frozen=True)
-class Refuse:
-    """Answer this message's request, if it is one, with ``error``."""
-
-    message: Any
-    error: ChatError
 
 
 @dataclass(frozen=True)
