@@ -1,5 +1,5 @@
 """What the tests share besides fixtures: the test database, waiting on conditions, pushes collected
-from callbacks, and the process and socket views of /proc that the leftover check and the process
+from callbacks, a stand-in for an actor's address, and the process and socket views of /proc that the leftover check and the process
 tests use. Tests import it as ``helpers``; fixtures stay in conftest.py."""
 
 from __future__ import annotations
@@ -67,6 +67,23 @@ def postgres_url() -> str:
 
 
 ChatFactory = Callable[..., Chat]
+
+
+class Addr:
+    """Like a Thespian ActorAddress: compared by value, and unhashable (the core keys addresses by str)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Addr) and other.name == self.name
+
+    def __str__(self) -> str:
+        return f"Addr({self.name})"
+
+    __repr__ = __str__
 
 
 class Inbox:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from helpers import Addr
 
 from chatactors.core.clock import FakeClock, MonotonicClock
 from chatactors.core.idle import IdlePolicy
@@ -30,23 +31,6 @@ from chatactors.errors import InvalidMessage
 
 JUAN = ("user", 1)
 MARIA = ("user", 2)
-
-
-class Addr:
-    """Like a Thespian ActorAddress: compared by value, and unhashable (the registry keys by str)."""
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Addr) and other.name == self.name
-
-    def __str__(self) -> str:
-        return f"Addr({self.name})"
-
-    __repr__ = __str__
 
 
 def msg(ident: int, status: Status = ENVIADO, body: str = "hola") -> Message:
