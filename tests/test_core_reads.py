@@ -146,15 +146,17 @@ class TestOneAtATime:
         assert reads.fetched(3, (), None) == [Answer("r3", ())]
         assert not reads.busy
 
-    def test_a_queued_read_checks_its_room_when_it_starts(self) -> None:
+    def test_a_queued_read_checks_its_room_when_it_starts_and_a_refused_one_lets_the_next_go(self) -> None:
         reads = saga()
         token = started(reads, "r1")
         reads.read("r2", Query(room="general"), ())
+        reads.read("r3", Query(), ())
         reads.rooms.rooms.pop("general")  # left meanwhile
-        answer, refused = reads.fetched(token, (), None)
+        answer, refused, fetch = reads.fetched(token, (), None)
         assert answer == Answer("r1", ())
         assert isinstance(refused, Refuse) and refused.request == "r2"
         assert isinstance(refused.error, NotAMember)
+        assert fetch == Fetch(2, Only()) and reads.busy  # r3 does not wait for a read that may never come
 
 
 class TestRestart:

@@ -161,7 +161,7 @@ class ReadSaga:
             if read.messages:
                 event = ReadEvent(tuple(m.id for m in read.messages))
                 effects += [PushRead(sink, event) for sink in read.sinks]
-        if self.queued:
+        while self.queued and not self.reads:  # one refused at its start lets the next one go
             effects += self.read(*self.queued.pop(0))
         return effects
 
