@@ -94,6 +94,13 @@ class TestRoomMembership:
         assert state.post("p", JUAN.id) == [StoreMessage("p", GENERAL, ENTREGADO, ((B, (2,)),))]
         assert not state.may_retire  # she is active
 
+    def test_a_join_waiting_for_its_answer_keeps_the_room_from_retiring(self) -> None:
+        state = live_room(JUAN)
+        state.joined("join", MARIA, active=False)
+        assert not state.may_retire  # retiring now would lose the join's answer
+        assert state.sinks_arrived((), complete=True) == [Answer("join", "General")]
+        assert state.may_retire
+
     def test_a_leave_forgets_the_member_answers_and_the_room_may_retire(self) -> None:
         state = live_room(JUAN, MARIA, sinks=((1, (A,)), (2, (B,))))
         state.presence(MARIA.id, active=True)
