@@ -22,7 +22,7 @@ from chatactors.core.commit import Fanout
 from chatactors.core.model import ENTREGADO, ENVIADO, Address, RoomAction, RoomInfo, Status, UserInfo
 from chatactors.core.replies import Answer, Refuse
 from chatactors.core.rules import check_body, check_room_name
-from chatactors.errors import ChatError, NotAMember
+from chatactors.errors import ChatError, InternalError, NotAMember
 
 
 # -- a room's effects -------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class Memberships:
             return []  # failed meanwhile (a core actor restarted)
         request, action = self.ops.pop(token)
         if error is not None or room is None:
-            return [Refuse(request, error or ChatError(f"{action} failed"))]
+            return [Refuse(request, error or InternalError(f"{action} failed: the database named no room"))]
         if action == "find":  # it exists, and it is not one of mine
             return [Refuse(request, NotAMember(f"you are not in {room.name!r}"))]
         if action == "leave":
