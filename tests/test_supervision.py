@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 
 from chatactors import Chat, ChatClosed, ChatError, Restarting
+from chatactors.actors.base import on
 from chatactors.actors.directory import DirectoryActor
 from chatactors.actors.login import LoginService
 from chatactors.actors.persistence import PersistenceActor
@@ -27,6 +28,7 @@ from chatactors.actors.supervisor import SupervisorActor
 from chatactors.core.clock import FakeClock
 from chatactors.core.registry import Registry, Start
 from chatactors.core.supervision import ROLES, CoreTree, GiveUp, Restart, RestartIntensity
+from chatactors.messages import Ping
 
 PASSWORD = "secreto123"
 CLASSES = {
@@ -147,7 +149,7 @@ def crash_once(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
             raise RuntimeError("injected fault")
         self.reply(message, os.getpid())
 
-    monkeypatch.setattr(CLASSES[role], "receiveMsg_Ping", boom, raising=False)
+    monkeypatch.setattr(CLASSES[role], "HANDLERS", CLASSES[role].HANDLERS.extend(on(Ping, boom)))
 
 
 def wait_new_role(chat: Chat, role: str, old: Any, wait_until: Any) -> Any:

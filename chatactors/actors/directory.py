@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from thespian.actors import ActorExitRequest
+from thespian.actors import ActorExitRequest, DeadEnvelope, WakeupMessage
 
-from chatactors.actors.base import ChatActor
+from chatactors.actors.base import ChatActor, on
 from chatactors.core.model import Address, Kind, TokenRevoked
 from chatactors.core.registry import Approve, Deny, Effect, Forward, Key, Registry, Start
 from chatactors.messages import (
@@ -37,7 +37,6 @@ from chatactors.messages import (
     RetireCancelled,
     RetireDenied,
     RetireRequest,
-    Roles,
     RolesChanged,
     RoomMembers,
     RoomSinks,
@@ -56,9 +55,7 @@ class DirectoryActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
         self.registry = Registry()
-        self.roles: Roles | None = None
         self.idle_timeout = 300.0
-        self.configured: Configure | None = None
         # Actors the supervisor started ahead of need, as (supervisor, address): a restarted
         # supervisor's replace the dead one's, whichever message comes first.
         self.spares: dict[Kind, list[tuple[str, Address]]] = {}
@@ -68,8 +65,6 @@ class DirectoryActor(ChatActor):
         self.user_rooms: dict[int, set[int]] = {}
 
     def configure(self, msg: Configure) -> None:
-        self.configured = msg
-        self.roles = msg.roles
         self.idle_timeout = msg.config.idle_timeout
         self.handleDeadLetters()
         self.wakeupAfter(self._tick())
@@ -77,19 +72,19 @@ class DirectoryActor(ChatActor):
     def _tick(self) -> float:
         return max(0.005, min(self.idle_timeout / 4, 5.0))
 
-    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> None:
+    def receive_wakeup_message(self, msg: WakeupMessage, sender: Any) -> None:
         for _, address in self.registry.idle(self.idle_timeout):
             self.send(address, IdleCheck())
         self.wakeupAfter(self._tick())
 
-    def receiveMsg_Route(self, msg: Route, sender: Any) -> None:
+    def receive_route(self, msg: Route, sender: Any) -> None:
         key = (msg.kind, msg.id)
         if isinstance(msg.body, Attach):
             self.registry.attach(key, msg.body.sink)
             self._presence_changed(msg.id)
         self._apply(self.registry.route(key, msg.body))
 
-    def receiveMsg_Detach(self, msg: Detach, sender: Any) -> None:
+    def receive_detach(self, msg: Detach, sender: Any) -> None:
         key: Key = ("user", msg.user_id)
         self.registry.detach(key, msg.sink)
         if msg.revoked is not None:  # before the reply: the caller's other sessions end first
@@ -98,7 +93,7 @@ class DirectoryActor(ChatActor):
         self._presence_changed(msg.user_id)
         self.reply(msg)
 
-    def receiveMsg_DropSink(self, msg: DropSink, sender: Any) -> None:
+    def receive_drop_sink(self, msg: DropSink, sender: Any) -> None:
         for _, user_id in self.registry.drop_sink(msg.sink):
             self._presence_changed(user_id)
         self.reply(msg)
@@ -114,18 +109,16 @@ class DirectoryActor(ChatActor):
         if not sinks and address is not None:
             self.send(address, Envelope(Route("user", user_id, Offline(user_id))))
 
-    def receiveMsg_Notify(self, msg: Notify, sender: Any) -> None:
+    def receive_notify(self, msg: Notify, sender: Any) -> None:
         for sink in self.registry.sinks(("user", msg.user_id)):
             self.send(sink, Push((msg.user_id,), msg.event))
 
-    def receiveMsg_Spares(self, msg: Spares, sender: Any) -> None:
+    def receive_spares(self, msg: Spares, sender: Any) -> None:
         owner = str(msg.supervisor or sender)
         self.spares.setdefault(msg.kind, []).extend((owner, a) for a in msg.addresses)
 
     # -- supervision: a core actor was replaced ---------------------------------------------------
     def roles_changed(self, msg: RolesChanged) -> None:
-        assert self.configured is not None and self.roles is not None
-        self.configured = Configure(self.configured.config, self.roles)
         self.roles_restarted = True
         if "supervisor" in msg.changed:
             # Every user and room actor died with it (its spares too: _start skips them). Rooms
@@ -137,9 +130,8 @@ class DirectoryActor(ChatActor):
             for _, address in self.registry.addresses():
                 self.send(address, msg)
 
-    def receiveMsg_Adopt(self, msg: Adopt, sender: Any) -> None:
+    def receive_adopt(self, msg: Adopt, sender: Any) -> None:
         """This directory replaced a crashed one: the supervisor says which actors live."""
-        assert self.roles is not None
         for kind, address in msg.spares:
             self.spares.setdefault(kind, []).append((str(msg.supervisor), address))
         changed = RolesChanged(self.roles, ("directory",))
@@ -149,7 +141,7 @@ class DirectoryActor(ChatActor):
             else:
                 self.send(address, ActorExitRequest())  # a newer activation took its place
 
-    def receiveMsg_Reattach(self, msg: Reattach, sender: Any) -> None:
+    def receive_reattach(self, msg: Reattach, sender: Any) -> None:
         """This directory replaced a crashed one: a bridge says which sessions it holds."""
         for user_id, count in msg.sessions:
             for _ in range(count):
@@ -159,7 +151,6 @@ class DirectoryActor(ChatActor):
     def _start(self, key: Key) -> None:
         """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
         the supervisor to start an actor."""
-        assert self.roles is not None and self.configured is not None
         kind, ident = key
         current = str(self.roles.supervisor)
         spares = self.spares.get(kind, [])
@@ -169,11 +160,11 @@ class DirectoryActor(ChatActor):
             self.send(self.roles.supervisor, StartChild(kind, ident))
             return
         _, address = spares.pop(0)
-        self.send(address, Init(kind, ident, self.configured.config, self.roles))
+        self.send(address, Init(kind, ident, self.config, self.roles))
         self.send(self.roles.supervisor, Assigned(kind, ident, address))
         self._apply(self.registry.started(key, address))
 
-    def receiveMsg_RoomMembers(self, msg: RoomMembers, sender: Any) -> None:
+    def receive_room_members(self, msg: RoomMembers, sender: Any) -> None:
         for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):
             self.user_rooms.get(user_id, set()).discard(msg.room_id)
         self.room_members[msg.room_id] = set(msg.member_ids)
@@ -186,19 +177,18 @@ class DirectoryActor(ChatActor):
         )
         self.send(msg.address, RoomSinks(online, complete=True))
 
-    def receiveMsg_ChildStarted(self, msg: ChildStarted, sender: Any) -> None:
+    def receive_child_started(self, msg: ChildStarted, sender: Any) -> None:
         if self.roles_restarted:  # its Init may carry an address that was replaced meanwhile
-            assert self.roles is not None
             self.send(msg.address, RolesChanged(self.roles, ()))
         self._apply(self.registry.started((msg.kind, msg.id), msg.address))
 
-    def receiveMsg_RetireRequest(self, msg: RetireRequest, sender: Any) -> None:
+    def receive_retire_request(self, msg: RetireRequest, sender: Any) -> None:
         self._apply(self.registry.retire_request((msg.kind, msg.id), msg.address))
 
-    def receiveMsg_RetireCancelled(self, msg: RetireCancelled, sender: Any) -> None:
+    def receive_retire_cancelled(self, msg: RetireCancelled, sender: Any) -> None:
         self._apply(self.registry.cancel_retire((msg.kind, msg.id), msg.address))
 
-    def receiveMsg_ChildExited(self, msg: ChildExited, sender: Any) -> None:
+    def receive_child_exited(self, msg: ChildExited, sender: Any) -> None:
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
         if msg.kind == "room" and self.registry.address(("room", msg.id)) is None:
             self._forget_room(msg.id)
@@ -207,7 +197,7 @@ class DirectoryActor(ChatActor):
         for user_id in self.room_members.pop(room_id, set()):
             self.user_rooms.get(user_id, set()).discard(room_id)
 
-    def receiveMsg_DeadEnvelope(self, msg: Any, sender: Any) -> None:
+    def receive_dead_envelope(self, msg: DeadEnvelope, sender: Any) -> None:
         dead = msg.deadMessage
         if isinstance(dead, Envelope) and isinstance(dead.body, Route):
             route = dead.body
@@ -216,17 +206,17 @@ class DirectoryActor(ChatActor):
             self._apply(self.registry.exited(key, msg.deadAddress))
             self._apply(self.registry.route(key, route.body))
 
-    def receiveMsg_WhoIsOnline(self, msg: WhoIsOnline, sender: Any) -> None:
+    def receive_who_is_online(self, msg: WhoIsOnline, sender: Any) -> None:
         self.reply(msg, tuple(u for u in msg.user_ids if self.registry.is_online(("user", u))))
 
-    def receiveMsg_StopActor(self, msg: StopActor, sender: Any) -> None:
+    def receive_stop_actor(self, msg: StopActor, sender: Any) -> None:
         """GenServer.stop: what is routed from now on waits here for the next activation."""
         address = self.registry.stop((msg.kind, msg.id))
         if address is not None:
             self.send(address, ActorExitRequest())
         self.reply(msg, address is not None)
 
-    def receiveMsg_GetStats(self, msg: GetStats, sender: Any) -> None:
+    def receive_get_stats(self, msg: GetStats, sender: Any) -> None:
         r = self.registry
         self.reply(
             msg,
@@ -241,7 +231,6 @@ class DirectoryActor(ChatActor):
         )
 
     def _apply(self, effects: list[Effect]) -> None:
-        assert self.roles is not None
         for effect in effects:
             if isinstance(effect, Forward):
                 kind, ident = effect.key
@@ -253,3 +242,23 @@ class DirectoryActor(ChatActor):
                 self.send(effect.address, RetireApproved())
             elif isinstance(effect, Deny):
                 self.send(effect.address, RetireDenied())
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(WakeupMessage, receive_wakeup_message),
+        on(Route, receive_route),
+        on(Detach, receive_detach),
+        on(DropSink, receive_drop_sink),
+        on(Notify, receive_notify),
+        on(Spares, receive_spares),
+        on(Adopt, receive_adopt),
+        on(Reattach, receive_reattach),
+        on(RoomMembers, receive_room_members),
+        on(ChildStarted, receive_child_started),
+        on(RetireRequest, receive_retire_request),
+        on(RetireCancelled, receive_retire_cancelled),
+        on(ChildExited, receive_child_exited),
+        on(DeadEnvelope, receive_dead_envelope),
+        on(WhoIsOnline, receive_who_is_online),
+        on(StopActor, receive_stop_actor),
+        on(GetStats, receive_get_stats),
+    )

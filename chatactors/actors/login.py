@@ -18,8 +18,9 @@ from typing import Any
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
+from thespian.actors import WakeupMessage
 
-from chatactors.actors.base import ChatActor
+from chatactors.actors.base import ChatActor, given, on
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.model import UserInfo
 from chatactors.core.rules import check_password, check_username
@@ -34,7 +35,6 @@ from chatactors.messages import (
     Logout,
     RegisterUser,
     Request,
-    Roles,
     Route,
 )
 from chatactors.ports import local_port
@@ -74,8 +74,7 @@ class LoginService(ChatActor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.store: Store | None = None
-        self.roles: Roles | None = None
+        self._store: Store | None = None
         self.hasher = PasswordHasher()
         self.throttle = LoginThrottle(MonotonicClock())
         self.slots = HashSlots()
@@ -88,9 +87,12 @@ class LoginService(ChatActor):
         self._waiting: dict[int, _Hash] = {}
         self._polling = False
 
+    @property
+    def store(self) -> Store:
+        return given(self, self._store, "store")
+
     def configure(self, msg: Configure) -> None:
-        self.store = Store(msg.config.database_url)
-        self.roles = msg.roles
+        self._store = Store(msg.config.database_url)
         self.hasher = PasswordHasher.from_parameters(PROFILES[msg.config.password_profile])
         self.token_ttl = msg.config.token_ttl
         self._rehash = msg.config.password_profile == "default"  # upgrade old hashes, never downgrade
@@ -135,10 +137,10 @@ class LoginService(ChatActor):
             self._polling = True
             self.wakeupAfter(POLL, payload=_POLL)
 
-    def receiveMsg_Hashed(self, msg: Hashed, sender: Any) -> None:
+    def receive_hashed(self, msg: Hashed, sender: Any) -> None:
         self._finish(msg.key)
 
-    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> None:
+    def receive_wakeup_message(self, msg: WakeupMessage, sender: Any) -> None:
         if msg.payload != _POLL:
             return
         for key in [k for k, h in self._waiting.items() if h.future.done()]:
@@ -160,8 +162,7 @@ class LoginService(ChatActor):
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- identity -------------------------------------------------------------------------------
-    def receiveMsg_RegisterUser(self, msg: RegisterUser, sender: Any) -> None:
-        assert self.store is not None
+    def receive_register_user(self, msg: RegisterUser, sender: Any) -> None:
         username = check_username(msg.username)
         password = check_password(msg.password)
         address = client_key(msg.client_address)
@@ -177,8 +178,7 @@ class LoginService(ChatActor):
             lambda hashed: self.reply(msg, store.create_user(username, hashed).id),
         )
 
-    def receiveMsg_LoginUser(self, msg: LoginUser, sender: Any) -> None:
-        assert self.store is not None
+    def receive_login_user(self, msg: LoginUser, sender: Any) -> None:
         if msg.token is not None:
             user = self.store.token_user(token_hash(msg.token))
             if user is None:
@@ -217,7 +217,6 @@ class LoginService(ChatActor):
                 raise AuthenticationError("wrong username or password")
             user = found[0]
             self.throttle.succeeded(account, address, f"name:{user.username.lower()}")
-            assert self.store is not None
             if new_hash is not None:
                 self.store.set_password_hash(user.id, new_hash)
             token = secrets.token_urlsafe(32)
@@ -228,12 +227,10 @@ class LoginService(ChatActor):
 
     def _attach(self, msg: LoginUser, user: UserInfo, token: str) -> None:
         """Logged in: the directory marks the session online and the user's actor answers."""
-        assert self.roles is not None
         attach = Attach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token)
         self.send(self.roles.directory, Route("user", user.id, attach))
 
-    def receiveMsg_Logout(self, msg: Logout, sender: Any) -> None:
-        assert self.store is not None and self.roles is not None
+    def receive_logout(self, msg: Logout, sender: Any) -> None:
         if msg.token is not None:
             self.store.revoke_token(token_hash(msg.token))
         # Every session holding a revoked token ends, wherever it is: the directory tells the user's sinks.
@@ -242,3 +239,11 @@ class LoginService(ChatActor):
             req_id=msg.req_id, reply_to=msg.reply_to, user_id=msg.user_id, sink=msg.sink, revoked=revoked
         )
         self.send(self.roles.directory, detach)
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(Hashed, receive_hashed),
+        on(WakeupMessage, receive_wakeup_message),
+        on(RegisterUser, receive_register_user),
+        on(LoginUser, receive_login_user),
+        on(Logout, receive_logout),
+    )

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from chatactors.actors.base import ChatActor, Outbox, as_chat_error
+from chatactors.actors.base import ChatActor, Outbox, as_chat_error, given, on
 from chatactors.core.commit import (
     Ack,
     Answer,
@@ -50,7 +50,6 @@ from chatactors.messages import (
     ReadAck,
     ReadBy,
     Reply,
-    Roles,
     RoomLoaded,
     RoomOp,
     RoomOpDone,
@@ -111,43 +110,43 @@ class PersistenceActor(ChatActor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.store: Store | None = None
-        self.roles: Roles | None = None
+        self._store: Store | None = None
         self.commit = GroupCommit()
 
+    @property
+    def store(self) -> Store:
+        return given(self, self._store, "store")
+
     def configure(self, msg: Configure) -> None:
-        self.roles = msg.roles
-        self.store = Store(msg.config.database_url)
+        self._store = Store(msg.config.database_url)
         self.commit = GroupCommit(msg.config.batch_max)
 
     def on_exit(self) -> None:
         self._flush()  # nothing queued is dropped by a shutdown
 
     # -- writes, batched ------------------------------------------------------------------------
-    def receiveMsg_StoreDirect(self, m: StoreDirect, sender: Any) -> None:
+    def receive_store_direct(self, m: StoreDirect, sender: Any) -> None:
         new = NewMessage(m.sender, m.recipient, None, m.body, m.client_id, m.status)
         self._queue(Post(new, m.req_id, m.reply_to, tuple((s, (m.recipient.id,)) for s in m.sinks)))
 
-    def receiveMsg_StoreRoom(self, m: StoreRoom, sender: Any) -> None:
+    def receive_store_room(self, m: StoreRoom, sender: Any) -> None:
         new = NewMessage(m.sender, None, m.room, m.body, m.client_id, m.status)
         self._queue(Post(new, m.req_id, m.reply_to, m.fanout))
 
-    def receiveMsg_MarkRead(self, m: MarkRead, sender: Any) -> None:
+    def receive_mark_read(self, m: MarkRead, sender: Any) -> None:
         self._queue(DirectRead(m.reader, m.sender_id, m.message_ids, m.sinks, m.ack_to, m.token))
 
-    def receiveMsg_MarkRoomRead(self, m: MarkRoomRead, sender: Any) -> None:
+    def receive_mark_room_read(self, m: MarkRoomRead, sender: Any) -> None:
         self._queue(RoomRead(m.room_id, m.reader, m.up_to, m.fanout, m.ack_to, m.token))
 
     def _queue(self, write: Write) -> None:
         self._perform(self.commit.queue(write))
 
-    def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
-        assert self.store is not None
+    def receive_flush(self, msg: Flush, sender: Any) -> None:
         self._perform(self.commit.flush_arrived(StoreDatabase(self.store)))
 
     def _flush(self) -> None:
         if self.commit.pending:
-            assert self.store is not None
             self._perform(self.commit.flush(StoreDatabase(self.store)))
 
     def _perform(self, effects: Iterable[Effect]) -> None:
@@ -164,7 +163,6 @@ class PersistenceActor(ChatActor):
     # -- reads, after a flush -------------------------------------------------------------------
     def _read(self) -> Store:
         self._flush()
-        assert self.store is not None
         return self.store
 
     def _answer(self, sender: Any, work: Callable[[Store], Any], failed: Callable[[Exception], Any]) -> None:
@@ -174,27 +172,27 @@ class PersistenceActor(ChatActor):
         except Exception as exc:
             self.send(sender, failed(as_chat_error(exc)))
 
-    def receiveMsg_LoadUser(self, msg: LoadUser, sender: Any) -> None:
+    def receive_load_user(self, msg: LoadUser, sender: Any) -> None:
         def work(store: Store) -> UserLoaded:
             user = store.user(msg.user_id)
             return UserLoaded(user, tuple(store.rooms_of(msg.user_id)) if user else ())
 
         self._answer(sender, work, lambda e: UserLoaded(None, (), e))
 
-    def receiveMsg_LoadRoom(self, msg: LoadRoom, sender: Any) -> None:
+    def receive_load_room(self, msg: LoadRoom, sender: Any) -> None:
         def work(store: Store) -> RoomLoaded:
             return RoomLoaded(store.room(msg.room_id), tuple(store.room_members(msg.room_id)))
 
         self._answer(sender, work, lambda e: RoomLoaded(None, (), e))
 
-    def receiveMsg_FetchUnread(self, msg: FetchUnread, sender: Any) -> None:
+    def receive_fetch_unread(self, msg: FetchUnread, sender: Any) -> None:
         self._answer(
             sender,
             lambda s: UnreadFetched(msg.token, tuple(s.unread(msg.user_id, msg.only))),
             lambda e: UnreadFetched(msg.token, (), e),
         )
 
-    def receiveMsg_RoomOp(self, msg: RoomOp, sender: Any) -> None:
+    def receive_room_op(self, msg: RoomOp, sender: Any) -> None:
         def work(store: Store) -> RoomOpDone:
             check_ref(msg.room, "room name")
             if msg.action == "create":
@@ -208,7 +206,7 @@ class PersistenceActor(ChatActor):
         self._answer(sender, work, lambda e: RoomOpDone(msg.token, None, e))
 
     # requests from the outside: answered to reply_to (errors become Failed in the base class)
-    def receiveMsg_LoadInbox(self, msg: LoadInbox, sender: Any) -> None:
+    def receive_load_inbox(self, msg: LoadInbox, sender: Any) -> None:
         store = self._read()
         if msg.login is None:
             self.reply(msg, tuple(store.inbox(msg.user_id)))
@@ -216,27 +214,26 @@ class PersistenceActor(ChatActor):
         login = msg.login
         delivered = store.mark_delivered_by_sender(msg.user_id)
         self.reply(msg, replace(login, inbox=tuple(store.inbox(msg.user_id))))
-        assert self.roles is not None
         for sender_id, ids in delivered.items():  # their ticks move to 'entregado' if they are online
             receipt = Receipt(tuple(ids), ENTREGADO, login.username, login.user_id)
             self.send(self.roles.directory, Notify(sender_id, receipt))
 
-    def receiveMsg_LookupUser(self, msg: LookupUser, sender: Any) -> None:
+    def receive_lookup_user(self, msg: LookupUser, sender: Any) -> None:
         user = self._read().user(check_ref(msg.ref, "username"))
         if user is None:
             raise UserNotFound(f"no user {msg.ref!r}")
         self.reply(msg, user)
 
-    def receiveMsg_GetStatus(self, msg: GetStatus, sender: Any) -> None:
+    def receive_get_status(self, msg: GetStatus, sender: Any) -> None:
         self.reply(msg, self._read().status(msg.user_id, msg.message_id))
 
-    def receiveMsg_ReadBy(self, msg: ReadBy, sender: Any) -> None:
+    def receive_read_by(self, msg: ReadBy, sender: Any) -> None:
         self.reply(msg, tuple(self._read().read_by(msg.user_id, msg.message_id)))
 
-    def receiveMsg_ListRooms(self, msg: ListRooms, sender: Any) -> None:
+    def receive_list_rooms(self, msg: ListRooms, sender: Any) -> None:
         self.reply(msg, tuple(self._read().room_summaries(msg.user_id)))
 
-    def receiveMsg_GetHistory(self, msg: GetHistory, sender: Any) -> None:
+    def receive_get_history(self, msg: GetHistory, sender: Any) -> None:
         limit = check_limit(msg.limit)
         if msg.with_user is not None:
             check_ref(msg.with_user, "username")
@@ -247,3 +244,21 @@ class PersistenceActor(ChatActor):
             self.reply(msg, tuple(store.room_history(msg.user_id, msg.room, limit, msg.before)))
         else:
             self.reply(msg, tuple(store.history(msg.user_id, msg.with_user, limit, msg.before)))
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(StoreDirect, receive_store_direct),
+        on(StoreRoom, receive_store_room),
+        on(MarkRead, receive_mark_read),
+        on(MarkRoomRead, receive_mark_room_read),
+        on(Flush, receive_flush),
+        on(LoadUser, receive_load_user),
+        on(LoadRoom, receive_load_room),
+        on(FetchUnread, receive_fetch_unread),
+        on(RoomOp, receive_room_op),
+        on(LoadInbox, receive_load_inbox),
+        on(LookupUser, receive_lookup_user),
+        on(GetStatus, receive_get_status),
+        on(ReadBy, receive_read_by),
+        on(ListRooms, receive_list_rooms),
+        on(GetHistory, receive_get_history),
+    )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatactors.actors.virtual import VirtualActor
+from chatactors.actors.base import on
+from chatactors.actors.virtual import VirtualActor, routed, serves
 from chatactors.core.rooms import CheckRetire, Located, MarkCursor, Register, RoomState, StoreMessage
 from chatactors.errors import RoomNotFound
 from chatactors.messages import (
@@ -43,16 +44,15 @@ class RoomActor(VirtualActor):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
-        assert self.roles is not None
         self.send(self.roles.persistence, LoadRoom(self.id))
 
-    def receiveMsg_RoomLoaded(self, msg: RoomLoaded, sender: Any) -> None:
+    def receive_room_loaded(self, msg: RoomLoaded, sender: Any) -> None:
         if msg.room is None:
             self.fail_stash(msg.error or RoomNotFound(f"no room {self.id}"))
             return
         self._perform(self.state.loaded(msg.room, msg.members))
 
-    def receiveMsg_RoomSinks(self, msg: RoomSinks, sender: Any) -> None:
+    def receive_room_sinks(self, msg: RoomSinks, sender: Any) -> None:
         self._perform(self.state.sinks_arrived(msg.sinks, msg.complete))
 
     def roles_changed(self, msg: RolesChanged) -> None:
@@ -65,7 +65,6 @@ class RoomActor(VirtualActor):
 
     # -- effects of the room's state --------------------------------------------------------------
     def perform(self, effect: object) -> None:
-        assert self.roles is not None
         if isinstance(effect, Register):
             self.send(self.roles.directory, RoomMembers(self.id, effect.member_ids, self.myAddress))
         elif isinstance(effect, Located):
@@ -93,18 +92,30 @@ class RoomActor(VirtualActor):
             super().perform(effect)
 
     # -- membership and activity ----------------------------------------------------------------
-    def on_MemberPresence(self, msg: MemberPresence, envelope: Envelope) -> None:
+    def serve_member_presence(self, msg: MemberPresence, envelope: Envelope) -> None:
         self._perform(self.state.presence(msg.user_id, msg.active))
 
-    def on_MemberJoined(self, msg: MemberJoined, envelope: Envelope) -> None:
+    def serve_member_joined(self, msg: MemberJoined, envelope: Envelope) -> None:
         self._perform(self.state.joined(msg, msg.user, msg.active))
 
-    def on_MemberLeft(self, msg: MemberLeft, envelope: Envelope) -> None:
+    def serve_member_left(self, msg: MemberLeft, envelope: Envelope) -> None:
         self._perform(self.state.left(msg, msg.user_id))
 
     # -- messages and reads ---------------------------------------------------------------------
-    def on_PostRoom(self, msg: PostRoom, envelope: Envelope) -> None:
+    def serve_post_room(self, msg: PostRoom, envelope: Envelope) -> None:
         self._perform(self.state.post(msg, msg.sender.id))
 
-    def on_AdvanceCursor(self, msg: AdvanceCursor, envelope: Envelope) -> None:
+    def serve_advance_cursor(self, msg: AdvanceCursor, envelope: Envelope) -> None:
         self._perform(self.state.advance(msg))
+
+    HANDLERS = VirtualActor.HANDLERS.extend(
+        on(RoomLoaded, receive_room_loaded),
+        on(RoomSinks, receive_room_sinks),
+    )
+    ROUTED = routed(
+        serves(MemberPresence, serve_member_presence),
+        serves(MemberJoined, serve_member_joined),
+        serves(MemberLeft, serve_member_left),
+        serves(PostRoom, serve_post_room),
+        serves(AdvanceCursor, serve_advance_cursor),
+    )

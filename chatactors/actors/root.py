@@ -21,13 +21,12 @@ import itertools
 import logging
 from typing import Any
 
-from thespian.actors import ActorExitRequest
+from thespian.actors import ActorExitRequest, ChildActorExited
 
-from chatactors.actors.base import ChatActor
+from chatactors.actors.base import ChatActor, given, on
 from chatactors.core.model import Address
 from chatactors.core.supervision import ROLES, CoreTree, GiveUp, Restart, RestartIntensity, Role
 from chatactors.messages import (
-    Config,
     Configure,
     CoreStopped,
     Ping,
@@ -64,59 +63,57 @@ def _core_class(role: Role) -> type:
 class CoreSupervisor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
+        # The root is configured by StartCore (``config``) and makes the ``roles`` itself, once every
+        # child has answered its Ping; until then ``_roles`` is None.
         self.tree: CoreTree | None = None
-        self.config: Config | None = None
         self.starter: tuple[StartCore, Address] | None = None  # answered once the first start is done
         self.addresses: dict[
             Role, Address
         ] = {}  # first start: role -> real address, as each child reports it
-        self.roles: Roles | None = None
         self.hello: dict[int, Role] = {}  # Ping req_id -> role being started
         self.configuring: dict[Role, bool] = {}  # role -> a restart (True) or the first start
         self.watchers: list[Address] = []
         self._ids = itertools.count(1)
 
     # -- start ----------------------------------------------------------------------------------
-    def receiveMsg_StartCore(self, msg: StartCore, sender: Any) -> None:
+    def receive_start_core(self, msg: StartCore, sender: Any) -> None:
         if self.tree is not None:
-            self.send(sender, Reply(msg.req_id, self.roles))  # a second Chat attaching: same core
+            self.send(sender, Reply(msg.req_id, self._roles))  # a second Chat attaching: same core
             return
         self.tree = CoreTree(RestartIntensity(msg.max_restarts, msg.max_seconds))
-        self.config = msg.config
+        self._config = msg.config
         self.starter = (msg, sender)
         for role in ROLES:
             self._spawn(role)
 
     def _spawn(self, role: Role) -> None:
-        assert self.tree is not None
         address = self.createActor(_core_class(role))
-        self.tree.assign(role, address)
+        given(self, self.tree, "restart intensity").assign(role, address)
         req_id = next(self._ids)
         self.hello[req_id] = role
         self.send(address, Ping(req_id=req_id, reply_to=self.myAddress))
 
-    def receiveMsg_Reply(self, msg: Reply, sender: Any) -> None:
-        assert self.tree is not None and self.config is not None
+    def receive_reply(self, msg: Reply, sender: Any) -> None:
+        tree = given(self, self.tree, "restart intensity")
         role = self.hello.pop(msg.req_id, None)
         if role is not None:  # a Ping answered: ``sender`` is the child's real address
-            self.tree.add_alias(role, sender)
-            if self.roles is None:
+            tree.add_alias(role, sender)
+            if self._roles is None:
                 self.addresses[role] = sender
                 if len(self.addresses) == len(ROLES):
-                    self.roles = Roles(**self.addresses)
+                    self._roles = Roles(**self.addresses)
                     for each in ROLES:
                         self.configuring[each] = False
                         self.send(self.addresses[each], Configure(self.config, self.roles))
             else:
-                self.roles = dataclasses.replace(self.roles, **{role: sender})
+                self._roles = dataclasses.replace(self._roles, **{role: sender})
                 self.configuring[role] = True
                 self.send(sender, Configure(self.config, self.roles))
             return
-        role = self.tree.role_of(sender)  # a Configure acknowledged
+        role = tree.role_of(sender)  # a Configure acknowledged
         if role is None or role not in self.configuring:
             return
         restarted = self.configuring.pop(role)
-        assert self.roles is not None
         if restarted:
             log.warning("core actor %s restarted at %s", role, sender)
             self._broadcast(RolesChanged(self.roles, (role,)))
@@ -128,25 +125,25 @@ class CoreSupervisor(ChatActor):
     def _broadcast(self, message: Any) -> None:
         # Everyone who may hold the old address: the core actors (the directory passes it on to
         # live user and room actors) and the bridges, which re-attach their sessions.
-        if self.roles is not None:
+        if self._roles is not None:
             for role in ROLES:
-                self.send(getattr(self.roles, role), message)
+                self.send(getattr(self._roles, role), message)
         for watcher in self.watchers:
             self.send(watcher, message)
 
     # -- watchers -------------------------------------------------------------------------------
-    def receiveMsg_Watch(self, msg: Watch, sender: Any) -> None:
+    def receive_watch(self, msg: Watch, sender: Any) -> None:
         if msg.reply_to is not None:
             self.watchers.append(msg.reply_to)
         self.reply(msg, True)
 
-    def receiveMsg_WhoAmI(self, msg: WhoAmI, sender: Any) -> None:
+    def receive_who_am_i(self, msg: WhoAmI, sender: Any) -> None:
         # How a process bridge learns its own address; it is watching from then on.
         self.watchers.append(sender)
         self.send(sender, Reply(msg.req_id, sender))
 
     # -- exits ----------------------------------------------------------------------------------
-    def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
+    def receive_child_actor_exited(self, msg: ChildActorExited, sender: Any) -> None:
         if self.tree is None:
             return
         decision = self.tree.exited(msg.childAddress)
@@ -165,3 +162,11 @@ class CoreSupervisor(ChatActor):
     def on_exit(self) -> None:
         if self.tree is not None:
             self.tree.stopping = True  # the children exit with us: that is no crash
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(StartCore, receive_start_core),
+        on(Reply, receive_reply),
+        on(Watch, receive_watch),
+        on(WhoAmI, receive_who_am_i),
+        on(ChildActorExited, receive_child_actor_exited),
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatactors.actors.base import ChatActor
+from thespian.actors import ChildActorExited
+
+from chatactors.actors.base import ChatActor, on
 from chatactors.core.children import Children, Exited
 from chatactors.core.model import Kind
 from chatactors.messages import (
@@ -43,7 +45,6 @@ class SupervisorActor(ChatActor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.configured: Configure | None = None
         self.children = Children()
 
     # Per kind, started ahead of need: an activation then waits for no process to start. Eight keep
@@ -52,47 +53,47 @@ class SupervisorActor(ChatActor):
     SPARES: dict[Kind, int] = {"user": 8, "room": 2}
 
     def configure(self, msg: Configure) -> None:
-        self.configured = msg
         for kind in self.SPARES:
             self._top_up(kind)
 
     def _top_up(self, kind: Kind) -> None:
         """Start spares until there are enough of this kind, and hand the new ones to the directory,
         which assigns them itself (two hops fewer than asking here for each activation)."""
-        assert self.configured is not None
         new = []
         for _ in range(self.children.missing_spares(kind, self.SPARES[kind])):
             address = self.createActor(_child_class(kind))
             self.children.add_spare(kind, address)
             new.append(address)
         if new:
-            self.send(self.configured.roles.directory, Spares(kind, tuple(new), self.myAddress))
+            self.send(self.roles.directory, Spares(kind, tuple(new), self.myAddress))
 
     def roles_changed(self, msg: RolesChanged) -> None:
-        assert self.configured is not None and self.roles is not None
-        self.configured = Configure(self.configured.config, self.roles)
         if "directory" in msg.changed:  # the new directory's table starts from what lives here
             adopt = Adopt(tuple(self.children.serving), self.children.all_spares(), self.myAddress)
             self.send(self.roles.directory, adopt)
 
-    def receiveMsg_Assigned(self, msg: Assigned, sender: Any) -> None:
+    def receive_assigned(self, msg: Assigned, sender: Any) -> None:
         self._report(self.children.assigned((msg.kind, msg.id), msg.address))
         self._top_up(msg.kind)
 
-    def receiveMsg_StartChild(self, msg: StartChild, sender: Any) -> None:
+    def receive_start_child(self, msg: StartChild, sender: Any) -> None:
         """The directory ran out of spares: start one for this activation now."""
-        assert self.configured is not None
         address = self.createActor(_child_class(msg.kind))
         self.children.started((msg.kind, msg.id), address)
-        self.send(address, Init(msg.kind, msg.id, self.configured.config, self.configured.roles))
-        self.send(self.configured.roles.directory, ChildStarted(msg.kind, msg.id, address))
+        self.send(address, Init(msg.kind, msg.id, self.config, self.roles))
+        self.send(self.roles.directory, ChildStarted(msg.kind, msg.id, address))
         self._top_up(msg.kind)
 
-    def receiveMsg_ChildActorExited(self, msg: Any, sender: Any) -> None:
+    def receive_child_actor_exited(self, msg: ChildActorExited, sender: Any) -> None:
         self._report(self.children.exited(msg.childAddress))
 
     def _report(self, exits: list[Exited]) -> None:
-        assert self.configured is not None
         for exited in exits:
             kind, ident = exited.key
-            self.send(self.configured.roles.directory, ChildExited(kind, ident, exited.address))
+            self.send(self.roles.directory, ChildExited(kind, ident, exited.address))
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(Assigned, receive_assigned),
+        on(StartChild, receive_start_child),
+        on(ChildActorExited, receive_child_actor_exited),
+    )

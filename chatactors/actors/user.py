@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatactors.actors.base import as_chat_error, chat_error
-from chatactors.actors.virtual import VirtualActor
+from chatactors.actors.base import as_chat_error, chat_error, on
+from chatactors.actors.virtual import VirtualActor, routed, serves
 from chatactors.core.model import ENTREGADO, ENVIADO, Kind, UserInfo
 from chatactors.core.reads import Advance, Confirm, Fetch, PushRead, Query, ReadSaga
 from chatactors.core.rooms import AskRoomOp, JoinRoom, LeaveRoom, Memberships, PostTo, Presence
@@ -65,10 +65,9 @@ class UserActor(VirtualActor):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
-        assert self.roles is not None
         self.send(self.roles.persistence, LoadUser(self.id))
 
-    def receiveMsg_UserLoaded(self, msg: UserLoaded, sender: Any) -> None:
+    def receive_user_loaded(self, msg: UserLoaded, sender: Any) -> None:
         if msg.user is None:
             self.fail_stash(as_chat_error(msg.error or UserNotFound(f"no user {self.id}")))
             return
@@ -85,30 +84,28 @@ class UserActor(VirtualActor):
         self._perform(self.reads.fail_all(error))
         self._perform(self.memberships.fail_all(error))
 
-    def before_exit(self) -> None:
+    def on_exit(self) -> None:
         self._perform(self.memberships.set_active(False))
 
-    def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
+    def receive_envelope(self, msg: Envelope, sender: Any) -> None:
         body = msg.body.body
-        if not self.ready and self.roles is not None and isinstance(body, Deliver) and body.recipient:
+        if not self.ready and self._roles is not None and isinstance(body, Deliver) and body.recipient:
             # The first message to a hibernated user needs nothing loaded: store it now, and take
             # the database read out of its path (activation latency, V0.8).
             self.online_hint = self.online_hint or bool(msg.sinks)
-            self.on_Deliver(body, msg)
+            self.serve_deliver(body, msg)
             return
         if self.ready and msg.sinks:
             self._perform(self.memberships.set_active(True))
-        super().receiveMsg_Envelope(msg, sender)
+        super().receive_envelope(msg, sender)
 
-    def on_Offline(self, msg: Offline, envelope: Envelope) -> None:
+    def serve_offline(self, msg: Offline, envelope: Envelope) -> None:
         self._perform(self.memberships.set_active(False))
 
     def _route(self, kind: Kind, ident: int, body: Any) -> None:
-        assert self.roles is not None
         self.send(self.roles.directory, Route(kind, ident, body))
 
     def _persist(self, message: Any) -> None:
-        assert self.roles is not None
         self.send(self.roles.persistence, message)
 
     @property
@@ -166,18 +163,18 @@ class UserActor(VirtualActor):
             super().perform(effect)
 
     # -- session --------------------------------------------------------------------------------
-    def on_Attach(self, msg: Attach, envelope: Envelope) -> None:
+    def serve_attach(self, msg: Attach, envelope: Envelope) -> None:
         login = LoginResult(self._me.id, self._me.username, msg.token, self.myAddress, ())
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id, login=login))
 
-    def on_GetInbox(self, msg: GetInbox, envelope: Envelope) -> None:
+    def serve_get_inbox(self, msg: GetInbox, envelope: Envelope) -> None:
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id))
 
-    def on_GetPid(self, msg: GetPid, envelope: Envelope) -> None:
+    def serve_get_pid(self, msg: GetPid, envelope: Envelope) -> None:
         self.reply(msg, self.myAddress)
 
     # -- direct messages: I am the recipient -----------------------------------------------------
-    def on_Deliver(self, msg: Deliver, envelope: Envelope) -> None:
+    def serve_deliver(self, msg: Deliver, envelope: Envelope) -> None:
         recipient = self.user or msg.recipient
         assert recipient is not None
         check_body(msg.body)
@@ -194,32 +191,51 @@ class UserActor(VirtualActor):
         self._persist(store)  # persistence answers the caller and pushes; nothing comes back here
 
     # -- rooms ----------------------------------------------------------------------------------
-    def on_RoomCommand(self, msg: RoomCommand, envelope: Envelope) -> None:
+    def serve_room_command(self, msg: RoomCommand, envelope: Envelope) -> None:
         self._perform(self.memberships.command(msg, msg.action, msg.room))
 
-    def on_SendRoom(self, msg: SendRoom, envelope: Envelope) -> None:
+    def serve_send_room(self, msg: SendRoom, envelope: Envelope) -> None:
         self._perform(self.memberships.post(msg, msg.room, msg.body))
 
-    def receiveMsg_RoomOpDone(self, msg: RoomOpDone, sender: Any) -> None:
+    def receive_room_op_done(self, msg: RoomOpDone, sender: Any) -> None:
         self.idle.finished()
         error = chat_error(msg.error)
         self._perform(self.memberships.done(msg.token, msg.room, error))
 
     # -- reading: I am the reader ----------------------------------------------------------------
-    def on_ReadMessages(self, msg: ReadMessages, envelope: Envelope) -> None:
+    def serve_read_messages(self, msg: ReadMessages, envelope: Envelope) -> None:
         query = Query(with_user=msg.with_user, room=msg.room, up_to=msg.up_to, ids=msg.ids)
         self._perform(self.reads.read(msg, query, envelope.sinks))
 
-    def receiveMsg_UnreadFetched(self, msg: UnreadFetched, sender: Any) -> None:
+    def receive_unread_fetched(self, msg: UnreadFetched, sender: Any) -> None:
         self.idle.finished()
         error = chat_error(msg.error)
         self._perform(self.reads.fetched(msg.token, msg.messages, error))
 
-    def receiveMsg_ReadAck(self, msg: ReadAck, sender: Any) -> None:
+    def receive_read_ack(self, msg: ReadAck, sender: Any) -> None:
         self.idle.finished()
         error = chat_error(msg.error)
         self._perform(self.reads.acked(msg.token, msg.part, error))
 
     # -- confirming: I sent what was read --------------------------------------------------------
-    def on_ConfirmRead(self, msg: ConfirmRead, envelope: Envelope) -> None:
+    def serve_confirm_read(self, msg: ConfirmRead, envelope: Envelope) -> None:
         self._persist(MarkRead(msg.reader, self.id, msg.message_ids, envelope.sinks, msg.ack_to, msg.token))
+
+    HANDLERS = VirtualActor.HANDLERS.extend(
+        on(UserLoaded, receive_user_loaded),
+        on(Envelope, receive_envelope),
+        on(RoomOpDone, receive_room_op_done),
+        on(UnreadFetched, receive_unread_fetched),
+        on(ReadAck, receive_read_ack),
+    )
+    ROUTED = routed(
+        serves(Offline, serve_offline),
+        serves(Attach, serve_attach),
+        serves(GetInbox, serve_get_inbox),
+        serves(GetPid, serve_get_pid),
+        serves(Deliver, serve_deliver),
+        serves(RoomCommand, serve_room_command),
+        serves(SendRoom, serve_send_room),
+        serves(ReadMessages, serve_read_messages),
+        serves(ConfirmRead, serve_confirm_read),
+    )

@@ -2,17 +2,19 @@
 
 The rules are :class:`~chatactors.core.activation.Activation`'s; this class feeds it the messages
 and performs its effects, and offers the hooks a user or a room fills in (:meth:`load`,
-:meth:`may_retire`, :meth:`before_exit`, :meth:`fail_outstanding`).
+:meth:`may_retire`, :meth:`on_exit`, :meth:`fail_outstanding`), and a table of what it serves
+(:attr:`ROUTED`, the bodies of the ``Envelope`` the directory forwards).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from thespian.actors import ActorExitRequest
 
-from chatactors.actors.base import ChatActor, as_chat_error
+from chatactors.actors.base import ChatActor, as_chat_error, on
 from chatactors.core.activation import (
     Activation,
     AskRetire,
@@ -27,7 +29,7 @@ from chatactors.core.activation import (
 from chatactors.core.idle import IdlePolicy
 from chatactors.core.model import Kind
 from chatactors.core.replies import Answer, Refuse
-from chatactors.errors import ChatError
+from chatactors.errors import ChatError, InternalError
 from chatactors.messages import (
     Envelope,
     IdleCheck,
@@ -37,18 +39,40 @@ from chatactors.messages import (
     RetireCancelled,
     RetireDenied,
     RetireRequest,
-    Roles,
     RolesChanged,
 )
+
+log = logging.getLogger("chatactors")
+
+B = TypeVar("B")
+V = TypeVar("V", bound="VirtualActor")
+
+Served = Callable[[Any, Any, Envelope], None]
+"""``(actor, body, envelope)``: what a ``ROUTED`` table maps the type of an ``Envelope``'s body to."""
+
+
+def serves(body_type: type[B], handler: Callable[[V, B, Envelope], None]) -> tuple[type, Served]:
+    """One row of a ``ROUTED`` table; mypy checks that ``handler`` takes a ``body_type``."""
+    return body_type, handler
+
+
+def routed(*rows: tuple[type, Served]) -> Mapping[type, Served]:
+    """A user's or a room's ``ROUTED`` table."""
+    return dict(rows)
 
 
 class VirtualActor(ChatActor):
     kind: ClassVar[Kind]  # set by each subclass
 
+    # What this actor serves: the body of an Envelope (exact type) -> its handler. A second table,
+    # apart from HANDLERS, because a body is handled not when it arrives but when the activation
+    # serves it (loaded, or out of the stash), and its handler gets the Envelope (the owner's
+    # sinks) where a message's gets its sender.
+    ROUTED: ClassVar[Mapping[type, Served]] = {}
+
     def __init__(self) -> None:
         super().__init__()
         self.id = 0
-        self.roles: Roles | None = None
         self.activation = Activation()
 
     @property
@@ -75,12 +99,6 @@ class VirtualActor(ChatActor):
     def may_retire(self) -> bool:
         return self.idle.should_retire()
 
-    def before_exit(self) -> None:
-        """Last messages before this activation goes (retired, stopped or shut down)."""
-
-    def on_exit(self) -> None:
-        self.before_exit()
-
     def fail_outstanding(self, error: ChatError) -> None:
         """Answer every request that waits for another actor's reply."""
 
@@ -100,10 +118,8 @@ class VirtualActor(ChatActor):
             elif isinstance(effect, FailOutstanding):
                 self.fail_outstanding(effect.error)
             elif isinstance(effect, AskRetire):
-                assert self.roles is not None
                 self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress))
             elif isinstance(effect, CancelRetire):
-                assert self.roles is not None
                 self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
             elif isinstance(effect, Exit):
                 self.send(self.myAddress, ActorExitRequest())
@@ -118,8 +134,14 @@ class VirtualActor(ChatActor):
 
     def _serve(self, msg: Envelope) -> None:
         body = msg.body.body
+        handler = self.ROUTED.get(type(body))
+        if handler is None:
+            log.warning("%s dropped unknown message %r", type(self).__name__, type(body).__name__)
+            if isinstance(body, Request) and body.reply_to is not None:  # someone waits for it
+                self.fail(body, InternalError(f"{type(self).__name__} cannot serve {type(body).__name__}"))
+            return
         try:
-            getattr(self, "on_" + type(body).__name__)(body, msg)
+            handler(self, body, msg)
         except Exception as exc:
             if isinstance(body, Request) and body.reply_to is not None:
                 self.fail(body, exc)
@@ -131,8 +153,8 @@ class VirtualActor(ChatActor):
         self._perform(self.activation.roles_changed(msg.changed))
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
-        self.id, self.roles = msg.id, msg.roles
+    def receive_init(self, msg: Init, sender: Any) -> None:
+        self.id, self._roles, self._config = msg.id, msg.roles, msg.config
         self._perform(self.activation.start(msg.config.idle_timeout))
 
     def loaded(self) -> None:
@@ -143,20 +165,28 @@ class VirtualActor(ChatActor):
         """The state could not be loaded: answer what waits, then go."""
         self._perform(self.activation.load_failed(as_chat_error(error)))
 
-    def receiveMsg_Envelope(self, msg: Envelope, sender: Any) -> None:
+    def receive_envelope(self, msg: Envelope, sender: Any) -> None:
         self._perform(self.activation.arrived(msg))
 
     def check_retire(self) -> None:
         self._perform(self.activation.check_retire(self.may_retire()))
 
-    def receiveMsg_IdleCheck(self, msg: IdleCheck, sender: Any) -> None:
+    def receive_idle_check(self, msg: IdleCheck, sender: Any) -> None:
         self.check_retire()
 
     def ask_to_retire(self) -> None:
         self._perform(self.activation.ask_to_retire())
 
-    def receiveMsg_RetireApproved(self, msg: RetireApproved, sender: Any) -> None:
+    def receive_retire_approved(self, msg: RetireApproved, sender: Any) -> None:
         self._perform(self.activation.approved(self.may_retire()))
 
-    def receiveMsg_RetireDenied(self, msg: RetireDenied, sender: Any) -> None:
+    def receive_retire_denied(self, msg: RetireDenied, sender: Any) -> None:
         self._perform(self.activation.denied())
+
+    HANDLERS = ChatActor.HANDLERS.extend(
+        on(Init, receive_init),
+        on(Envelope, receive_envelope),
+        on(IdleCheck, receive_idle_check),
+        on(RetireApproved, receive_retire_approved),
+        on(RetireDenied, receive_retire_denied),
+    )
