@@ -438,13 +438,30 @@ class Connection:
     async def _write(self) -> None:
         try:
             while True:
-                frame = await self.out.get()
-                if frame is _CLOSE:
+                frames = [await self.out.get()]
+                while not self.out.empty():  # what this loop turn queued goes out in one write
+                    frames.append(self.out.get_nowait())
+                closing = _CLOSE in frames
+                texts = [json.dumps(f, ensure_ascii=False) for f in frames if f is not _CLOSE]
+                if len(texts) == 1:
+                    await self.ws.send(texts[0])
+                elif texts:
+                    await self._send_together(texts)
+                if closing:
                     break
-                await self.ws.send(json.dumps(frame, ensure_ascii=False))
             await self._close_or_cut(*self._close_args)
         except ConnectionClosed:
             pass
+
+    async def _send_together(self, texts: list[str]) -> None:
+        """Several frames, one ``send()`` syscall: websockets writes each frame on its own."""
+        ws = self.ws
+        async with ws.send_context():  # checks the state on entry, waits for the buffer on exit
+            for text in texts:
+                ws.protocol.send_text(text.encode())
+            # Taken here, so send_context's own flush finds nothing. Only frames were queued: the
+            # reader flushes what it makes (pongs, a close) at once, and sending makes no end of stream.
+            ws.transport.write(b"".join(ws.protocol.data_to_send()))
 
     # incoming
     def admit(self) -> bool:
@@ -779,19 +796,20 @@ class Gateway:
     def _sent(self, conn: Connection, session: Session, m: Message, client_id: str | None) -> None:
         """Answer the sender; the sender's other sessions see the message too (multi-device)."""
         conn.remember(m.id)
+        shown = message_dict(m)  # built once: the 'sent' carries it, the mirrors copy it
         conn.push(
             {
                 "type": "sent",
                 "client_id": client_id,
                 "id": m.id,
                 "status": m.status,
-                "sent_at": _iso(m.sent_at),
-                "message": message_dict(m),
+                "sent_at": shown["sent_at"],
+                "message": shown,
             }
         )
         for peer in self.by_user.get(session.user_id, ()):
             if peer is not conn:
-                peer.push_message(message_frame(m))
+                peer.push_message({"type": "message", **shown})
 
     async def on_read(self, conn: Connection, frame: Frame) -> None:
         """Marks what the frame names read and answers ``marked_read`` with what was marked.

@@ -180,3 +180,33 @@ def send_without_the_pool(server: ServerThread, juan: Client, maria: Client) -> 
     juan.send("send", to="maria", body="m1", client_id="c1")  # a retry: the original, not pushed again
     assert juan.expect("sent", client_id="c1")["id"] == sent[0]
     assert server.gateway.chat._bridge.pending() == 0
+
+
+def test_frames_queued_in_one_loop_turn_leave_in_order_in_one_write(server: ServerThread) -> None:
+    juan = Client(server.url)
+    try:
+        juan.register("juan")
+        gateway = server.gateway
+        [conn] = [c for c in gateway.connections if c.session is not None]
+        writes: list[bytes] = []
+        done = ThreadFuture[None]()
+
+        def one_turn() -> None:  # on the loop: three frames queued before the writer runs
+            write = conn.ws.transport.write
+
+            def counted(data: Any) -> None:
+                writes.append(bytes(data))
+                write(data)
+
+            conn.ws.transport.write = counted  # type: ignore[method-assign]
+            for n in range(3):
+                conn.push({"type": "pong", "n": n})
+            done.set_result(None)
+
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(one_turn)
+        done.result(10)
+        assert [juan.expect("pong")["n"] for _ in range(3)] == [0, 1, 2]
+        assert len(writes) == 1 and writes[0].count(b'"pong"') == 3
+    finally:
+        juan.close()
