@@ -41,12 +41,12 @@ class _Queue(Protocol[T_co]):
 
 
 def drain(source: _Queue[T_co]) -> list[T_co]:
-    """Everything queued in ``source`` now, oldest first, without waiting."""
+    """Everything queued in ``source`` now (a thread's queue or an asyncio one), oldest first, without waiting."""
     items: list[T_co] = []
     while True:
         try:
             items.append(source.get_nowait())
-        except queue.Empty:
+        except (queue.Empty, asyncio.QueueEmpty):
             return items
 
 

@@ -46,7 +46,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from chatactors.bridge import LoopPost
+from chatactors.bridge import LoopPost, drain
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
 from chatactors.core.rules import (
@@ -439,9 +439,7 @@ class Connection:
     async def _write(self) -> None:
         try:
             while True:
-                frames = [await self.out.get()]
-                while not self.out.empty():  # what this loop turn queued goes out in one write
-                    frames.append(self.out.get_nowait())
+                frames = [await self.out.get(), *drain(self.out)]  # what this loop turn queued: one write
                 closing = _CLOSE in frames
                 texts = [orjson.dumps(f) for f in frames if f is not _CLOSE]  # UTF-8, as text frames
                 if len(texts) == 1:
