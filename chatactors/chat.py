@@ -22,7 +22,7 @@ from thespian.actors import ActorSystem
 from chatactors import transport
 from chatactors.actors.login import token_hash
 from chatactors.actors.root import CoreSupervisor
-from chatactors.bridge import Bridge, ProcessBridge, SimpleBridge
+from chatactors.bridge import Bridge, LoopPost, ProcessBridge, SimpleBridge
 from chatactors.core.model import (
     Address,
     Kind,
@@ -236,6 +236,13 @@ class Chat:
             raise ChatClosed(f"this chat stopped: {self._stopped_reason}")
         return self._bridge.call(target, request, self.timeout, route)
 
+    async def _call_async(
+        self, post: LoopPost, target: Address, request: Request, route: tuple[Kind, int] | None = None
+    ) -> Any:
+        if self._stopped_reason is not None:
+            raise ChatClosed(f"this chat stopped: {self._stopped_reason}")
+        return await self._bridge.call_async(post, target, request, self.timeout, route)
+
     def _on_push(self, push: Push | RolesChanged | CoreStopped) -> None:
         if isinstance(push, RolesChanged):
             self._roles_changed(push)
@@ -336,6 +343,10 @@ class Chat:
         actor if it hibernates (Registry.lookup + GenServer.call)."""
         return self._call(self.roles.directory, request, ("user", user_id))
 
+    async def ask_user_async(self, post: LoopPost, user_id: int, request: Request) -> Any:
+        """:meth:`ask_user` from an asyncio loop: the reply settles a future, no thread waits."""
+        return await self._call_async(post, self.roles.directory, request, ("user", user_id))
+
     def ask_persistence(self, request: Request) -> Any:
         """The persistence actor's reply to ``request``: reads that need no user actor."""
         return self._call(self.roles.persistence, request)
@@ -353,12 +364,26 @@ class Chat:
     # -- observation -----------------------------------------------------------------------------
     def lookup(self, user: str | int) -> UserInfo:
         """A user by name or id (cached: users are never renamed or deleted). Raises UserNotFound."""
-        check_user_ref(user, "user")
-        key = user.lower() if isinstance(user, str) else user  # names are case-insensitive
-        found = self._users.get(key)
+        found = self._known_user(user)
         if found is None:
-            found = self._call(self.roles.persistence, LookupUser(ref=user))
-            self._users[found.id] = self._users[found.username.lower()] = found
+            found = self._remember_user(self._call(self.roles.persistence, LookupUser(ref=user)))
+        return found
+
+    async def lookup_async(self, post: LoopPost, user: str | int) -> UserInfo:
+        """:meth:`lookup` from an asyncio loop."""
+        found = self._known_user(user)
+        if found is None:
+            found = self._remember_user(
+                await self._call_async(post, self.roles.persistence, LookupUser(ref=user))
+            )
+        return found
+
+    def _known_user(self, user: str | int) -> UserInfo | None:
+        check_user_ref(user, "user")
+        return self._users.get(user.lower() if isinstance(user, str) else user)  # names are case-insensitive
+
+    def _remember_user(self, found: UserInfo) -> UserInfo:
+        self._users[found.id] = self._users[found.username.lower()] = found
         return found
 
     def stats(self) -> Stats:
@@ -441,6 +466,10 @@ class SessionHost(Protocol):
 
     def ask_persistence(self, request: Request) -> Any: ...
 
+    async def lookup_async(self, post: LoopPost, user: str | int) -> UserInfo: ...
+
+    async def ask_user_async(self, post: LoopPost, user_id: int, request: Request) -> Any: ...
+
     def detach(self, session: Session, *, revoke_token: str | None = None) -> None: ...
 
 
@@ -521,21 +550,35 @@ class Session:
         Returns the stored message. ``client_id`` makes a retry safe: the same id from the same
         sender is stored once.
         """
-        self._check_active()
-        check_body(body)
-        check_client_id(client_id)
+        self._check_send(body, client_id)
         if isinstance(to, str) and to.startswith("#"):
             return self.send_room(to[1:], body, client_id=client_id)
         recipient = self._chat.lookup(to.user_id if isinstance(to, Session) else to)
-        request = Deliver(
-            user_id=recipient.id,
-            sender=UserInfo(self.user_id, self.username),
-            body=body,
-            client_id=client_id,
-            recipient=recipient,
-        )
         # Like Registry.lookup + GenServer.cast: the directory finds (or starts) the recipient's actor.
-        return self._chat.ask_user(recipient.id, request)  # type: ignore[no-any-return]
+        return self._chat.ask_user(recipient.id, self._direct_request(recipient, body, client_id))  # type: ignore[no-any-return]
+
+    async def send_message_async(
+        self, post: LoopPost, to: str | int, body: str, *, client_id: str | None = None
+    ) -> Message:
+        """:meth:`send_message` from an asyncio loop (the gateway): the reply settles a future through
+        ``post``, so no thread is held per message in flight."""
+        self._check_send(body, client_id)
+        if isinstance(to, str) and to.startswith("#"):
+            return await self.send_room_async(post, to[1:], body, client_id=client_id)
+        recipient = await self._chat.lookup_async(post, to)
+        request = self._direct_request(recipient, body, client_id)
+        return await self._chat.ask_user_async(post, recipient.id, request)  # type: ignore[no-any-return]
+
+    def _check_send(self, body: str, client_id: str | None) -> None:
+        self._check_active()
+        check_body(body)
+        check_client_id(client_id)
+
+    def _direct_request(self, recipient: UserInfo, body: str, client_id: str | None) -> Deliver:
+        sender = UserInfo(self.user_id, self.username)
+        return Deliver(
+            user_id=recipient.id, sender=sender, body=body, client_id=client_id, recipient=recipient
+        )
 
     def read_messages(
         self,
@@ -586,12 +629,21 @@ class Session:
 
     def send_room(self, name: str, body: str, *, client_id: str | None = None) -> Message:
         """Post to a room: stored once, pushed at once to every online member (V0.4)."""
+        return self._chat.ask_user(self.user_id, self._room_request(name, body, client_id))  # type: ignore[no-any-return]
+
+    async def send_room_async(
+        self, post: LoopPost, name: str, body: str, *, client_id: str | None = None
+    ) -> Message:
+        """:meth:`send_room` from an asyncio loop (see :meth:`send_message_async`)."""
+        request = self._room_request(name, body, client_id)
+        return await self._chat.ask_user_async(post, self.user_id, request)  # type: ignore[no-any-return]
+
+    def _room_request(self, name: str, body: str, client_id: str | None) -> SendRoom:
         self._check_active()
         check_body(body)
         check_key(name, "room name")
         check_client_id(client_id)
-        request = SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
-        return self._chat.ask_user(self.user_id, request)  # type: ignore[no-any-return]
+        return SendRoom(user_id=self.user_id, room=name, body=body, client_id=client_id)
 
     def rooms(self) -> list[RoomSummary]:
         """The rooms this user is in, with member and unread counts."""

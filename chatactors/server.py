@@ -1,10 +1,12 @@
 """The WebSocket gateway: JSON frames in (``docs/protocol.md``), ``Chat``/``Session`` calls out, pushes back.
 
-Threads, and why: the asyncio loop owns every socket and never waits on an actor. Every blocking
-``Chat``/``Session`` call runs on a dedicated :class:`~concurrent.futures.ThreadPoolExecutor` (the
-Chat's own bridge threads talk to Thespian through private contexts). Pushes arrive on the Chat's
-dispatcher thread and are handed to the loop with ``call_soon_threadsafe``; each connection has one
-writer task, so replies and pushes leave in the order they reached the loop.
+Threads, and why: the asyncio loop owns every socket and never waits on an actor. Sends, the frames
+that come by the thousand, are asked of the actors from the loop itself: the request is queued for the
+actor driver and its reply settles a future, so no thread is held per message in flight. The rarer
+calls (login, reads, rooms) run on a :class:`~concurrent.futures.ThreadPoolExecutor`. Pushes and
+replies arrive on the Chat's dispatcher thread and reach the loop through one
+:class:`~chatactors.bridge.LoopPost`, which wakes it once per burst, in arrival order; each connection
+has one writer task, so replies and pushes leave in the order they reached the loop.
 
 One :class:`~chatactors.chat.Chat` per server process; each connection that logs in holds its own
 ``Session``, so several sessions of one user (two terminals, a terminal and a browser) all get pushes.
@@ -23,7 +25,6 @@ a database that cannot be reached. Passwords, tokens and message bodies are neve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import json
 import logging
@@ -39,11 +40,13 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from chatactors.bridge import LoopPost, drain
 from chatactors.chat import Chat, Session
 from chatactors.core.model import Message, ReadEvent, Receipt
 from chatactors.core.rules import (
@@ -436,13 +439,28 @@ class Connection:
     async def _write(self) -> None:
         try:
             while True:
-                frame = await self.out.get()
-                if frame is _CLOSE:
+                frames = [await self.out.get(), *drain(self.out)]  # what this loop turn queued: one write
+                closing = _CLOSE in frames
+                texts = [orjson.dumps(f) for f in frames if f is not _CLOSE]  # UTF-8, as text frames
+                if len(texts) == 1:
+                    await self.ws.send(texts[0], text=True)
+                elif texts:
+                    await self._send_together(texts)
+                if closing:
                     break
-                await self.ws.send(json.dumps(frame, ensure_ascii=False))
             await self._close_or_cut(*self._close_args)
         except ConnectionClosed:
             pass
+
+    async def _send_together(self, texts: list[bytes]) -> None:
+        """Several frames, one ``send()`` syscall: websockets writes each frame on its own."""
+        ws = self.ws
+        async with ws.send_context():  # checks the state on entry, waits for the buffer on exit
+            for text in texts:
+                ws.protocol.send_text(text)
+            # Taken here, so send_context's own flush finds nothing. Only frames were queued: the
+            # reader flushes what it makes (pongs, a close) at once, and sending makes no end of stream.
+            ws.transport.write(b"".join(ws.protocol.data_to_send()))
 
     # incoming
     def admit(self) -> bool:
@@ -499,7 +517,7 @@ class Gateway:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
         self._server: Server | None = None
         self._numbers = 0  # connections so far: their number in log lines
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._post: LoopPost | None = None  # hands pushes and replies to the loop; set by start()
         self._handlers: dict[str, Handler] = {
             "register": self.on_register,
             "login": self.on_login,
@@ -523,7 +541,7 @@ class Gateway:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._post = LoopPost(asyncio.get_running_loop())
         self._server = await serve(
             self._serve_connection,
             self.host,
@@ -561,6 +579,10 @@ class Gateway:
         """Run a blocking Chat/Session call off the loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _loop_post(self) -> LoopPost:
+        assert self._post is not None, "start() first"
+        return self._post
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -619,11 +641,10 @@ class Gateway:
 
     # -- pushes (dispatcher thread -> loop) ---------------------------------------------------------
     def _from_thread(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        post = self._post
+        if post is None or post.loop.is_closed():
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody to tell
-            loop.call_soon_threadsafe(fn, *args)
+        post(fn, *args)
 
     # -- identity -----------------------------------------------------------------------------------
     async def on_register(self, conn: Connection, frame: Frame) -> None:
@@ -758,7 +779,8 @@ class Gateway:
         to = _user_ref(frame, "to")
         body = _field(frame, "body", str)
         client_id = _client_id(frame)
-        m = await self._blocking(session.send_message, to, body, client_id=client_id)
+        assert to is not None  # a required field
+        m = await session.send_message_async(self._loop_post(), to, body, client_id=client_id)
         self._sent(conn, session, m, client_id)
 
     async def on_send_room(self, conn: Connection, frame: Frame) -> None:
@@ -766,25 +788,27 @@ class Gateway:
         room = _key(frame, "room")
         body = _field(frame, "body", str)
         client_id = _client_id(frame)
-        m = await self._blocking(session.send_room, room, body, client_id=client_id)
+        assert room is not None  # a required field
+        m = await session.send_room_async(self._loop_post(), room, body, client_id=client_id)
         self._sent(conn, session, m, client_id)
 
     def _sent(self, conn: Connection, session: Session, m: Message, client_id: str | None) -> None:
         """Answer the sender; the sender's other sessions see the message too (multi-device)."""
         conn.remember(m.id)
+        shown = message_dict(m)  # built once: the 'sent' carries it, the mirrors copy it
         conn.push(
             {
                 "type": "sent",
                 "client_id": client_id,
                 "id": m.id,
                 "status": m.status,
-                "sent_at": _iso(m.sent_at),
-                "message": message_dict(m),
+                "sent_at": shown["sent_at"],
+                "message": shown,
             }
         )
         for peer in self.by_user.get(session.user_id, ()):
             if peer is not conn:
-                peer.push_message(message_frame(m))
+                peer.push_message({"type": "message", **shown})
 
     async def on_read(self, conn: Connection, frame: Frame) -> None:
         """Marks what the frame names read and answers ``marked_read`` with what was marked.

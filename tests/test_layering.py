@@ -8,6 +8,7 @@ sockets meet the actors: ``bridge``, ``chat``, ``server``, ``cli``.
 from __future__ import annotations
 
 import ast
+import asyncio
 import queue
 from pathlib import Path
 
@@ -143,3 +144,8 @@ def test_drain_takes_what_is_queued_oldest_first_without_waiting() -> None:
         q.put(i)
     assert drain(q) == [0, 1, 2]
     assert q.empty()
+    frames: asyncio.Queue[str] = asyncio.Queue()  # a connection's frames out, drained by its writer
+    assert drain(frames) == []
+    frames.put_nowait("a")
+    frames.put_nowait("b")
+    assert drain(frames) == ["a", "b"] and frames.empty()

@@ -133,6 +133,22 @@ def test_insert_direct_twice_in_one_batch_is_stored_once(store: Store, users) ->
     assert a.id == b.id and store.count_messages() == 1
 
 
+def test_a_retried_batch_larger_than_one_lookup_gives_back_every_original(store: Store, users) -> None:
+    """The retry check looks keys up in chunks (an OR chain has a depth limit); none is missed."""
+    juan, maria, pedro = users
+    store.KEYS_PER_LOOKUP = 2  # type: ignore[misc]
+    batch = [_new(juan if i % 2 else pedro, maria, f"m{i}", f"k-{i}") for i in range(5)]
+    with store.transaction():
+        first = store.insert_messages_fresh(batch)
+    assert all(fresh for _, fresh in first)
+    with store.transaction():
+        again = store.insert_messages_fresh([*batch, _new(juan, maria, "new", "k-new"), batch[3]])
+    assert [m.id for m, _ in again[:5]] == [m.id for m, _ in first]
+    assert [fresh for _, fresh in again] == [False] * 5 + [True, False]
+    assert again[6][0].id == first[3][0].id and again[0][0].body == "m0" and again[1][0].sender == "juan"
+    assert store.count_messages() == 6
+
+
 def test_inbox_last_ten_newest_last_and_paging(store: Store, users) -> None:
     juan, maria, pedro = users
     sent = [send(store, juan if i % 2 else pedro, maria, f"m{i}") for i in range(13)]
