@@ -110,7 +110,8 @@ def test_nodes_that_join_and_heartbeat_see_each_other(table: MembershipTable) ->
         B1: ("127.0.0.1:1998", "ws://b:8765"),
         C1: ("127.0.0.1:1999", "ws://c:8765"),
     }
-    assert a.membership.row("c") is not None and a.membership.row("c").gateway == "ws://c:8765"  # type: ignore[union-attr]
+    seen = a.membership.row("c")  # where a finds c's link and gateway
+    assert seen is not None and (seen.link, seen.gateway) == ("127.0.0.1:1999", "ws://c:8765")
     for _ in range(3):  # heartbeats go on; nothing changes
         assert [step(m) for m in (a, b, c)] == [[], [], []]
 
