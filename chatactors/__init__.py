@@ -16,6 +16,7 @@ from chatactors.errors import (
     ChatClosed,
     ChatError,
     ChatTimeout,
+    ClusterNeedsPostgres,
     InternalError,
     InvalidMessage,
     MessageNotFound,
@@ -67,5 +68,6 @@ __all__ = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "ClusterNeedsPostgres",
     "InternalError",
 ]

@@ -22,10 +22,13 @@
     ├── RateLimited              (gateway) more frames than the connection's rate; that frame dropped
     ├── ChatClosed               a call on a chat that was shut down, or whose core stopped
     ├── AdminPortInUse           multiprocTCPBase: another system or program holds the admin port
+    ├── ClusterNeedsPostgres     clustering asked for on a database other than PostgreSQL (a ValueError too)
     └── InternalError            a bug: an unexpected exception, translated at the actor's edge
 
 Bad configuration (an unknown system base, a short cluster secret, a second database URL in one
 process) raises :class:`ValueError`: it is the caller's code to fix, not a condition to handle.
+:class:`ClusterNeedsPostgres` is such a mistake too, and also a ChatError: it is the one a user meets
+when trying clustering out on the default SQLite database, so it says what to do instead.
 
 Actors never let these escape a handler: they reply ``Failed(error)`` and the facade re-raises it in
 the caller's thread, so a REPL user sees the same exception on every system base.
@@ -147,6 +150,13 @@ class AdminPortInUse(ChatError):
     code = "admin_port_in_use"
 
 
+class ClusterNeedsPostgres(ChatError, ValueError):
+    """A cluster's nodes share their membership and their data through one PostgreSQL database;
+    SQLite is one process's file and cannot be shared by several machines."""
+
+    code = "cluster_needs_postgres"
+
+
 class InternalError(ChatError):
     """An unexpected exception inside an actor; ``detail`` names it for the REPL and the log.
 
@@ -177,5 +187,6 @@ __all__ = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "ClusterNeedsPostgres",
     "InternalError",
 ]

@@ -1,8 +1,9 @@
 """Imports only point down, and each boundary has one door: read from the source with ``ast``.
 
 From the bottom up: ``core`` (the chat rules: no actors, no I/O) and ``errors``; ``messages``,
-``storage``, ``ports``, ``transport``; ``actors`` (Thespian shells); and the edge, where threads and
-sockets meet the actors: ``bridge``, ``chat``, ``server``, ``cli``.
+``storage``, ``ports``, ``transport``; ``actors`` (Thespian shells) and ``cluster`` (the membership
+table and its shell); and the edge, where threads and sockets meet the actors: ``bridge``, ``chat``,
+``server``, ``cli``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ FORBIDDEN = {
         "chatactors.storage",
         "chatactors.ports",
         "chatactors.transport",
+        "chatactors.cluster",
         *EDGE,
         "thespian",
         "peewee",
@@ -34,6 +36,7 @@ FORBIDDEN = {
         "websockets",
     ),
     "chatactors.actors": EDGE,
+    "chatactors.cluster": EDGE,
 }
 
 

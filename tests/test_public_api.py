@@ -47,6 +47,7 @@ PUBLIC = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "ClusterNeedsPostgres",
     "InternalError",
 ]
 
