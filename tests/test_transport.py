@@ -357,7 +357,7 @@ class ClosingPeer:
             return list(self.received)
 
 
-def test_a_send_met_by_a_closing_connection_is_sent_again_at_once_and_in_order() -> None:
+def test_a_send_met_by_a_closing_connection_is_sent_again_within_seconds_and_in_order() -> None:
     transport.install()
     peer = ClosingPeer()
     asys = ActorSystem("multiprocTCPBase", transport.system_capabilities(free_port()), transientUnique=True)
