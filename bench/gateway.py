@@ -86,7 +86,7 @@ def serve_main(args: argparse.Namespace) -> int:
     """``--serve``: a Chat and a Gateway; stdin takes ``stats`` and ``quit``, stdout answers in JSON."""
     from chatactors import Chat, LoginPolicy
     from chatactors.chat import free_port
-    from chatactors.server import Gateway, Limits
+    from chatactors.gateway import Gateway, Limits
 
     raise_open_files(args.users * 2 + 1024)
     options: dict[str, Any] = {}

@@ -70,7 +70,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("event loop: select, callbacks, tasks, futures", ("asyncio/", "selectors.py")),
     ("actors and core logic (chatactors.actors, .core)", ("chatactors/actors/", "chatactors/core/")),
-    ("gateway (chatactors.server)", ("chatactors/server.py",)),
+    ("gateway (chatactors.gateway)", ("chatactors/gateway/",)),
     ("Chat/Session and bridge", ("chatactors/chat.py", "chatactors/bridge.py", "chatactors/messages.py")),
     ("storage layer (chatactors.storage)", ("chatactors/storage.py",)),
 )

@@ -62,7 +62,7 @@ def log_to_stderr(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM; prints where a browser and a terminal can connect."""
-    from chatactors import server
+    from chatactors import gateway as server
 
     log_to_stderr(args.log_level)
 

@@ -71,10 +71,10 @@ def test_every_exception_the_package_defines_is_in_the_error_tree() -> None:
 
 
 def test_the_gateway_errors_are_the_trees() -> None:
-    from chatactors import server
+    from chatactors import gateway
 
-    assert server.NotLoggedIn is errors.NotLoggedIn
-    assert server.RateLimited is errors.RateLimited
+    assert gateway.NotLoggedIn is errors.NotLoggedIn
+    assert gateway.RateLimited is errors.RateLimited
 
 
 def test_every_error_keeps_its_wire_code() -> None:

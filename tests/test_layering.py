@@ -19,7 +19,7 @@ import chatactors
 from chatactors.bridge import drain
 
 PACKAGE = Path(chatactors.__file__).parent
-EDGE = ("chatactors.bridge", "chatactors.chat", "chatactors.server", "chatactors.cli")
+EDGE = ("chatactors.bridge", "chatactors.chat", "chatactors.gateway", "chatactors.cli")
 # What each layer may not import (a module or anything below it).
 FORBIDDEN = {
     "chatactors.core": (
@@ -37,6 +37,22 @@ FORBIDDEN = {
     ),
     "chatactors.actors": EDGE,
     "chatactors.cluster": EDGE,
+    # The protocol's codec is shared with the Python client: frames and rules, nothing that runs.
+    "chatactors.gateway.frames": (
+        "chatactors.actors",
+        "chatactors.storage",
+        "chatactors.ports",
+        "chatactors.transport",
+        "chatactors.cluster",
+        "chatactors.bridge",
+        "chatactors.chat",
+        "chatactors.cli",
+        "chatactors.gateway.server",
+        "chatactors.gateway.connection",
+        "thespian",
+        "peewee",
+        "psycopg2",
+    ),
 }
 
 

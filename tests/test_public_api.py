@@ -74,7 +74,7 @@ def test_every_error_of_the_tree_is_public() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["chatactors.errors", "chatactors.server", "chatactors.ports", "chatactors.messages"]
+    "module", ["chatactors.errors", "chatactors.gateway", "chatactors.ports", "chatactors.messages"]
 )
 def test_every_module_all_names_exist(module: str) -> None:
     loaded = importlib.import_module(module)

@@ -36,7 +36,7 @@ from websockets.sync.client import ClientConnection, connect
 from chatactors import Chat
 from chatactors.chat import free_port
 from chatactors.core.model import Message, Receipt, Status
-from chatactors.server import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
+from chatactors.gateway import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secreto123"

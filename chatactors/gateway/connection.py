@@ -1,0 +1,189 @@
+"""One socket: its session, its rate limit, and its queue of outgoing frames with one writer task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from chatactors.bridge import drain
+from chatactors.chat import Session
+from chatactors.errors import RateLimited
+from chatactors.gateway.frames import SHUTDOWN_REASON, Frame, error_frame
+from chatactors.gateway.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from chatactors.gateway.server import Gateway
+
+log = logging.getLogger("chatactors.server")
+CUT_AFTER = 5.0  # seconds a closing socket may take to flush before its TCP connection is cut
+
+
+def peer_name(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+        return f"{host}:{address[1]}"
+    return str(address)
+
+
+def close_info(ws: ServerConnection) -> str:
+    """The close code and reason of whichever side closed first (1006: the TCP connection just ended)."""
+    proto = ws.protocol
+    first = proto.close_rcvd if proto.close_rcvd_then_sent else proto.close_sent or proto.close_rcvd
+    if first is None:
+        return "1006"
+    return f"{first.code} {first.reason!r}" if first.reason else str(first.code)
+
+
+_CLOSE = object()
+
+
+class Connection:
+    """One socket: its session (once logged in), its rate limit, and its queue of outgoing frames."""
+
+    # Message ids remembered to drop a repeated push. The core pushes a message once, but this gateway
+    # also mirrors what a user sends to their other connections: a retried client_id is mirrored
+    # again, and a message to oneself reaches the other connection both as a push and as a mirror.
+    SEEN = 512
+
+    def __init__(self, gateway: Gateway, ws: ServerConnection, number: int = 0) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.number = number
+        self.peer = peer_name(ws)
+        self.session: Session | None = None
+        self.ended = ""  # why the last session ended from elsewhere (its token was revoked)
+        peer = ws.remote_address
+        self.address = str(peer[0]) if peer else "unknown"  # what the login throttle counts against
+        limits = gateway.limits
+        self.bucket = TokenBucket(limits.rate, limits.burst, gateway.clock)
+        self.dropped = 0  # frames dropped in a row by the rate limit
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = False
+        self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
+        self._seen: deque[int] = deque(maxlen=self.SEEN)
+        self._seen_set: set[int] = set()
+        self._close_args: tuple[int, str] = (CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+        self.writer = asyncio.create_task(self._write())
+
+    @property
+    def who(self) -> str:
+        """How log lines name it: ``#3 127.0.0.1:40312``, then the user once logged in."""
+        user = f" {self.session.username}" if self.session else ""
+        return f"#{self.number} {self.peer}{user}"
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.who}>"
+
+    # outgoing (loop thread only)
+    def push(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        if self.out.qsize() >= self.gateway.limits.max_pending:
+            log.warning("%s reads too slowly: closed (%d frames unread)", self.who, self.out.qsize())
+            self.abort(CloseCode.POLICY_VIOLATION, "client too slow: too many unread frames")
+            return
+        self.out.put_nowait(frame)
+
+    def deliver(self, frame: Frame) -> None:
+        """A push from the session: held while a login is answered, so 'logged_in' comes first."""
+        if self.held is not None:
+            self.held.append(frame)
+        elif frame["type"] == "message":
+            self.push_message(frame)
+        else:
+            self.push(frame)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for frame in held:
+            self.deliver(frame)
+
+    def push_message(self, frame: Frame) -> None:
+        """A message push, dropped if this connection has already seen that message id."""
+        if frame["id"] in self._seen_set:
+            return
+        self.remember(frame["id"])
+        self.push(frame)
+
+    def remember(self, message_id: int) -> None:
+        if message_id in self._seen_set:
+            return
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(message_id)
+        self._seen_set.add(message_id)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with ``code``: pending writes are flushed, not dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close_args = (code, reason)
+        self.out.put_nowait(_CLOSE)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued: the writer is stuck behind a peer that does not read."""
+        self.closed = True
+        self.writer.cancel()
+        self.writer = asyncio.create_task(self._close_or_cut(code, reason))
+
+    async def _close_or_cut(self, code: int, reason: str) -> None:
+        # The close frame waits behind what the peer has not read; if it never reads, cut the TCP
+        # connection rather than hold a task (and its buffers) forever.
+        try:
+            async with asyncio.timeout(CUT_AFTER):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                frames = [await self.out.get(), *drain(self.out)]  # what this loop turn queued: one write
+                closing = _CLOSE in frames
+                texts = [orjson.dumps(f) for f in frames if f is not _CLOSE]  # UTF-8, as text frames
+                if len(texts) == 1:
+                    await self.ws.send(texts[0], text=True)
+                elif texts:
+                    await self._send_together(texts)
+                if closing:
+                    break
+            await self._close_or_cut(*self._close_args)
+        except ConnectionClosed:
+            pass
+
+    async def _send_together(self, texts: list[bytes]) -> None:
+        """Several frames, one ``send()`` syscall: websockets writes each frame on its own."""
+        ws = self.ws
+        async with ws.send_context():  # checks the state on entry, waits for the buffer on exit
+            for text in texts:
+                ws.protocol.send_text(text)
+            # Taken here, so send_context's own flush finds nothing. Only frames were queued: the
+            # reader flushes what it makes (pongs, a close) at once, and sending makes no end of stream.
+            ws.transport.write(b"".join(ws.protocol.data_to_send()))
+
+    # incoming
+    def admit(self) -> bool:
+        """The rate limit: False drops the frame (with one error frame per run of drops)."""
+        if self.bucket.allow():
+            self.dropped = 0
+            return True
+        self.dropped += 1
+        if self.dropped == 1:
+            log.warning("%s rate limited: frames dropped", self.who)
+            limits = self.gateway.limits
+            detail = f"more than {limits.rate:g} frames per second; frames are dropped"
+            self.push(error_frame(RateLimited(detail)))
+        if self.dropped >= self.gateway.limits.flood:
+            if not self.closed:
+                log.warning("%s flooding: closed (%d frames dropped in a row)", self.who, self.dropped)
+            self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        return False

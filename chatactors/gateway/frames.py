@@ -1,0 +1,181 @@
+"""The protocol's frames (``docs/protocol.md``): JSON in, checked; Messages and errors out.
+
+Pure: no socket, no actor, no thread. The gateway and the Python client both speak through it, so a
+frame is encoded and validated in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any
+
+from chatactors.core.model import Message, Receipt
+from chatactors.core.rules import (
+    check_client_id,
+    check_id,
+    check_key,
+    check_limit,
+    check_text,
+    check_user_ref,
+)
+from chatactors.errors import ChatError, InternalError, InvalidMessage
+
+Frame = dict[str, Any]
+SHUTDOWN_REASON = "server shutting down"
+# The close codes are websockets' CloseCode: GOING_AWAY (the server shuts down), POLICY_VIOLATION (a
+# flood, or a reader too slow to keep up), MESSAGE_TOO_BIG (websockets' own, for a frame over the limit).
+
+
+def message_dict(m: Message) -> Frame:
+    """A message as the protocol shows it: ``room`` for group messages, else ``recipient``."""
+    out: Frame = {
+        "id": m.id,
+        "sender": m.sender,
+        "sender_id": m.sender_id,
+        "body": m.body,
+        "sent_at": iso(m.sent_at),
+        "status": m.status,
+    }
+    if m.room is not None:
+        out["room"] = m.room
+    else:
+        out["recipient"] = m.recipient
+        out["recipient_id"] = m.recipient_id
+    return out
+
+
+def message_frame(m: Message) -> Frame:
+    return {"type": "message", **message_dict(m)}
+
+
+def receipt_frames(r: Receipt) -> list[Frame]:
+    """One ``receipt`` frame per message id (the core batches them; the protocol does not)."""
+    return [
+        {"type": "receipt", "id": i, "status": r.status, "by": r.by, "by_id": r.by_id} for i in r.message_ids
+    ]
+
+
+INTERNAL_DETAIL = "internal error; the server logged it"
+
+
+def error_frame(error: ChatError, request: Frame | None = None) -> Frame:
+    """An ``error`` frame; it names the request it answers so a client can match it.
+
+    Only fields that were valid are repeated (a lone surrogate could not even be sent back), and an
+    :class:`InternalError`'s detail stays in the server's log.
+    """
+    detail = INTERNAL_DETAIL if isinstance(error, InternalError) else error.detail or str(error)
+    frame: Frame = {"type": "error", "code": error.code, "detail": detail}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:  # too_many_attempts: seconds until a login may be tried again
+        frame["retry_after"] = math.ceil(retry_after)
+    if request is not None:
+        frame["request"] = echo(request.get("type"))
+        for key in ("client_id", "room", "to", "with"):
+            value = echo(request.get(key))
+            if value is not None:
+                frame[key] = value
+    return frame
+
+
+def echo(value: Any) -> str | int | None:
+    """``value`` if it is safe to repeat to the client: a short valid text or an id."""
+    try:
+        if isinstance(value, str) and len(value) <= 128:
+            return check_key(value, "")
+        return check_id(value) if isinstance(value, int) else None
+    except InvalidMessage:
+        return None
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def plain(value: Any) -> Any:
+    """Whatever the core returns (dataclasses, Messages, tuples) as JSON-ready values."""
+    if isinstance(value, Message):
+        return message_dict(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    return value
+
+
+def parse_frame(raw: str | bytes) -> Frame:
+    """A client frame: one JSON object with a string ``type``, else InvalidMessage."""
+    if isinstance(raw, bytes):
+        raise InvalidMessage("send JSON text frames, not binary")
+    try:
+        frame = json.loads(raw)
+    except ValueError:  # integers of over 4,300 digits too
+        raise InvalidMessage("not JSON") from None
+    except RecursionError:
+        raise InvalidMessage("JSON nested too deeply") from None
+    if not isinstance(frame, dict):
+        raise InvalidMessage("a frame is a JSON object")
+    if not isinstance(frame.get("type"), str):
+        raise InvalidMessage("a frame needs a string 'type'")
+    check_key(frame["type"], "'type'")
+    return frame
+
+
+def field(frame: Frame, name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    """A field of the right JSON type; text must be valid Unicode and every integer is an id."""
+    value = frame.get(name)
+    if value is None:
+        if required:
+            raise InvalidMessage(f"'{frame['type']}' needs '{name}'")
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidMessage(f"'{name}' has the wrong type")
+    if isinstance(value, str):
+        return check_text(value, f"'{name}'")
+    if isinstance(value, int):
+        return check_id(value, f"'{name}'")
+    return value
+
+
+def key_field(frame: Frame, name: str, *, required: bool = True) -> str | None:
+    """A name, token or client_id: text the database looks up (no NUL either)."""
+    value = field(frame, name, str, required=required)
+    return None if value is None else check_key(value, f"'{name}'")
+
+
+def user_ref(frame: Frame, name: str, *, required: bool = True) -> str | int | None:
+    value = field(frame, name, (str, int), required=required)
+    return None if value is None else check_user_ref(value, f"'{name}'")
+
+
+def client_id_field(frame: Frame) -> str | None:
+    field(frame, "client_id", str, required=False)
+    return check_client_id(frame.get("client_id"))
+
+
+def limit_field(frame: Frame) -> int:
+    """``limit``: 10 when absent; 0, negative or over the maximum is invalid, never a default."""
+    limit = frame.get("limit")
+    return 10 if limit is None else check_limit(limit)
+
+
+MAX_READ_IDS = 1000
+
+
+def id_list(frame: Frame, name: str, what: str) -> list[int]:
+    ids = field(frame, name, list)
+    if len(ids) > MAX_READ_IDS:
+        raise InvalidMessage(f"'{name}' must be a list of at most {MAX_READ_IDS} {what}s")
+    return [check_id(i, f"each of '{name}'") for i in ids]
+
+
+def room_json(room: Any) -> Any:
+    """A room as JSON: a name becomes ``{"name": ...}``; records keep their fields."""
+    return {"name": room} if isinstance(room, str) else plain(room)
