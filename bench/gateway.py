@@ -111,19 +111,28 @@ def serve_main(args: argparse.Namespace) -> int:
         else:
             limits = Limits(rate=100_000, burst=100_000, max_pending=1_000_000)
             gateway = Gateway(chat, "127.0.0.1", 0, limits=limits, workers=64)
-        asyncio.run(_serve(gateway.start, gateway.stop, lambda: gateway.port, lambda: gateway.chat.stats()))
+        # multiprocTCPBase: the admin detaches into a process group of its own, with every actor in it
+        directory = chat.os_pid(chat.roles.directory)
+        group = os.getpgid(directory) if directory != os.getpid() else None
+        asyncio.run(
+            _serve(gateway.start, gateway.stop, lambda: gateway.port, lambda: gateway.chat.stats(), group)
+        )
     finally:
         chat.shutdown()
     return 0
 
 
 async def _serve(
-    start: Callable[[], Any], stop: Callable[[], Any], port: Callable[[], int], stats: Callable[[], Any]
+    start: Callable[[], Any],
+    stop: Callable[[], Any],
+    port: Callable[[], int],
+    stats: Callable[[], Any],
+    group: int | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     await start()
-    _say({"port": port(), "pid": os.getpid()})
+    _say({"port": port(), "pid": os.getpid(), "group": group or 0})
 
     def commands() -> None:
         for line in sys.stdin:
@@ -253,7 +262,7 @@ class ServerProcess:
         env = {**os.environ, "THESPLOG_FILE": os.devnull, "THESPIAN_BASE_IPADDR": "127.0.0.1"}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         hello = self._read(timeout=300)
-        self.port, self.pid = int(hello["port"]), int(hello["pid"])
+        self.port, self.pid, self.group = int(hello["port"]), int(hello["pid"]), int(hello["group"])
         self.url = f"ws://127.0.0.1:{self.port}"
 
     def _read(self, timeout: float) -> dict[str, Any]:
@@ -332,10 +341,17 @@ class Load:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-async def load_phase(url: str, clients: int, rate: float, seconds: float) -> dict[str, Any]:
-    """Each client sends to the next at ``rate / clients`` msg/s for ``seconds``; all receive."""
+async def load_phase(
+    url: str, clients: int, rate: float, seconds: float, server: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Each client sends to the next at ``rate / clients`` msg/s for ``seconds``; all receive.
+
+    With ``server`` (its pid and process group), the server's CPU (every process of it) is read once every client has
+    logged in and again when the last message has arrived: logins are not charged to the messages.
+    """
     names = [f"u{i:05d}" for i in range(clients)]
     sockets = await log_in_all(url, names)
+    cpu_before = tree_cpu(*server)[0] if server else 0.0
     load = Load()
     run = os.urandom(4).hex()  # client ids are unique per run: a repeated one is (rightly) stored once
     start = time.monotonic()
@@ -372,6 +388,7 @@ async def load_phase(url: str, clients: int, rate: float, seconds: float) -> dic
     drain_until = time.monotonic() + 15
     while load.received < load.sent and time.monotonic() < drain_until:
         await asyncio.sleep(0.05)
+    cpu, processes = tree_cpu(*server) if server else (0.0, 0)
     for ws in sockets:
         await ws.close()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -386,6 +403,8 @@ async def load_phase(url: str, clients: int, rate: float, seconds: float) -> dic
         "delivered_per_s": load.received / elapsed,
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "cpu_ms_per_msg": 1000 * (cpu - cpu_before) / max(1, load.received),
+        "processes": processes,
     }
 
 
@@ -506,6 +525,27 @@ def proc_cpu(pid: int) -> tuple[float, float]:
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def server_pids(pid: int, group: int) -> set[int]:
+    """The server and its actors: on multiprocTCPBase the admin detaches into a process group of its
+    own (``group``) with its logger and every actor; 0 is simpleSystemBase, one process."""
+    found = {pid}
+    for entry in os.listdir("/proc") if group else ():
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) == group:
+                    found.add(int(entry))
+    return found
+
+
+def tree_cpu(pid: int, group: int) -> tuple[float, int]:
+    """CPU seconds (user + system) of the server's processes, and how many there are."""
+    total, pids = 0.0, server_pids(pid, group)
+    for one in pids:
+        with contextlib.suppress(OSError):
+            total += sum(proc_cpu(one))
+    return total, len(pids)
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
@@ -1105,11 +1145,14 @@ def main(argv: list[str] | None = None) -> int:
                 with server(system, url, args.clients, 300.0) as srv:
                     rates = args.tcp_rates if key == "tcp" else args.rates
                     for rate in (float(r) for r in rates.split(",")):
-                        r = asyncio.run(load_phase(srv.url, args.clients, rate, seconds))
+                        r = asyncio.run(
+                            load_phase(srv.url, args.clients, rate, seconds, (srv.pid, srv.group))
+                        )
                         print(
                             f"  load {system:17} offered {r['offered']:6.0f} msg/s: delivered "
                             f"{r['delivered_per_s']:7.1f} msg/s ({r['received']}/{r['sent']}{_errors(r['errors'])}), "
-                            f"latency p50 {r['p50_ms']:6.2f} ms, p99 {r['p99_ms']:7.2f} ms"
+                            f"latency p50 {r['p50_ms']:6.2f} ms, p99 {r['p99_ms']:7.2f} ms; "
+                            f"server CPU {r['cpu_ms_per_msg']:.2f} ms/msg over {r['processes']} processes"
                         )
         if "idle" in phases:
             for count in idle_counts:
