@@ -34,7 +34,9 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    could reach an actor that was exiting, whose socket still acked the frame, and the message was lost
    (seen ~1 run in 10 of a test whose reader retires every 2 ms); a second later a gone actor refuses
    the connection and the send comes back as a dead letter, which the directory routes again. So each
-   sender's messages to an actor arrive in the order sent.
+   sender's messages to an actor arrive in the order sent. Above the transport, the retire handshake
+   counts the forwards an actor has received (``core/registry.py``), so the directory never lets an
+   actor exit with a forward on its way.
 
 The secret: ``$CHATACTORS_CLUSTER_SECRET`` (at least :data:`MIN_SECRET_LENGTH` characters) where systems
 on several hosts must talk; otherwise 32 random bytes made once per process at the first

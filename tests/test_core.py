@@ -87,7 +87,7 @@ class TestRegistryRouting:
 class TestRetireHandshake:
     def test_approve_then_buffer_then_exit_without_work_forgets_the_actor(self) -> None:
         registry, a1 = live_registry()
-        assert registry.retire_request(JUAN, a1) == [Approve(a1)]
+        assert registry.retire_request(JUAN, a1, 1) == [Approve(a1)]
         assert registry.live("user") == 1  # still running until its exit is confirmed
         assert registry.address(JUAN) is None  # nothing is sent to an address that may vanish
         assert registry.exited(JUAN, a1) == []
@@ -99,7 +99,7 @@ class TestRetireHandshake:
 
     def test_messages_arriving_while_retiring_go_to_a_fresh_activation(self) -> None:
         registry, a1 = live_registry()
-        registry.retire_request(JUAN, a1)
+        registry.retire_request(JUAN, a1, 1)
         assert registry.route(JUAN, "m1") == []
         assert registry.route(JUAN, "m2") == []
         assert registry.exited(JUAN, a1) == [Start(JUAN)]
@@ -111,24 +111,24 @@ class TestRetireHandshake:
     def test_deny_a_retire_request_from_a_stale_or_unknown_address(self) -> None:
         registry, a1 = live_registry()
         old = Addr("old")
-        assert registry.retire_request(JUAN, old) == [Deny(old)]
-        assert registry.retire_request(MARIA, a1) == [Deny(a1)]  # no such activation
+        assert registry.retire_request(JUAN, old, 1) == [Deny(old)]
+        assert registry.retire_request(MARIA, a1, 1) == [Deny(a1)]  # no such activation
         assert registry.route(JUAN, "still live") == [Forward(JUAN, a1, "still live")]
 
     def test_deny_while_activating(self) -> None:
         registry = Registry()
         registry.route(JUAN, "m1")
         a1 = Addr("a1")
-        assert registry.retire_request(JUAN, a1) == [Deny(a1)]
+        assert registry.retire_request(JUAN, a1, 1) == [Deny(a1)]
 
     def test_deny_a_second_request_while_already_retiring(self) -> None:
         registry, a1 = live_registry()
-        assert registry.retire_request(JUAN, a1) == [Approve(a1)]
-        assert registry.retire_request(JUAN, a1) == [Deny(a1)]
+        assert registry.retire_request(JUAN, a1, 1) == [Approve(a1)]
+        assert registry.retire_request(JUAN, a1, 1) == [Deny(a1)]
 
     def test_cancel_keeps_the_actor_and_hands_it_what_was_buffered(self) -> None:
         registry, a1 = live_registry()
-        registry.retire_request(JUAN, a1)
+        registry.retire_request(JUAN, a1, 1)
         registry.route(JUAN, "m1")
         assert registry.cancel_retire(JUAN, a1) == [Forward(JUAN, a1, "m1")]
         assert registry.address(JUAN) == a1
@@ -138,14 +138,60 @@ class TestRetireHandshake:
     def test_cancel_from_a_stale_address_or_when_not_retiring_is_ignored(self) -> None:
         registry, a1 = live_registry()
         assert registry.cancel_retire(JUAN, a1) == []  # not retiring
-        registry.retire_request(JUAN, a1)
+        registry.retire_request(JUAN, a1, 1)
         assert registry.cancel_retire(JUAN, Addr("other")) == []
         assert registry.address(JUAN) is None  # still retiring
+
+    def test_deny_while_a_forward_is_on_its_way_then_approve_once_it_arrived(self) -> None:
+        # multiprocTCPBase: the actor asked before "m2" reached it (or the approval would overtake
+        # "m2"); approving then would let it exit with "m2" acked by its socket and lost.
+        registry, a1 = live_registry()
+        assert [f.seq for f in registry.route(JUAN, "m2")] == [2]
+        assert registry.retire_request(JUAN, a1, received=1) == [Deny(a1)]
+        assert registry.address(JUAN) == a1  # still live: "m3" goes straight to it
+        assert [f.seq for f in registry.route(JUAN, "m3")] == [3]
+        assert registry.retire_request(JUAN, a1, received=2) == [Deny(a1)]
+        assert registry.retire_request(JUAN, a1, received=3) == [Approve(a1)]
+        assert registry.route(JUAN, "m4") == []  # buffered from here on
+
+    def test_forwards_are_numbered_per_activation(self) -> None:
+        registry, a1 = live_registry()
+        registry.route(JUAN, "m2")
+        registry.retire_request(JUAN, a1, received=2)
+        registry.route(JUAN, "waits")
+        registry.exited(JUAN, a1)
+        a2 = Addr("a2")
+        assert [f.seq for f in registry.started(JUAN, a2)] == [1]  # a new address counts from one
+        assert registry.retire_request(JUAN, a2, received=1) == [Approve(a2)]
+
+    def test_a_cancelled_retire_keeps_counting(self) -> None:
+        registry, a1 = live_registry()
+        registry.retire_request(JUAN, a1, received=1)
+        registry.route(JUAN, "m2")
+        assert [f.seq for f in registry.cancel_retire(JUAN, a1)] == [2]
+        assert registry.retire_request(JUAN, a1, received=1) == [Deny(a1)]
+        assert registry.retire_request(JUAN, a1, received=2) == [Approve(a1)]
+
+    def test_an_offline_notice_goes_only_to_a_live_actor_and_is_counted(self) -> None:
+        registry = Registry()
+        assert registry.notify(JUAN, "offline") == []  # nothing runs: nothing starts for it
+        assert registry.live() == 0
+        registry, a1 = live_registry()
+        assert [(f.message, f.seq) for f in registry.notify(JUAN, "offline")] == [("offline", 2)]
+        assert registry.retire_request(JUAN, a1, received=1) == [Deny(a1)]
+        registry.retire_request(JUAN, a1, received=2)
+        assert registry.notify(JUAN, "offline") == []  # retiring: it would be sent nowhere safe
+
+    def test_an_adopted_actor_is_counted_from_the_adoption(self) -> None:
+        registry = Registry()  # a restarted directory: its own forwards only
+        a1 = Addr("a1")
+        assert registry.adopt(JUAN, a1)
+        assert registry.retire_request(JUAN, a1, received=0) == [Approve(a1)]
 
     def test_addresses_are_compared_by_str_not_identity(self) -> None:
         registry, _ = live_registry(address=Addr("a1"))
         same = Addr("a1")  # another object for the same actor, as after unpickling
-        assert registry.retire_request(JUAN, same) == [Approve(same)]
+        assert registry.retire_request(JUAN, same, 1) == [Approve(same)]
         assert registry.exited(JUAN, Addr("a1")) == []
         assert registry.retirements == 1
 
@@ -181,7 +227,7 @@ class TestCrashes:
 
     def test_an_exit_of_an_old_activation_is_ignored(self) -> None:
         registry, a1 = live_registry()
-        registry.retire_request(JUAN, a1)
+        registry.retire_request(JUAN, a1, 1)
         registry.route(JUAN, "m")
         registry.exited(JUAN, a1)
         a2 = Addr("a2")
@@ -226,7 +272,7 @@ class TestIdleDetection:
         registry.route(MARIA, "m")
         a2 = Addr("a2")
         registry.started(MARIA, a2)
-        registry.retire_request(MARIA, a2)  # retiring
+        registry.retire_request(MARIA, a2, 1)  # retiring
         clock.advance(100.0)
         assert registry.idle(10.0) == []
 

@@ -9,6 +9,7 @@ It is the dead-letter handler too: a message that reached a gone actor is routed
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from thespian.actors import ActorExitRequest, DeadEnvelope, WakeupMessage
@@ -55,6 +56,9 @@ class DirectoryActor(ChatActor):
     def __init__(self) -> None:
         super().__init__()
         self.registry = Registry()
+        # Names the forwards of this incarnation: after a restart, the adopted actors' counts of the
+        # old directory's forwards are not mistaken for this one's.
+        self.stream = os.urandom(8).hex()
         self.idle_timeout = 300.0
         # Actors the supervisor started ahead of need, as (supervisor, address): a restarted
         # supervisor's replace the dead one's, whichever message comes first.
@@ -105,9 +109,8 @@ class DirectoryActor(ChatActor):
             address = self.registry.address(("room", room_id))
             if address is not None:
                 self.send(address, RoomSinks(((user_id, sinks),), complete=False))
-        address = self.registry.address(("user", user_id))
-        if not sinks and address is not None:
-            self.send(address, Envelope(Route("user", user_id, Offline(user_id))))
+        if not sinks:
+            self._apply(self.registry.notify(("user", user_id), Offline(user_id)))
 
     def receive_notify(self, msg: Notify, sender: Any) -> None:
         for sink in self.registry.sinks(("user", msg.user_id)):
@@ -183,7 +186,8 @@ class DirectoryActor(ChatActor):
         self._apply(self.registry.started((msg.kind, msg.id), msg.address))
 
     def receive_retire_request(self, msg: RetireRequest, sender: Any) -> None:
-        self._apply(self.registry.retire_request((msg.kind, msg.id), msg.address))
+        received = dict(msg.received).get(self.stream, 0)
+        self._apply(self.registry.retire_request((msg.kind, msg.id), msg.address, received))
 
     def receive_retire_cancelled(self, msg: RetireCancelled, sender: Any) -> None:
         self._apply(self.registry.cancel_retire((msg.kind, msg.id), msg.address))
@@ -234,7 +238,8 @@ class DirectoryActor(ChatActor):
         for effect in effects:
             if isinstance(effect, Forward):
                 kind, ident = effect.key
-                envelope = Envelope(Route(kind, ident, effect.message), self.registry.sinks(effect.key))
+                route = Route(kind, ident, effect.message)
+                envelope = Envelope(route, self.registry.sinks(effect.key), self.stream, effect.seq)
                 self.send(effect.address, envelope)
             elif isinstance(effect, Start):
                 self._start(effect.key)

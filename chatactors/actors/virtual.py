@@ -47,6 +47,8 @@ log = logging.getLogger("chatactors")
 B = TypeVar("B")
 V = TypeVar("V", bound="VirtualActor")
 
+STREAMS_KEPT = 4  # directory incarnations remembered: only the newest one answers a retire request
+
 Served = Callable[[Any, Any, Envelope], None]
 """``(actor, body, envelope)``: what a ``ROUTED`` table maps the type of an ``Envelope``'s body to."""
 
@@ -74,6 +76,9 @@ class VirtualActor(ChatActor):
         super().__init__()
         self.id = 0
         self.activation = Activation()
+        # The highest forward number had from each directory stream (the newest few): the retire
+        # request carries it, so the directory approves only with nothing on its way here.
+        self.received: dict[str, int] = {}
 
     @property
     def idle(self) -> IdlePolicy:
@@ -118,7 +123,8 @@ class VirtualActor(ChatActor):
             elif isinstance(effect, FailOutstanding):
                 self.fail_outstanding(effect.error)
             elif isinstance(effect, AskRetire):
-                self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress))
+                received = tuple(self.received.items())
+                self.send(self.roles.directory, RetireRequest(self.kind, self.id, self.myAddress, received))
             elif isinstance(effect, CancelRetire):
                 self.send(self.roles.directory, RetireCancelled(self.kind, self.id, self.myAddress))
             elif isinstance(effect, Exit):
@@ -166,6 +172,10 @@ class VirtualActor(ChatActor):
         self._perform(self.activation.load_failed(as_chat_error(error)))
 
     def receive_envelope(self, msg: Envelope, sender: Any) -> None:
+        if msg.stream:  # counted on arrival, stashed or not; a redelivery does not count twice
+            self.received[msg.stream] = max(msg.seq, self.received.pop(msg.stream, 0))
+            while len(self.received) > STREAMS_KEPT:
+                del self.received[next(iter(self.received))]
         self._perform(self.activation.arrived(msg))
 
     def check_retire(self) -> None:

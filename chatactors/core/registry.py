@@ -7,8 +7,12 @@ A key (``("user", 7)``, ``("room", 3)``) is in one of three states:
 - live: messages are forwarded to its address.
 
 Retiring is a two-phase handshake (docs/architecture.md, Virtual actors): the actor asks, the registry approves only when it
-holds nothing for that actor and then buffers; when the exit is confirmed, anything buffered meanwhile
-starts a fresh activation. An exit the registry did not approve is a crash: the supervisor is asked
+holds nothing for that actor and has nothing on its way to it, and then buffers; when the exit is
+confirmed, anything buffered meanwhile starts a fresh activation. "Nothing on its way" is counted, not
+assumed: every forward to an activation is numbered, and the actor's request says how many it has
+received. On multiprocTCPBase a forward can still be in flight when the actor asks (or overtaken by the
+approval); an actor that exited with it in flight would lose it, so the request is denied until the
+numbers match. An exit the registry did not approve is a crash: the supervisor is asked
 to restart the actor at once when its user is online or messages wait, else it comes back on demand.
 
 Addresses are opaque (:data:`~chatactors.core.model.Address`); they are compared by ``str`` because
@@ -37,6 +41,7 @@ class Forward:
     key: Key
     address: Address
     message: Any
+    seq: int = field(default=0, compare=False)  # its number among the forwards to this activation
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class _Entry:
     address: Address | None = None
     buffer: list[Any] = field(default_factory=list)
     last_routed: float = 0.0
+    sent: int = 0  # forwards to this activation (its address) so far
 
 
 class Registry:
@@ -85,19 +91,36 @@ class Registry:
             return [Start(key)]
         entry.last_routed = self.clock.now()
         if entry.state == LIVE and entry.address is not None:  # a live entry always has one
-            return [Forward(key, entry.address, message)]
+            return [self._forward(key, entry, entry.address, message)]
         entry.buffer.append(message)
         return []
 
+    def notify(self, key: Key, message: Any) -> list[Effect]:
+        """A message for the actor only if it is live now (an offline notice): never starts one."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state != LIVE or entry.address is None:
+            return []
+        return [self._forward(key, entry, entry.address, message)]
+
+    def _forward(self, key: Key, entry: _Entry, address: Address, message: Any) -> Forward:
+        entry.sent += 1
+        return Forward(key, address, message, entry.sent)
+
     def started(self, key: Key, address: Address) -> list[Effect]:
         entry = self._entries.setdefault(key, _Entry(ACTIVATING))
+        if str(entry.address) != str(address):
+            entry.sent = 0  # a new activation: its forwards are counted from one
         entry.state, entry.address = LIVE, address
         pending, entry.buffer = entry.buffer, []
-        return [Forward(key, address, m) for m in pending]
+        return [self._forward(key, entry, address, m) for m in pending]
 
-    def retire_request(self, key: Key, address: Address) -> list[Effect]:
+    def retire_request(self, key: Key, address: Address, received: int) -> list[Effect]:
+        """``received``: how many of this registry's forwards the actor has had. Fewer than were sent
+        means one is on its way: deny, and the actor asks again after serving it."""
         entry = self._entries.get(key)
         if entry is None or entry.state != LIVE or str(entry.address) != str(address) or entry.buffer:
+            return [Deny(address)]
+        if received < entry.sent:
             return [Deny(address)]
         entry.state = RETIRING
         return [Approve(address)]

@@ -33,6 +33,10 @@ class Envelope:
 
     body: Route
     sinks: tuple[Address, ...] = ()
+    # Which directory sent it (one random name per directory incarnation) and its number among that
+    # directory's forwards to this activation: the retire handshake counts them (core/registry.py).
+    stream: str = ""
+    seq: int = 0
 
 
 # -- presence -------------------------------------------------------------------------------------------
@@ -95,11 +99,14 @@ class IdleCheck:
 
 @dataclass(frozen=True, slots=True)
 class RetireRequest:
-    """From an idle user or room actor to the directory: may I go?"""
+    """From an idle user or room actor to the directory: may I go? ``received``: the highest
+    forward number it has had from each directory stream, so the directory can tell if one is still
+    on its way."""
 
     kind: Kind
     id: int
     address: Address
+    received: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
