@@ -44,6 +44,7 @@ from chatactors.core.rules import (
     check_key,
     check_limit,
     check_prefix,
+    check_room_name,
     check_text,
     check_user_ref,
 )
@@ -658,7 +659,7 @@ class Session:
     def members(self, room: str) -> list[UserInfo]:
         """A room's members, sorted by name (for members only: NotAMember, RoomNotFound)."""
         self._check_active()
-        request = ListMembers(user_id=self.user_id, room=check_key(room, "room name"))
+        request = ListMembers(user_id=self.user_id, room=check_room_name(room))
         return list(self._chat.ask_persistence(request))
 
     def search(self, prefix: str, limit: int = 10) -> SearchResults:
