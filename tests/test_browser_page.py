@@ -114,6 +114,10 @@ def test_a_phone_gets_two_screens_and_a_desktop_one(open_page: Any, people: Any,
         shot(juan, "list", width)
         juan.click('#convs li[data-key="@maria"]')
         expect(juan.locator("#conv-pane")).to_be_visible()
+        juan.go_back()  # the phone's own back gesture does the same
+        expect(juan.locator("#list-pane")).to_be_visible()
+        expect(juan.locator("#conv-pane")).to_be_hidden()
+        expect(juan.locator("#chat-view")).to_be_visible()  # still on the page, not before it
 
 
 def test_older_history_loads_on_scroll_up_with_dates_between_days(

@@ -300,6 +300,8 @@ function askPresenceSoon() {
 
 function openConv(key) {
   const c = conv(key);
+  // On a phone the conversation is a second screen: the system's back gesture returns to the list.
+  if (PHONE.matches && !state.current) history.pushState({ conv: true }, "");
   if (state.current !== c) $("members-panel").hidden = true;
   state.current = c;
   $("chat-error").textContent = "";
@@ -642,7 +644,11 @@ $("create-room-yes").addEventListener("click", () => {
   if (name) send({ type: "create_room", room: name });
 });
 $("create-room-no").addEventListener("click", () => { hideCreate(); $("new-conv").focus(); });
-$("back").addEventListener("click", closeConv);
+$("back").addEventListener("click", () => {
+  if (history.state && history.state.conv) history.back();  // popstate closes it
+  else closeConv();
+});
+window.addEventListener("popstate", () => { if (state.current) closeConv(); });
 $("members-btn").addEventListener("click", () => {
   const panel = $("members-panel");
   panel.hidden = !panel.hidden;
