@@ -7,7 +7,17 @@ usuario logeado
 """
 
 from chatactors.chat import Chat, Session
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, ReadEvent, Receipt, RoomSummary, Status
+from chatactors.core.model import (
+    ENTREGADO,
+    ENVIADO,
+    LEIDO,
+    Message,
+    ReadEvent,
+    Receipt,
+    RoomSummary,
+    SearchResults,
+    Status,
+)
 from chatactors.core.throttle import LoginPolicy
 from chatactors.errors import (
     AdminPortInUse,
@@ -43,6 +53,7 @@ __all__ = [
     "Receipt",
     "ReadEvent",
     "RoomSummary",
+    "SearchResults",
     "LoginPolicy",
     "Status",
     "ENVIADO",

@@ -31,16 +31,20 @@ from chatactors.core.model import (
     Receipt,
     RoomAction,
     RoomSummary,
+    SearchResults,
     Status,
     TokenRevoked,
     UserInfo,
 )
 from chatactors.core.rules import (
+    SEARCH_MAX,
     check_body,
     check_client_id,
     check_id,
     check_key,
     check_limit,
+    check_prefix,
+    check_room_name,
     check_text,
     check_user_ref,
 )
@@ -65,6 +69,7 @@ from chatactors.messages import (
     GetPid,
     GetStats,
     GetStatus,
+    ListMembers,
     ListRooms,
     LoginResult,
     LoginUser,
@@ -80,6 +85,7 @@ from chatactors.messages import (
     Roles,
     RolesChanged,
     RoomCommand,
+    SearchNames,
     SendRoom,
     StartCore,
     Stats,
@@ -649,6 +655,19 @@ class Session:
         """The rooms this user is in, with member and unread counts."""
         self._check_active()
         return list(self._chat.ask_persistence(ListRooms(user_id=self.user_id)))
+
+    def members(self, room: str) -> list[UserInfo]:
+        """A room's members, sorted by name (for members only: NotAMember, RoomNotFound)."""
+        self._check_active()
+        request = ListMembers(user_id=self.user_id, room=check_room_name(room))
+        return list(self._chat.ask_persistence(request))
+
+    def search(self, prefix: str, limit: int = 10) -> SearchResults:
+        """Users and rooms whose names start with ``prefix`` (any case), at most ``limit`` (up to
+        20) of each: to find someone to write to or a room to join."""
+        self._check_active()
+        request = SearchNames(prefix=check_prefix(prefix), limit=check_limit(limit, SEARCH_MAX))
+        return self._chat.ask_persistence(request)  # type: ignore[no-any-return]
 
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message (for a room message, every member whose cursor passed it)."""

@@ -33,6 +33,7 @@ from chatactors.core.model import (
     Only,
     RoomInfo,
     RoomSummary,
+    SearchResults,
     Status,
     UserInfo,
 )
@@ -238,6 +239,11 @@ class Store:
                 self.db.execute_sql(
                     f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_{column}_lower ON {table} (LOWER({column}))"
                 )
+                if isinstance(self.db, pw.PostgresqlDatabase):  # a prefix LIKE can use it in any collation
+                    self.db.execute_sql(
+                        f"CREATE INDEX IF NOT EXISTS {table}_{column}_prefix"
+                        f" ON {table} (LOWER({column}) text_pattern_ops)"
+                    )
 
         self.run(work)
         self.run(self._migrate)
@@ -759,6 +765,50 @@ class Store:
                 )
             )
             return sorted(u.username for u in query)
+
+        return self.run(work)
+
+    def room_member_list(self, user_id: int, name: str) -> list[UserInfo]:
+        """A room's members by name; only a member may ask (NotAMember, RoomNotFound)."""
+
+        def work() -> list[UserInfo]:
+            room = self._room(name)
+            if self._membership(room.id, user_id) is None:
+                raise NotAMember(f"you are not in {name!r}")
+            query = User.select(User.id, User.username).join(Membership).where(Membership.room == room.id)
+            return sorted((UserInfo(u.id, u.username) for u in query), key=lambda u: u.username.lower())
+
+        return self.run(work)
+
+    def search(self, prefix: str, limit: int) -> SearchResults:
+        """Users and rooms whose names start with ``prefix`` (any case), at most ``limit`` of each.
+
+        ``_`` is a LIKE wildcard and may be in a name: it, ``%`` and the escape are matched literally.
+        """
+
+        pattern = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        def starts_with(column: pw.Field) -> pw.NodeList:
+            # Spelled out: peewee's LIKE is GLOB on SQLite, and ILIKE could not use PostgreSQL's index.
+            like = (pw.fn.LOWER(column), pw.SQL("LIKE"), pw.Value(pattern), pw.SQL("ESCAPE"), pw.Value("\\"))
+            return pw.NodeList(like)
+
+        def work() -> SearchResults:
+            users = (
+                User.select(User.id, User.username)
+                .where(starts_with(User.username))
+                .order_by(pw.fn.LOWER(User.username))
+                .limit(limit)
+            )
+            rooms = (
+                Room.select(Room.id, Room.name)
+                .where(starts_with(Room.name))
+                .order_by(pw.fn.LOWER(Room.name))
+                .limit(limit)
+            )
+            return SearchResults(
+                tuple(UserInfo(u.id, u.username) for u in users), tuple(RoomInfo(r.id, r.name) for r in rooms)
+            )
 
         return self.run(work)
 

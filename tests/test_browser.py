@@ -177,10 +177,17 @@ def test_rooms_in_the_browser(browser: Any, site: str) -> None:
     maria = browser.new_context().new_page()
     _register(juan, site, "juan")
     _register(maria, site, "maria")
-    for page in (juan, maria):  # the first creates it, the second joins
-        page.fill("#new-conv", "#sala")
-        page.press("#new-conv", "Enter")
-        expect(page.locator("#pane-title")).to_have_text("#sala", timeout=10_000)
+    juan.fill("#new-conv", "#sala")  # no such room: the page asks before creating it
+    juan.press("#new-conv", "Enter")
+    expect(juan.locator("#create-room-text")).to_have_text(
+        "There is no room #sala. Create room #sala?", timeout=10_000
+    )
+    juan.click("#create-room-yes")
+    expect(juan.locator("#pane-title")).to_have_text("#sala", timeout=10_000)
+    maria.fill("#new-conv", "#sala")  # it exists now: joined without a question
+    maria.press("#new-conv", "Enter")
+    expect(maria.locator("#pane-title")).to_have_text("#sala", timeout=10_000)
+    expect(maria.locator("#create-room")).to_be_hidden()
     juan.fill("#body", "hola sala")
     juan.press("#body", "Enter")
     expect(maria.locator("#messages .msg .body").last).to_have_text("hola sala", timeout=10_000)

@@ -22,6 +22,7 @@ PUBLIC = [
     "Receipt",
     "ReadEvent",
     "RoomSummary",
+    "SearchResults",
     "LoginPolicy",
     "Status",
     "ENVIADO",

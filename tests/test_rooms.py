@@ -227,3 +227,25 @@ def test_room_errors(chat: Chat) -> None:
     with pytest.raises(NotAMember):
         maria.send_room("general", "hola")
     assert juan.rooms()[0].members == 1
+
+
+def test_members_and_search_by_name_prefix(chat: Chat) -> None:
+    juan, maria, _ = users(chat, "juan", "maria", "juana")
+    juan.create_room("juegos")
+    maria.join("juegos")
+    assert [u.username for u in maria.members("juegos")] == ["juan", "maria"]
+    with pytest.raises(NotAMember):
+        chat.login("juana", "juana-secret").members("juegos")
+    with pytest.raises(RoomNotFound):
+        maria.members("nada")
+
+    found = maria.search("JU")
+    assert [u.username for u in found.users] == ["juan", "juana"]
+    assert [r.name for r in found.rooms] == ["juegos"]
+    assert [u.username for u in maria.search("ju", limit=1).users] == ["juan"]
+    for bad_prefix in ("", "j%", "x" * 33, "ju an"):
+        with pytest.raises(InvalidMessage):
+            maria.search(bad_prefix)
+    for bad_limit in (0, 21, True):
+        with pytest.raises(InvalidMessage):
+            maria.search("ju", limit=bad_limit)

@@ -10,9 +10,17 @@ import psycopg2
 import pytest
 
 from chatactors import Chat
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Status, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, SearchResults, Status, UserInfo
 from chatactors.core.rules import MAX_CLIENT_ID
-from chatactors.errors import InvalidMessage, MessageNotFound, StorageUnavailable, UsernameTaken, UserNotFound
+from chatactors.errors import (
+    InvalidMessage,
+    MessageNotFound,
+    NotAMember,
+    RoomNotFound,
+    StorageUnavailable,
+    UsernameTaken,
+    UserNotFound,
+)
 from chatactors.storage import Mensaje, NewMessage, Room, Store, close_database, utcnow
 
 LONG_ID = "k" * MAX_CLIENT_ID  # legal by the protocol; the old column held 64
@@ -423,3 +431,41 @@ def _client_id_width(pg_url: str) -> int:
         width = cur.fetchone()[0]
     conn.close()
     return int(width)
+
+
+# -- finding users and rooms by name prefix ------------------------------------------------------------
+def test_search_finds_users_and_rooms_by_prefix_in_any_case(store: Store, users) -> None:
+    juan = users[0]
+    store.create_user("Juana", "h")
+    store.create_user("xjuan", "h")  # holds the prefix, does not start with it
+    store.create_room("juegos", juan.id)
+    store.create_room("general", juan.id)
+
+    found = store.search("JU", 20)
+    assert [u.username for u in found.users] == ["juan", "Juana"]  # by name, whatever the case
+    assert [r.name for r in found.rooms] == ["juegos"]
+    assert found.users[0] == juan
+    assert store.search("zz", 20) == SearchResults((), ())
+    assert [u.username for u in store.search("j", 1).users] == ["juan"]  # the limit holds
+
+
+def test_search_matches_like_wildcards_literally(store: Store) -> None:
+    """``_`` and ``%`` are LIKE wildcards: ``a_`` must not find ``abc``, nor ``%`` everything."""
+    for name in ("a_b", "axb", "a.b", "a-b", "abc"):
+        store.create_user(name, "h")
+    assert [u.username for u in store.search("a_", 20).users] == ["a_b"]
+    assert [u.username for u in store.search("a.", 20).users] == ["a.b"]
+    assert [u.username for u in store.search("a", 20).users] == ["a-b", "a.b", "a_b", "abc", "axb"]
+    assert store.search("%", 20).users == ()  # the store escapes it even though the edge refuses it
+    assert store.search("\\", 20).users == ()
+
+
+def test_room_members_are_for_members_only(store: Store, users) -> None:
+    juan, maria, pedro = users
+    store.create_room("sala", maria.id)
+    store.join_room("sala", juan.id)
+    assert [u.username for u in store.room_member_list(juan.id, "SALA")] == ["juan", "maria"]
+    with pytest.raises(NotAMember):
+        store.room_member_list(pedro.id, "sala")
+    with pytest.raises(RoomNotFound):
+        store.room_member_list(juan.id, "nada")

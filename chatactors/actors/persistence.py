@@ -29,7 +29,7 @@ from chatactors.core.commit import (
     Write,
 )
 from chatactors.core.model import ENTREGADO, Address, Message, NewMessage, Receipt
-from chatactors.core.rules import check_limit, check_ref
+from chatactors.core.rules import SEARCH_MAX, check_key, check_limit, check_prefix, check_ref
 from chatactors.errors import ChatError, InvalidMessage, UserNotFound
 from chatactors.messages import (
     Configure,
@@ -38,6 +38,7 @@ from chatactors.messages import (
     Flush,
     GetHistory,
     GetStatus,
+    ListMembers,
     ListRooms,
     LoadInbox,
     LoadRoom,
@@ -53,6 +54,7 @@ from chatactors.messages import (
     RoomLoaded,
     RoomOp,
     RoomOpDone,
+    SearchNames,
     StoreDirect,
     StoreRoom,
     UnreadFetched,
@@ -233,6 +235,13 @@ class PersistenceActor(ChatActor):
     def receive_list_rooms(self, msg: ListRooms, sender: Any) -> None:
         self.reply(msg, tuple(self._read().room_summaries(msg.user_id)))
 
+    def receive_list_members(self, msg: ListMembers, sender: Any) -> None:
+        self.reply(msg, tuple(self._read().room_member_list(msg.user_id, check_key(msg.room, "room name"))))
+
+    def receive_search_names(self, msg: SearchNames, sender: Any) -> None:
+        prefix, limit = check_prefix(msg.prefix), check_limit(msg.limit, SEARCH_MAX)
+        self.reply(msg, self._read().search(prefix, limit))
+
     def receive_get_history(self, msg: GetHistory, sender: Any) -> None:
         limit = check_limit(msg.limit)
         if msg.with_user is not None:
@@ -261,4 +270,6 @@ class PersistenceActor(ChatActor):
         on(ReadBy, receive_read_by),
         on(ListRooms, receive_list_rooms),
         on(GetHistory, receive_get_history),
+        on(ListMembers, receive_list_members),
+        on(SearchNames, receive_search_names),
     )

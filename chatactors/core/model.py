@@ -93,6 +93,14 @@ class RoomInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchResults:
+    """Users and rooms whose names start with a prefix (``Session.search``), each sorted by name."""
+
+    users: tuple[UserInfo, ...]
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RoomSummary:
     """A room as ``Session.rooms()`` lists it."""
 

@@ -12,6 +12,8 @@ USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{3,32}")  # used with fullmatch: "$" w
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 HISTORY_MAX = 200
+SEARCH_MAX = 20  # names a search answers, per kind: a page shows a short list, never a directory
+PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")  # what a name can start with
 MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in both databases
 
 
@@ -52,6 +54,14 @@ def check_limit(limit: object, maximum: int = HISTORY_MAX) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
         raise InvalidMessage(f"limit must be 1 to {maximum}")
     return limit
+
+
+def check_prefix(prefix: object) -> str:
+    """A name prefix to search for: 1 to 32 characters a username or room name may hold (any other
+    could match nothing, so it is refused rather than looked up)."""
+    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+        raise InvalidMessage("prefix must be 1 to 32 letters, digits, '_', '.' or '-'")
+    return prefix
 
 
 # -- text and ids from outside: what the database and the wire can hold ----------------------------------

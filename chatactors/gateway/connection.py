@@ -16,7 +16,7 @@ from chatactors.bridge import drain
 from chatactors.chat import Session
 from chatactors.errors import RateLimited
 from chatactors.gateway.frames import SHUTDOWN_REASON, Frame, error_frame
-from chatactors.gateway.limits import TokenBucket
+from chatactors.gateway.limits import TokenBucket, TypingGate
 
 if TYPE_CHECKING:
     from chatactors.gateway.server import Gateway
@@ -65,6 +65,7 @@ class Connection:
         limits = gateway.limits
         self.bucket = TokenBucket(limits.rate, limits.burst, gateway.clock)
         self.dropped = 0  # frames dropped in a row by the rate limit
+        self.typing = TypingGate(limits.typing_interval, gateway.clock)
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = False
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'

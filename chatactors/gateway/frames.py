@@ -14,10 +14,12 @@ from typing import Any
 
 from chatactors.core.model import Message, Receipt
 from chatactors.core.rules import (
+    HISTORY_MAX,
     check_client_id,
     check_id,
     check_key,
     check_limit,
+    check_prefix,
     check_text,
     check_user_ref,
 )
@@ -160,10 +162,15 @@ def client_id_field(frame: Frame) -> str | None:
     return check_client_id(frame.get("client_id"))
 
 
-def limit_field(frame: Frame) -> int:
+def limit_field(frame: Frame, maximum: int = HISTORY_MAX) -> int:
     """``limit``: 10 when absent; 0, negative or over the maximum is invalid, never a default."""
     limit = frame.get("limit")
-    return 10 if limit is None else check_limit(limit)
+    return 10 if limit is None else check_limit(limit, maximum)
+
+
+def prefix_field(frame: Frame) -> str:
+    """``prefix``: the start of a user or room name (1 to 32 characters a name may hold)."""
+    return check_prefix(field(frame, "prefix", str))
 
 
 MAX_READ_IDS = 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 
@@ -16,6 +16,7 @@ class Limits:
     burst: int = 40  # frames accepted at once before the rate applies
     flood: int = 200  # dropped frames in a row before the connection is closed (1008)
     max_pending: int = 2000  # outgoing frames queued for a slow reader before it is closed (1008)
+    typing_interval: float = 2.0  # seconds between two typing notices passed on for one conversation
 
 
 class TokenBucket:
@@ -34,3 +35,31 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+class TypingGate:
+    """Passes one typing notice per conversation every ``interval`` seconds and drops the rest.
+
+    A notice is ephemeral: one dropped costs nothing, and a client that sends them faster than a
+    person types gains nothing. It remembers at most ``remember`` conversations, so a client naming a
+    new one in every frame cannot grow it.
+    """
+
+    def __init__(
+        self, interval: float, clock: Callable[[], float] = time.monotonic, remember: int = 64
+    ) -> None:
+        self.interval, self.clock, self.remember = interval, clock, remember
+        self.last: dict[Hashable, float] = {}
+
+    def allow(self, conversation: Hashable) -> bool:
+        now = self.clock()
+        last = self.last.get(conversation)
+        if last is not None and now - last < self.interval:
+            return False
+        if conversation not in self.last and len(self.last) >= self.remember:
+            self.last = {k: t for k, t in self.last.items() if now - t < self.interval}
+            if len(self.last) >= self.remember:  # all recent: forget the oldest
+                del self.last[next(iter(self.last))]
+        self.last.pop(conversation, None)  # re-inserted last: the dict stays oldest first
+        self.last[conversation] = now
+        return True

@@ -28,7 +28,7 @@ import asyncio
 import http
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -39,7 +39,8 @@ from websockets.http11 import Request, Response
 
 from chatactors.bridge import LoopPost
 from chatactors.chat import Chat, Session
-from chatactors.core.model import Message, ReadEvent, Receipt
+from chatactors.core.model import Message, ReadEvent, Receipt, UserInfo
+from chatactors.core.rules import SEARCH_MAX
 from chatactors.errors import (
     ChatError,
     InternalError,
@@ -63,6 +64,7 @@ from chatactors.gateway.frames import (
     message_frame,
     parse_frame,
     plain,
+    prefix_field,
     receipt_frames,
     room_json,
     user_ref,
@@ -147,6 +149,9 @@ class Gateway:
             "leave": self.on_leave,
             "rooms": self.on_rooms,
             "read_by": self.on_read_by,
+            "members": self.on_members,
+            "search": self.on_search,
+            "typing": self.on_typing,
         }
 
     @property
@@ -462,6 +467,7 @@ class Gateway:
         reply: Frame = {"type": "history", "messages": [message_dict(m) for m in messages]}
         reply.update({"with": with_user} if with_user is not None else {})
         reply.update({"room": room} if room is not None else {})
+        reply.update({"before": before} if before is not None else {})  # an older page, not the newest
         conn.push(reply)
 
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
@@ -481,8 +487,10 @@ class Gateway:
     async def on_join(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
         room = key_field(frame, "room")
-        await self._blocking(session.join, room)
-        conn.push({"type": "joined", "room": room, "created": False})
+        name = await self._blocking(session.join, room)
+        conn.push(
+            {"type": "joined", "room": name, "created": False}
+        )  # as it was created: "#Sala" finds "sala"
 
     async def on_leave(self, conn: Connection, frame: Frame) -> None:
         session = self._session(conn)
@@ -500,3 +508,59 @@ class Gateway:
         message_id = field(frame, "id", int)
         readers = await self._blocking(session.read_by, message_id)
         conn.push({"type": "read_by", "id": message_id, "by": plain(readers)})
+
+    async def on_members(self, conn: Connection, frame: Frame) -> None:
+        """A room's members with their presence, for one of its members."""
+        session = self._session(conn)
+        room = key_field(frame, "room")
+        members = await self._blocking(session.members, room)
+        conn.push({"type": "members", "room": room, "members": await self._with_presence(members)})
+
+    # -- finding people and rooms, typing -----------------------------------------------------------
+    async def on_search(self, conn: Connection, frame: Frame) -> None:
+        """Users and rooms whose names start with ``prefix``: what a page offers as one types a name."""
+        session = self._session(conn)
+        prefix = prefix_field(frame)
+        limit = limit_field(frame, SEARCH_MAX)
+        found = await self._blocking(session.search, prefix, limit)
+        users = await self._with_presence(found.users)
+        conn.push(
+            {
+                "type": "results",
+                "prefix": prefix,
+                "users": users,
+                "rooms": [{"name": r.name} for r in found.rooms],
+            }
+        )
+
+    async def _with_presence(self, users: Sequence[UserInfo]) -> list[Frame]:
+        online = await self._blocking(self.chat.online, [u.id for u in users]) if users else set()
+        return [{"id": u.id, "username": u.username, "online": u.id in online} for u in users]
+
+    async def on_typing(self, conn: Connection, frame: Frame) -> None:
+        """Tell the peer (or the room's other members) on this server that this user is typing.
+
+        Ephemeral: never stored, not answered, one per conversation every ``typing_interval`` seconds
+        (the rest dropped); a peer who is not connected here simply misses it.
+        """
+        session = self._session(conn)
+        to = user_ref(frame, "to", required=False)
+        room = key_field(frame, "room", required=False)
+        if (to is None) == (room is None):
+            raise InvalidMessage("'typing' takes 'to' or 'room'")
+        target = room if room is not None else to
+        assert target is not None
+        if not conn.typing.allow((room is not None, target.lower() if isinstance(target, str) else target)):
+            return
+        notice: Frame = {"type": "typing", "from": session.username, "from_id": session.user_id}
+        if room is not None:
+            members = await self._blocking(session.members, room)  # members only
+            notice["room"] = room
+            peers = [m.id for m in members if m.id != session.user_id]
+        else:
+            assert to is not None
+            peer_id = (await self.chat.lookup_async(self._loop_post(), to)).id
+            peers = [peer_id] if peer_id != session.user_id else []
+        for user_id in peers:
+            for peer in self.by_user.get(user_id, ()):
+                peer.push(notice)

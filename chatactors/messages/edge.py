@@ -177,6 +177,22 @@ class ReadBy(Request):
     message_id: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListMembers(Request):
+    """A room's members, for one of them: ``NotAMember`` for anyone else."""
+
+    user_id: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchNames(Request):
+    """Users and rooms whose names start with ``prefix``: answered with ``SearchResults``."""
+
+    prefix: str
+    limit: int
+
+
 # -- routed to the user's actor (``Route('user', user_id, ...)``) ---------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GetInbox(Request):
