@@ -27,6 +27,7 @@ from chatactors.errors import (
     ChatError,
     ChatTimeout,
     ClusterNeedsPostgres,
+    ClusterNeedsSecret,
     InternalError,
     InvalidMessage,
     MessageNotFound,
@@ -80,5 +81,6 @@ __all__ = [
     "ChatClosed",
     "AdminPortInUse",
     "ClusterNeedsPostgres",
+    "ClusterNeedsSecret",
     "InternalError",
 ]

@@ -157,6 +157,13 @@ class ClusterNeedsPostgres(ChatError, ValueError):
     code = "cluster_needs_postgres"
 
 
+class ClusterNeedsSecret(ChatError, ValueError):
+    """Nodes of a cluster must share ``CHATACTORS_CLUSTER_SECRET`` (at least 16 characters): every
+    frame between them is signed with it, and without it a node could talk to no other."""
+
+    code = "cluster_needs_secret"
+
+
 class InternalError(ChatError):
     """An unexpected exception inside an actor; ``detail`` names it for the REPL and the log.
 
@@ -188,5 +195,6 @@ __all__ = [
     "ChatClosed",
     "AdminPortInUse",
     "ClusterNeedsPostgres",
+    "ClusterNeedsSecret",
     "InternalError",
 ]

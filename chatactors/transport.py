@@ -383,6 +383,13 @@ def _load_secret() -> bytes:
     return shared.encode()
 
 
+def free_port() -> int:
+    """A TCP port free now on the advertised address (for an admin port: tests, a node's link)."""
+    with socket.socket() as s:
+        s.bind((advertised_address(), 0))
+        return int(s.getsockname()[1])
+
+
 def advertised_address() -> str:
     """The address every Thespian socket binds and advertises."""
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS

@@ -49,6 +49,7 @@ PUBLIC = [
     "ChatClosed",
     "AdminPortInUse",
     "ClusterNeedsPostgres",
+    "ClusterNeedsSecret",
     "InternalError",
 ]
 

@@ -10,6 +10,7 @@ One module per conversation; each module's docstring says who sends and who rece
   presence, retiring.
 - :mod:`~chatactors.messages.peers`: one user's or room's actor to another, routed by the directory.
 - :mod:`~chatactors.messages.persistence`: actors and the persistence actor.
+- :mod:`~chatactors.messages.cluster`: node to node over the link (batches and their acks).
 
 Every name is importable from here too (``from chatactors.messages import Deliver``), and that is how
 the rest of the package imports them. Commands are verbs (``Deliver``); events and replies are past
@@ -49,6 +50,7 @@ answers (one per part) would be forgotten by a bridge at the first. Loads (``Loa
 
 from chatactors.core.commit import Fanout
 from chatactors.core.model import Address
+from chatactors.messages.cluster import LinkAck, LinkBatch
 from chatactors.messages.edge import (
     Batch,
     Deliver,
@@ -226,4 +228,7 @@ __all__ = [
     "RoomOp",
     "RoomOpDone",
     "Flush",
+    # cluster
+    "LinkBatch",
+    "LinkAck",
 ]

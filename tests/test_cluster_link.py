@@ -1,0 +1,165 @@
+"""The node link (chatactors/cluster/link.py) between real processes' Thespian TCP contexts.
+
+Every node is a process of its own (tests/link_peer.py), driven over stdin and stdout. Loopback
+only; the processes are the test's children, killed by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatactors import transport
+from chatactors.cluster.link import Link, link_address
+from chatactors.errors import ClusterNeedsSecret
+
+PEER = Path(__file__).parent / "link_peer.py"
+SECRET = "a-cluster-secret-for-the-link-tests"
+WAIT = 20.0
+
+
+class Node:
+    """A link in a child process: what it prints is read on a thread and waited on, never slept on."""
+
+    def __init__(self, *args: str, secret: str = SECRET) -> None:
+        env = {**os.environ, transport.SECRET_ENV: secret, "THESPLOG_FILE": os.devnull}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.errors: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+        self.address = self.line("ADDR") if args[0] != "--stranger" else ""
+
+    @staticmethod
+    def _read(stream: Any, into: queue.SimpleQueue[str]) -> None:
+        for line in stream:
+            into.put(line.rstrip("\n"))
+
+    def line(self, prefix: str, source: queue.SimpleQueue[str] | None = None) -> str:
+        source = source or self.lines
+        while True:
+            line = source.get(timeout=WAIT)
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).strip()
+
+    def batch(self, kind: str = "GOT") -> tuple[str, list[Any]]:
+        node, _, body = self.line(kind).partition(" ")
+        return node, json.loads(body)
+
+    def command(self, *parts: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(parts) + "\n")
+        self.proc.stdin.flush()
+
+    def send(self, to: Node, name: str, message: Any) -> None:
+        self.command("SEND", name, to.address, json.dumps(message))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.kill()
+
+
+def start(nodes: list[Node], *args: str, **kw: str) -> Node:
+    node = Node(*args, **kw)
+    nodes.append(node)
+    return node
+
+
+def test_a_link_needs_the_cluster_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(transport.SECRET_ENV, raising=False)
+    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    with pytest.raises(ClusterNeedsSecret, match=transport.SECRET_ENV):
+        link.start()
+
+
+def test_a_link_address_is_built_from_host_and_port_never_unpickled() -> None:
+    assert link_address("127.0.0.1:4000").addressDetails.sockname == ("127.0.0.1", 4000)
+    for bad in ("127.0.0.1", ":4000", "host:0", "host:65536", "host:x", "gASV..."):
+        with pytest.raises(ValueError, match="not a link address"):
+            link_address(bad)
+
+
+def test_messages_cross_in_order_once_batched_both_ways(nodes: list[Node]) -> None:
+    a, b = start(nodes, "a"), start(nodes, "b")
+    count = 300
+    a.command("SENDMANY", "b", b.address, str(count))
+    got: list[int] = []
+    batches = 0
+    while len(got) < count:
+        sender, messages = b.batch()
+        assert sender == "a"
+        got.extend(messages)
+        batches += 1
+    assert got == list(range(count))  # each once, in the order sent
+    assert batches < count  # what queued while a batch was in flight went together
+    b.send(a, "a", "back to a")
+    assert a.batch() == ("b", ["back to a"])
+
+
+def test_a_killed_peer_is_unreachable_and_what_it_was_owed_comes_back(nodes: list[Node]) -> None:
+    a, b = start(nodes, "a"), start(nodes, "b")
+    a.send(b, "b", "before")
+    assert b.batch() == ("a", ["before"])
+    b.kill()  # kill -9: no goodbye; its admin follows it
+    a.send(b, "b", "after 1")
+    a.send(b, "b", "after 2")
+    lost: list[Any] = []
+    while lost[-2:] != ["after 1", "after 2"]:
+        node, messages = a.batch("LOST")
+        assert node == "b"
+        lost.extend(messages)
+    # Everything not acknowledged comes back, in order. "before" too if b was killed after taking
+    # it but before its ack left: the link is at least once, and the node dedupes (client_id).
+    assert lost in (["after 1", "after 2"], ["before", "after 1", "after 2"])
+
+
+def test_membership_can_give_a_silent_peer_up_at_once(nodes: list[Node]) -> None:
+    a, b = start(nodes, "a"), start(nodes, "b")
+    a.send(b, "b", "first")
+    assert b.batch() == ("a", ["first"])
+    b.proc.send_signal(signal.SIGSTOP)  # alive but silent, as behind a cut link
+    try:
+        a.send(b, "b", "held")
+        a.command("FORGET", "b")  # the membership table says b is dead
+        node, lost = a.batch("LOST")
+        assert node == "b" and lost in (["held"], ["first", "held"])  # "first": if its ack was not in
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_batch_signed_with_another_secret_is_dropped_unread(nodes: list[Node]) -> None:
+    a = start(nodes, "a")
+    start(nodes, "--stranger", a.address, secret="not-the-cluster-secret-at-all")
+    warning = a.line("", a.errors)
+    while "dropped a Thespian frame" not in warning:  # a's log, on its stderr
+        warning = a.line("", a.errors)
+    assert "failed authentication" in warning
+    b = start(nodes, "b")  # the link still works for members
+    b.send(a, "b", "member")
+    assert a.batch() == ("b", ["member"])  # and the stranger's batch was never delivered
