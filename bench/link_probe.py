@@ -43,7 +43,7 @@ def peer(limit: float) -> None:
     asys = system()
     try:
         with asys.private() as ctx:
-            address = ctx._systemBase.transport.myAddress
+            address = transport.tcp_address(*transport.context_address(ctx))
             print("ADDR", base64.b64encode(pickle.dumps(address)).decode(), flush=True)
             until = time.monotonic() + limit
             while time.monotonic() < until:
@@ -71,7 +71,7 @@ def main() -> int:
         line = child.stdout.readline()
         address = pickle.loads(base64.b64decode(line.split()[1]))  # our own child's: trusted
         with asys.private() as ctx:
-            me = ctx._systemBase.transport.myAddress
+            me = transport.tcp_address(*transport.context_address(ctx))
             ctx.tell(address, ("ping", me, -1))  # the first connection is not measured
             assert ctx.listen(10) == ("pong", -1)
             cpu0, lat = sum(os.times()[:2]), []

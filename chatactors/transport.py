@@ -66,6 +66,7 @@ from datetime import timedelta
 from hashlib import sha256
 from typing import Any
 
+from thespian.actors import ActorAddress
 from thespian.system import multiprocCommon
 from thespian.system.timing import ExpirationTimer
 from thespian.system.transport import MAX_TRANSMIT_RETRIES, IPBase, TCPTransport, TransmitIntent, streamBuffer
@@ -381,6 +382,18 @@ def _load_secret() -> bytes:
     if len(shared) < MIN_SECRET_LENGTH:
         raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
     return shared.encode()
+
+
+def context_address(ctx: Any) -> tuple[str, int]:
+    """``(host, port)`` where a private context of a multiprocTCPBase system listens: Thespian keeps
+    it on the context's transport, which has no public accessor."""
+    host, port = ctx._systemBase.transport.myAddress.addressDetails.sockname
+    return str(host), int(port)
+
+
+def tcp_address(host: str, port: int) -> Any:
+    """The Thespian address of whatever listens on ``host:port`` (an actor, or a context)."""
+    return ActorAddress(IPBase.TCPv4ActorAddress(host, port))
 
 
 def free_port() -> int:

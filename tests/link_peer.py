@@ -56,7 +56,7 @@ def stranger(target: str) -> None:
     capabilities = transport.system_capabilities(transport.free_port())
     asys = ActorSystem("multiprocTCPBase", capabilities, transientUnique=True)
     with asys.private() as ctx:
-        me = ctx._systemBase.transport.myAddress
+        me = transport.tcp_address(*transport.context_address(ctx))
         say("SENDING")
         ctx.tell(link_address(target), LinkBatch("stranger", 1, 1, ("from a stranger",), me))
         threading.Event().wait()

@@ -130,15 +130,20 @@ def test_a_session_uses_only_public_names_of_its_chat() -> None:
 THESPIAN_INTERNALS = {"_systemBase", "external_clone", "my_instance", "rcvq", "_realizeWakeups", "_runSends"}
 
 
+# One adapter per base: the bridge's SimpleSystem (simpleSystemBase), and for the cluster link's
+# multiprocTCPBase contexts the transport's context_address.
+ADAPTERS = {"SimpleSystem", "context_address"}
+
+
 def test_thespian_internals_are_used_by_one_adapter_only() -> None:
     where = []
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text())
         inside = {
             id(node)
-            for cls in ast.walk(tree)
-            if isinstance(cls, ast.ClassDef) and cls.name == "SimpleSystem"
-            for node in ast.walk(cls)
+            for adapter in ast.walk(tree)
+            if isinstance(adapter, ast.ClassDef | ast.FunctionDef) and adapter.name in ADAPTERS
+            for node in ast.walk(adapter)
         }
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in THESPIAN_INTERNALS and id(node) not in inside:

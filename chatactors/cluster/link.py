@@ -24,8 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from thespian.actors import ActorAddress, ActorSystem
-from thespian.system.transport.IPBase import TCPv4ActorAddress
+from thespian.actors import ActorSystem
 
 from chatactors import transport
 from chatactors.core.clock import Clock, MonotonicClock
@@ -50,12 +49,7 @@ def link_address(text: str) -> Any:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"not a link address: {text!r}")
-    return ActorAddress(TCPv4ActorAddress(host, int(port)))
-
-
-def _address_text(address: Any) -> str:
-    host, port = address.addressDetails.sockname
-    return f"{host}:{port}"
+    return transport.tcp_address(host, int(port))
 
 
 class Link:
@@ -133,7 +127,8 @@ class Link:
     # -- the receiving thread -----------------------------------------------------------------------
     def _receive(self) -> None:
         with self._system.private() as ctx:
-            self.address = _address_text(ctx._systemBase.transport.myAddress)
+            host, port = transport.context_address(ctx)
+            self.address = f"{host}:{port}"
             self._ready.set()
             while not self._stopping.is_set():
                 msg = ctx.listen(timedelta(seconds=POLL))
@@ -189,7 +184,7 @@ class _Peer(threading.Thread):
 
     def run(self) -> None:
         with self.link._system.private() as ctx:
-            me = ctx._systemBase.transport.myAddress
+            me = transport.tcp_address(*transport.context_address(ctx))
             while not self.link._stopping.is_set() and not self.done:
                 with self.cond:
                     if not self.sends and self.outbox.in_flight is None and not self.done:
