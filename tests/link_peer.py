@@ -25,9 +25,14 @@ from chatactors import transport
 from chatactors.cluster.link import Link, link_address
 from chatactors.messages import LinkBatch
 
+_say = threading.Lock()
+
 
 def say(*parts: str) -> None:
-    print(*parts, flush=True)
+    """One whole line at a time: the link's threads both print."""
+    with _say:
+        sys.stdout.write(" ".join(parts) + "\n")
+        sys.stdout.flush()
 
 
 def node(name: str) -> None:

@@ -35,12 +35,23 @@ class Member:
         self.membership = membership
         self.link = link
         self.gateway = gateway
+        self._reported: list[Node] = []  # dead letters from other threads (the link's), for step()
+        self._lock = threading.Lock()
 
     def start(self) -> list[Effect]:
         return self.perform(self.membership.start())
 
     def step(self) -> list[Effect]:
-        return self.perform(self.membership.tick())
+        with self._lock:
+            reported, self._reported = self._reported, []
+        effects = [e for node in reported for e in self.dead_letter(node)]
+        return effects + self.perform(self.membership.tick())
+
+    def report_dead_letter(self, node: Node) -> None:
+        """From any thread (the link's): ``node`` stopped answering; the next step acts on it, on
+        the membership's own thread."""
+        with self._lock:
+            self._reported.append(node)
 
     def leave(self) -> list[Effect]:
         return self.perform(self.membership.leave())

@@ -1,0 +1,165 @@
+"""A node's cluster side: its membership and its link, put together; who owns what, and a way there.
+
+The membership runs on a thread of its own (``Member.run``), the link on its threads; this class
+joins them: the link's address goes into the node's row, rows that join tell the link where each
+peer listens, a peer that stops acknowledging is reported to the membership as a dead letter (so it
+leaves the ring at once, not after three missed heartbeats), and a node that died is dropped from
+the link, which hands back what it still owed. What a message *is* and where it goes next is the
+caller's: ``on_message`` gets what peers sent, ``on_undelivered`` what could not be delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from chatactors.cluster.link import Link
+from chatactors.cluster.member import Member
+from chatactors.cluster.membership_table import MembershipTable, check_postgres
+from chatactors.core.membership import (
+    Died,
+    Effect,
+    Fenced,
+    Joined,
+    Membership,
+    RingChanged,
+    Row,
+    Superseded,
+    Timing,
+)
+from chatactors.core.registry import Key
+from chatactors.core.ring import Node, Ring
+
+log = logging.getLogger("chatactors.cluster")
+
+OnMessage = Callable[[str, Any], None]
+"""``(node_id, message)``: a message a peer sent, in that peer's order (on the link's thread)."""
+OnUndelivered = Callable[[str, tuple[Any, ...]], None]
+"""``(node_id, messages)``: not acknowledged by that node (gone, or unknown): route them again."""
+
+START_TIMEOUT = 10.0  # seconds to wait for our own row to be in
+
+
+class ClusterNode:
+    """``start()`` joins the cluster, ``stop()`` leaves it. Thread-safe to read and to send."""
+
+    def __init__(
+        self,
+        database_url: str,
+        node_id: str,
+        gateway: str,
+        on_message: OnMessage,
+        on_undelivered: OnUndelivered,
+        *,
+        timing: Timing | None = None,
+        on_ring: Callable[[Ring], None] | None = None,
+    ) -> None:
+        check_postgres(database_url)  # ClusterNeedsPostgres before anything starts
+        self.database_url, self.node_id, self.gateway = database_url, node_id, gateway
+        self.on_message, self.on_undelivered, self.on_ring = on_message, on_undelivered, on_ring
+        self.timing = timing or Timing()
+        self.ring = Ring()
+        self.superseded = False
+        self._rows: dict[str, Row] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._in = threading.Event()  # our own row is in: we are in the ring
+        self._thread: threading.Thread | None = None
+        # The link numbers its batches per incarnation of this process, not per membership epoch
+        # (which it does not know yet: the row that gets the epoch carries the link's address).
+        self.link = Link(node_id, secrets.randbits(62), self._received, self._unreachable)
+        self.member: Member | None = None
+
+    @property
+    def me(self) -> Node | None:
+        return self.member.membership.me if self.member is not None else None
+
+    def start(self) -> None:
+        address = self.link.start()
+        table = MembershipTable(self.database_url)
+        table.create_schema()
+        self.member = Member(table, Membership(self.node_id, timing=self.timing), address, self.gateway)
+        self._thread = threading.Thread(
+            target=self.member.run,
+            args=(self._stop, self._effects),
+            name=f"member-{self.node_id}",
+            daemon=True,
+        )
+        self._thread.start()
+        if not self._in.wait(START_TIMEOUT):
+            self.stop()
+            raise TimeoutError(f"node {self.node_id} could not join the cluster in {START_TIMEOUT:g} s")
+
+    def stop(self) -> None:
+        """Leave (our row says so at once: the others drop us on their next read), stop the link."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.link.stop()
+
+    # -- ownership and sending ------------------------------------------------------------------
+    def owner(self, key: Key) -> str | None:
+        """The id of the node that owns ``key`` now; None while the ring is empty."""
+        ring = self.ring
+        return ring.owner(key).node_id if len(ring) else None
+
+    def owns(self, key: Key) -> bool:
+        """Whether this node owns ``key`` now and is within its lease (a fenced node owns nothing)."""
+        me, member = self.me, self.member
+        return bool(me and member and member.membership.owning() and self.ring.owns(me, key))
+
+    def send(self, node_id: str, message: Any) -> None:
+        """Queue ``message`` for ``node_id``; a node not (or no longer) in the ring gets nothing, and
+        the message is handed to ``on_undelivered`` at once."""
+        with self._lock:
+            row = self._rows.get(node_id)
+        if row is None:
+            self.on_undelivered(node_id, (message,))
+            return
+        self.link.send(node_id, row.link, message)
+
+    def nodes(self) -> list[Row]:
+        """The other live nodes' rows (their link, their gateway), by id."""
+        with self._lock:
+            return sorted(self._rows.values(), key=lambda row: row.node.node_id)
+
+    # -- what the membership and the link report ---------------------------------------------------
+    def _effects(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Joined(row):
+                    with self._lock:
+                        self._rows[row.node.node_id] = row
+                case Died(node, reason):
+                    log.warning("node %s (epoch %d) is dead: %s", node.node_id, node.epoch, reason)
+                    with self._lock:
+                        known = self._rows.get(node.node_id)
+                        if known is not None and known.node == node:
+                            del self._rows[node.node_id]
+                    self.link.forget(node.node_id)
+                case RingChanged(ring):
+                    self.ring = ring
+                    if self.me is not None and self.me in ring.members:
+                        self._in.set()
+                    if self.on_ring is not None:
+                        self.on_ring(ring)
+                case Fenced(node, reason):
+                    log.warning("this node (%s, epoch %d) is fenced: %s", node.node_id, node.epoch, reason)
+                case Superseded(node):
+                    log.error("this node id (%s) was taken by a newer process: stopping", node.node_id)
+                    self.superseded = True
+                    self._stop.set()
+
+    def _received(self, node_id: str, messages: tuple[Any, ...]) -> None:
+        for message in messages:
+            self.on_message(node_id, message)
+
+    def _unreachable(self, node_id: str, messages: tuple[Any, ...]) -> None:
+        with self._lock:
+            row = self._rows.get(node_id)
+        if row is not None and self.member is not None:
+            self.member.report_dead_letter(row.node)
+        self.on_undelivered(node_id, messages)

@@ -1,0 +1,148 @@
+"""Cluster nodes (membership + link) as separate processes on a real PostgreSQL.
+
+Each node is a child process (tests/cluster_node_peer.py) with a short membership period; the test
+waits on what the nodes print, never on sleeps. Loopback only; the processes are killed by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatactors import transport
+from chatactors.cluster.node import ClusterNode
+from chatactors.errors import ClusterNeedsPostgres
+from chatactors.storage import close_database, open_database
+
+PEER = Path(__file__).parent / "cluster_node_peer.py"
+SECRET = "a-cluster-secret-for-the-node-tests"
+WAIT = 30.0
+
+
+class Process:
+    def __init__(self, name: str, url: str) -> None:
+        env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull}
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER), name, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.seen: list[str] = []
+        self.read_up_to: dict[str, int] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+        self.line("STARTED")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, prefix: str) -> str:
+        """The next line of this kind: each kind is read at its own pace, so waiting for one
+        (STARTED) skips no line of another (a RING printed by the membership's thread meanwhile)."""
+        start = prefix + " "
+        while True:
+            position = self.read_up_to.get(prefix, 0)
+            while position >= len(self.seen):
+                self.seen.append(self.lines.get(timeout=WAIT))
+            self.read_up_to[prefix] = position + 1
+            if self.seen[position].startswith(start):
+                return self.seen[position].removeprefix(start)
+
+    def ring(self, *ids: str) -> None:
+        """Wait until this node's ring is exactly ``ids``."""
+        want = ",".join(sorted(ids))
+        while self.line("RING") != want:
+            pass
+
+    def command(self, *parts: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(parts) + "\n")
+        self.proc.stdin.flush()
+
+    def send(self, to: str, message: Any) -> None:
+        self.command("SEND", to, json.dumps(message))
+
+    def got(self) -> tuple[str, Any]:
+        sender, _, body = self.line("GOT").partition(" ")
+        return sender, json.loads(body)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def cluster(pg_url: str) -> Iterator[tuple[str, list[Process]]]:
+    open_database(pg_url).execute_sql("DROP TABLE IF EXISTS nodes")
+    close_database(pg_url)
+    started: list[Process] = []
+    yield pg_url, started
+    for p in started:
+        p.kill()
+
+
+def start(cluster: tuple[str, list[Process]], *names: str) -> list[Process]:
+    url, started = cluster
+    new = [Process(name, url) for name in names]
+    started.extend(new)
+    return new
+
+
+def test_clustering_on_sqlite_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(ClusterNeedsPostgres, match="clustering needs PostgreSQL"):
+        ClusterNode(f"sqlite:///{tmp_path}/x.db", "a", "ws://a", lambda n, m: None, lambda n, m: None)
+
+
+def test_nodes_agree_on_owners_and_talk_and_losing_the_first_changes_nothing(
+    cluster: tuple[str, list[Process]],
+) -> None:
+    a, b, c = start(cluster, "a", "b", "c")
+    for p in (a, b, c):
+        p.ring("a", "b", "c")
+    owners = []
+    for p in (a, b, c):
+        p.command("OWNERS", "user", "60")
+        owners.append(p.line("OWNERS"))
+    assert owners[0] == owners[1] == owners[2]  # every node computes the same owner for every key
+    assert set(owners[0].split()) == {"a", "b", "c"}  # and the keys are spread over all three
+    b.send("c", {"hello": "from b"})
+    assert c.got() == ("b", {"hello": "from b"})
+    a.kill()  # the first node started: nothing special about it
+    b.ring("b", "c")
+    c.ring("b", "c")
+    c.send("b", "still here")
+    assert b.got() == ("c", "still here")
+    b.send("a", "to the dead")  # a is out of b's ring: handed back at once
+    assert b.line("UNDELIVERED") == 'a ["to the dead"]'
+
+
+def test_a_killed_node_leaves_the_ring_and_what_it_was_owed_comes_back(
+    cluster: tuple[str, list[Process]],
+) -> None:
+    b, c = start(cluster, "b", "c")
+    b.ring("b", "c")
+    c.kill()
+    for i in range(5):
+        b.send("c", i)
+    undelivered: list[int] = []
+    while len(undelivered) < 5:
+        node, _, body = b.line("UNDELIVERED").partition(" ")
+        assert node == "c"
+        undelivered.extend(json.loads(body))
+    assert undelivered == [0, 1, 2, 3, 4]
+    b.ring("b")  # dropped: by the link's dead letter or by missed heartbeats, whichever came first
