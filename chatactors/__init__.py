@@ -6,7 +6,7 @@
 usuario logeado
 """
 
-from chatactors.chat import Chat, Session
+from chatactors.chat import Chat, Pid, Session
 from chatactors.core.model import (
     ENTREGADO,
     ENVIADO,
@@ -55,6 +55,7 @@ __all__ = [
     "ReadEvent",
     "RoomSummary",
     "SearchResults",
+    "Pid",
     "LoginPolicy",
     "Status",
     "ENVIADO",

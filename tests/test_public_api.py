@@ -23,6 +23,7 @@ PUBLIC = [
     "ReadEvent",
     "RoomSummary",
     "SearchResults",
+    "Pid",
     "LoginPolicy",
     "Status",
     "ENVIADO",
