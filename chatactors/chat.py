@@ -106,6 +106,12 @@ EndCallback = Callable[[str], Any]
 REVOKED_REMEMBERED = 1024  # revoked token hashes kept, for a token login that crossed a revocation
 
 
+def resolve_database_url(given: str | None = None) -> str:
+    """The database ``Chat(database_url=given)`` opens: ``given``, else ``$CHATACTORS_DATABASE_URL``,
+    else ``chatactors.db`` in the working directory."""
+    return given or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -181,7 +187,7 @@ class Chat:
         max_seconds: float = 10.0,
         login_policy: LoginPolicy | None = None,
     ) -> None:
-        self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.database_url = resolve_database_url(database_url)
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
         if self.system not in SYSTEMS:
             raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")

@@ -49,6 +49,7 @@ PUBLIC = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "DatabaseInUse",
     "ClusterNeedsPostgres",
     "ClusterNeedsSecret",
     "InternalError",
