@@ -6,7 +6,9 @@ would think the other's users offline. The second one is refused instead, with a
 The lock is the kernel's (``flock``): it belongs to the open file, so it goes away with the process
 that holds it, however that process ends. A server killed with ``kill -9`` leaves the file behind
 but no lock on it; the next server takes the lock at once. The file holds the holder's pid, for the
-message. PostgreSQL is a server of its own, shared by design (clustering), and an in-memory SQLite
+message. A forked child (every actor process of multiprocTCPBase) closes its copy of the descriptor
+at once: the lock is the server's alone, and ends with it even while its actors are still stopping.
+PostgreSQL is a server of its own, shared by design (clustering), and an in-memory SQLite
 database cannot be shared at all: neither is locked.
 """
 
@@ -19,6 +21,20 @@ from pathlib import Path
 from types import TracebackType
 
 from chatactors.errors import DatabaseInUse
+
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_in_child() -> None:
+    # Closing, never LOCK_UN: unlocking in a child would unlock the parent's lock too (it is one open
+    # file); a closed copy only stops the child from keeping the lock alive after the parent is gone.
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -62,11 +78,13 @@ class DatabaseLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _held.add(fd)
 
     def release(self) -> None:
         """Let the next server in. The file stays: removing it could let two servers lock two files."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and fd in _held:  # not in a forked child, whose copy is closed already
+            _held.discard(fd)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the last descriptor of the open file releases its flock

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import SESSION_MARKER_FD
 
 from chatactors import DatabaseInUse
 from chatactors.dblock import DatabaseLock, sqlite_file
@@ -26,11 +27,32 @@ def serve(*args: str) -> list[str]:
     return [*SERVE, *args]
 
 
-@pytest.fixture
-def running_server(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def open_files(pid: int | str) -> set[str]:
+    """What the process has open; nothing if it is gone or not ours to look into."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    found = set()
+    for fd in fds:
+        try:
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor is)
+    return found
+
+
+def holders(path: Path) -> set[int]:
+    """The processes that have ``path`` open."""
+    return {int(pid) for pid in os.listdir("/proc") if pid.isdigit() and str(path) in open_files(pid)}
+
+
+@pytest.fixture(params=["simpleSystemBase"])
+def running_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """``chatactors serve`` on a free port and ``tmp_path/chat.db``, up once it said how to connect."""
     url = f"sqlite:///{tmp_path}/chat.db"
-    proc = subprocess.Popen(serve("--port", "0", "--database-url", url), stdout=subprocess.PIPE, text=True)
+    argv = serve("--port", "0", "--database-url", url, "--system", request.param)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, pass_fds=(SESSION_MARKER_FD,))
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -158,3 +180,26 @@ def test_a_server_killed_with_9_leaves_no_lock(tmp_path: Path) -> None:
     assert holder.returncode == -signal.SIGKILL
     with DatabaseLock(url):  # the file is still there, the lock is not
         assert (tmp_path / "chat.db.lock").exists()
+
+
+def test_a_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """Every actor of multiprocTCPBase is a fork: none may keep the server's lock alive after it."""
+    with DatabaseLock(f"sqlite:///{tmp_path}/chat.db") as lock:
+        child = os.fork()
+        if child == 0:  # the child: only look, then leave at once
+            try:
+                os._exit(1 if str(lock.path) in open_files("self") else 0)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert holders(tmp_path / "chat.db.lock") == {os.getpid()}  # and the parent still holds it
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("running_server", ["multiprocTCPBase"], indirect=True)
+def test_only_the_server_process_holds_the_lock_not_its_actors(
+    running_server: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """So a kill -9 of the server frees the database at once, while its actors are still stopping."""
+    assert holders(tmp_path / "chat.db.lock") == {running_server.pid}
