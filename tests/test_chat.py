@@ -443,6 +443,8 @@ def test_every_call_on_a_closed_session_raises_session_ended(chat: Chat) -> None
         "status": lambda: maria.status(m.id),
         "read_by": lambda: maria.read_by(m.id),
         "rooms": maria.rooms,
+        "members": lambda: maria.members("general"),
+        "search": lambda: maria.search("ju"),
         "create_room": lambda: maria.create_room("general"),
         "join": lambda: maria.join("general"),
         "leave": lambda: maria.leave("general"),
