@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from chatactors.errors import DatabaseInUse
+from chatactors.errors import DatabaseInUse, StorageUnavailable
 
 _held: set[int] = set()  # descriptors of the locks this process holds
 
@@ -61,7 +61,10 @@ class DatabaseLock:
         """Take the lock, or raise DatabaseInUse naming the server that holds it. Never waits."""
         if self.path is None or self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # no such folder, no permission: the database could not be opened either
+            raise StorageUnavailable(f"cannot open {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

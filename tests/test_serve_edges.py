@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import SESSION_MARKER_FD
 
-from chatactors import DatabaseInUse
+from chatactors import DatabaseInUse, StorageUnavailable
 from chatactors.dblock import DatabaseLock, sqlite_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +148,14 @@ def test_one_lock_per_database_released_at_exit(tmp_path: Path) -> None:
         first.acquire()  # taking it again from the same holder changes nothing
     with second:  # released: the next one gets it
         pass
+
+
+def test_a_database_in_a_missing_folder_is_one_line_too(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "chat.db"
+    with pytest.raises(StorageUnavailable, match=f"cannot open {missing}.lock: No such file or directory"):
+        DatabaseLock(f"sqlite:///{missing}").acquire()
+    line = refusal(serve("--port", "0", "--database-url", f"sqlite:///{missing}"))
+    assert line == f"chatactors server could not start: cannot open {missing}.lock: No such file or directory"
 
 
 def test_postgres_and_in_memory_databases_are_not_locked(tmp_path: Path) -> None:
