@@ -23,7 +23,7 @@ $(BENCH_STAMP): $(STAMP)
 # The main job: the chat server (embedded SQLite, in-process actors) on 127.0.0.1:$(PORT).
 PORT ?= 8765
 run: $(STAMP)
-	$(PY) -m chatactors serve --port $(PORT)
+	@$(PY) -m chatactors serve --port $(PORT)
 
 repl: $(STAMP)
 	$(PY) -i -c "from chatactors import Chat; chat = Chat(); print('chat = Chat() is ready: chat.crear(name, password)')"
