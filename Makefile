@@ -20,9 +20,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# The main job: the chat server (embedded SQLite, in-process actors) on 127.0.0.1:8765.
+# The main job: the chat server (embedded SQLite, in-process actors) on 127.0.0.1:$(PORT).
+PORT ?= 8765
 run: $(STAMP)
-	$(PY) -m chatactors serve
+	@$(PY) -m chatactors serve --port $(PORT)
 
 repl: $(STAMP)
 	$(PY) -i -c "from chatactors import Chat; chat = Chat(); print('chat = Chat() is ready: chat.crear(name, password)')"
@@ -49,4 +50,4 @@ bench: $(BENCH_STAMP)
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) build *.egg-info chatactors.db chatactors.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info chatactors.db chatactors.db-* chatactors.db.lock .pytest_cache .mypy_cache .ruff_cache

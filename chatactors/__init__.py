@@ -6,7 +6,7 @@
 usuario logeado
 """
 
-from chatactors.chat import Chat, Session
+from chatactors.chat import Chat, Pid, Session
 from chatactors.core.model import (
     ENTREGADO,
     ENVIADO,
@@ -28,6 +28,7 @@ from chatactors.errors import (
     ChatTimeout,
     ClusterNeedsPostgres,
     ClusterNeedsSecret,
+    DatabaseInUse,
     InternalError,
     InvalidMessage,
     MessageNotFound,
@@ -55,6 +56,7 @@ __all__ = [
     "ReadEvent",
     "RoomSummary",
     "SearchResults",
+    "Pid",
     "LoginPolicy",
     "Status",
     "ENVIADO",
@@ -80,6 +82,7 @@ __all__ = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "DatabaseInUse",
     "ClusterNeedsPostgres",
     "ClusterNeedsSecret",
     "InternalError",

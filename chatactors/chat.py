@@ -15,6 +15,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from thespian.actors import ActorSystem
@@ -105,6 +106,12 @@ EndCallback = Callable[[str], Any]
 REVOKED_REMEMBERED = 1024  # revoked token hashes kept, for a token login that crossed a revocation
 
 
+def resolve_database_url(given: str | None = None) -> str:
+    """The database ``Chat(database_url=given)`` opens: ``given``, else ``$CHATACTORS_DATABASE_URL``,
+    else ``chatactors.db`` in the working directory."""
+    return given or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,6 +126,26 @@ def _log_defs() -> dict[str, Any]:
         "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "level": "WARNING"}},
         "loggers": {"chatactors": {"handlers": ["err"], "level": "WARNING"}},
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Pid:
+    """A user actor's address as a REPL shows it, ``#PID<user:7 @127.0.0.1:40215>``, in the spirit of
+    Elixir's ``#PID<0.123.0>``. ``address`` is the Thespian address itself; each activation of the
+    actor has its own, so a hibernated and restarted actor has a new Pid."""
+
+    kind: Kind
+    id: int
+    address: Address
+
+    def __repr__(self) -> str:
+        # multiprocTCPBase: the actor's own socket; simpleSystemBase: Thespian's in-process path.
+        details = getattr(self.address, "addressDetails", self.address)
+        where = getattr(details, "sockname", None)
+        shown = f"{where[0]}:{where[1]}" if isinstance(where, tuple) and len(where) == 2 else str(details)
+        return f"#PID<{self.kind}:{self.id} @{shown}>"
+
+    __str__ = __repr__
 
 
 def _interactive() -> bool:
@@ -160,7 +187,7 @@ class Chat:
         max_seconds: float = 10.0,
         login_policy: LoginPolicy | None = None,
     ) -> None:
-        self.database_url = database_url or os.environ.get("CHATACTORS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.database_url = resolve_database_url(database_url)
         self.system = system or os.environ.get("CHATACTORS_SYSTEM") or "simpleSystemBase"
         if self.system not in SYSTEMS:
             raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
@@ -396,9 +423,9 @@ class Chat:
         """How many user and room actors are live, how many users online, lifecycle counters."""
         return self._call(self.roles.directory, GetStats())  # type: ignore[no-any-return]
 
-    def whereis(self, user_id: int) -> Address:
+    def whereis(self, user_id: int) -> Pid:
         """The address of the user's live actor, activating it if it hibernates."""
-        return self.ask_user(user_id, GetPid(user_id=user_id))  # type: ignore[no-any-return]
+        return Pid("user", user_id, self.ask_user(user_id, GetPid(user_id=user_id)))
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
@@ -413,9 +440,9 @@ class Chat:
         """
         return bool(self._call(self.roles.directory, StopActor(kind="user", id=user_id)))
 
-    def os_pid(self, address: Address) -> int:
+    def os_pid(self, address: Address | Pid) -> int:
         """The OS process id an actor runs in (the caller's own on simpleSystemBase)."""
-        return int(self._call(address, Ping()))
+        return int(self._call(address.address if isinstance(address, Pid) else address, Ping()))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -423,6 +450,9 @@ class Chat:
         if self._closed:
             return
         self._closed = True
+        with self._sessions_lock:
+            for session in (s for sessions in self._sessions.values() for s in sessions):
+                session._chat_closed()
         try:
             if not self._bridge.closed:
                 try:
@@ -450,7 +480,14 @@ class Chat:
         self.shutdown()
 
     def __repr__(self) -> str:
-        return f"<Chat {self.system} {self.database_url}>"
+        """What, where and in which state: the sessions counted are the ones opened from here."""
+        if self._closed or self._stopped_reason is not None:
+            state = "closed" if self._closed else f"stopped: {self._stopped_reason}"
+        else:
+            with self._sessions_lock:
+                users = sum(1 for sessions in self._sessions.values() if sessions)
+            state = f"open, {users} user{'' if users == 1 else 's'} logged in here"
+        return f"<Chat {self.system} {self.database_url} {state}>"
 
     # -- the roadmap's Spanish verbs ----------------------------------------------------------------
     # Aliases, and only aliases, of the English methods above, which are canonical: they keep the
@@ -466,7 +503,7 @@ class SessionHost(Protocol):
 
     def lookup(self, user: str | int) -> UserInfo: ...
 
-    def whereis(self, user_id: int) -> Address: ...
+    def whereis(self, user_id: int) -> Pid: ...
 
     def ask_user(self, user_id: int, request: Request) -> Any: ...
 
@@ -480,7 +517,12 @@ class SessionHost(Protocol):
 
 
 class Session:
-    """One logged-in user, as returned by :meth:`Chat.login`."""
+    """One logged-in user, as returned by :meth:`Chat.login`.
+
+    A context manager: ``with chat.login(...) as s:`` logs out at the end of the block, so a second
+    session opened for a look does not keep receiving (and, in a REPL, printing) every message. Once
+    logged out, or ended from elsewhere, every call raises :class:`SessionEnded`.
+    """
 
     def __init__(
         self,
@@ -493,7 +535,6 @@ class Session:
         self.user_id = result.user_id
         self.username = result.username
         self.token = result.token
-        self._pid = result.pid
         self.login_inbox: tuple[Message, ...] = result.inbox
         default: list[MessageCallback] = [print] if chat.echo else []
         self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default
@@ -502,17 +543,29 @@ class Session:
         self._end_callbacks: list[EndCallback] = []
         self._token_hash = token_hash(result.token)
         self.active = True
-        self.ended = ""  # why the session ended: "logged out", or the token was revoked elsewhere
+        self.ended = ""  # why the session ended: "logged out", its token revoked elsewhere, its chat shut
+        self._ended_error: type[ChatError] = SessionEnded  # what a call on it raises once it has ended
 
     def __repr__(self) -> str:
-        return f"<Session {self.username} id={self.user_id}>"
+        state = "open" if self.active else f"closed: {self.ended}"
+        return f"<Session {self.username} id={self.user_id} {state}>"
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:  # logged out inside the block, or ended from elsewhere: nothing left to do
+            try:
+                self.logout()
+            except ChatClosed:
+                pass  # the chat was shut down inside the block: no session outlives it anyway
 
     # -- state --------------------------------------------------------------------------------
     @property
-    def pid(self) -> Address:
+    def pid(self) -> Pid:
         """The address of this user's actor (V0.2); a hibernated actor is started again to answer."""
-        self._pid = self._chat.whereis(self.user_id)
-        return self._pid
+        self._check_active()
+        return self._chat.whereis(self.user_id)
 
     @property
     def inbox(self) -> list[Message]:
@@ -622,11 +675,12 @@ class Session:
         return str(self._chat.ask_user(self.user_id, request))
 
     def create_room(self, name: str) -> str:
-        """Create a room and join it. Raises RoomExists."""
+        """Create a room and join it; returns its name. Raises RoomExists."""
         return self._room("create", name)
 
     def join(self, name: str) -> str:
-        """Join a room (joining twice changes nothing). Raises RoomNotFound."""
+        """Join a room (joining twice changes nothing); returns its name as it was created (names are
+        case-insensitive). Raises RoomNotFound."""
         return self._room("join", name)
 
     def leave(self, name: str) -> str:
@@ -679,20 +733,24 @@ class Session:
     # -- pushes -------------------------------------------------------------------------------
     def on_message(self, callback: MessageCallback | None) -> None:
         """Call ``callback(message)`` the moment a message arrives (V0.9); None stops it."""
+        self._check_active()
         self._message_callbacks = [] if callback is None else [callback]
 
     def on_receipt(self, callback: ReceiptCallback | None) -> None:
         """Call ``callback(receipt)`` when messages this user sent change status."""
+        self._check_active()
         self._receipt_callbacks = [] if callback is None else [callback]
 
     def on_read(self, callback: ReadCallback | None) -> None:
         """Call ``callback(read_event)`` when any session of this user (this one included) has read
         messages: what another device read can stop showing as unread here."""
+        self._check_active()
         self._read_callbacks = [] if callback is None else [callback]
 
     def on_end(self, callback: EndCallback | None) -> None:
         """Call ``callback(reason)`` when this session is ended from elsewhere: a logout that revoked
         its token (every session holding a revoked token ends, and its next call raises SessionEnded)."""
+        self._check_active()
         self._end_callbacks = [] if callback is None else [callback]
 
     def _deliver(self, event: Message | Receipt | ReadEvent) -> None:
@@ -713,16 +771,21 @@ class Session:
     def logout(self, *, revoke_token: bool = True) -> None:
         """Close this session; the user is offline once no other session of theirs is open.
 
-        ``revoke_token=False`` keeps the token valid (a dropped connection that will resume).
+        ``revoke_token=False`` keeps the token valid (a dropped connection that will resume). Raises
+        SessionEnded if the session has already ended: a second logout is a mistake worth seeing.
         """
-        if not self.active:
-            return
+        self._check_active()
         self.active, self.ended = False, "logged out"
         self._chat.detach(self, revoke_token=self.token if revoke_token else None)
 
     def _check_active(self) -> None:
         if not self.active:
-            raise SessionEnded(f"{self.username}'s session has ended ({self.ended}); log in again")
+            again = "; log in again" if self._ended_error is SessionEnded else ""
+            raise self._ended_error(f"{self.username}'s session has ended ({self.ended}){again}")
+
+    def _chat_closed(self) -> None:
+        """Its chat was shut down: nothing to detach from, and no logging in again there."""
+        self.active, self.ended, self._ended_error = False, "its chat was shut down", ChatClosed
 
     def _end(self, reason: str) -> None:
         """Ended from elsewhere (its token was revoked): inactive, detached, and its owner told."""

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import itertools
 import json
@@ -93,6 +94,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 130
     except (ChatError, ValueError) as exc:  # e.g. the admin port is taken: say so, without a traceback
         print(f"chatactors server could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"chatactors server could not start: {args.host}:{args.port} is already in use (another "
+            f"server?); choose another port: make run PORT=9000, or chatactors serve --port 9000",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     print("chatactors server stopped", flush=True)
     return 0

@@ -22,6 +22,7 @@
     ├── RateLimited              (gateway) more frames than the connection's rate; that frame dropped
     ├── ChatClosed               a call on a chat that was shut down, or whose core stopped
     ├── AdminPortInUse           multiprocTCPBase: another system or program holds the admin port
+    ├── DatabaseInUse            (server) another chatactors server runs on this SQLite database
     ├── ClusterNeedsPostgres     clustering asked for on a database other than PostgreSQL (a ValueError too)
     └── InternalError            a bug: an unexpected exception, translated at the actor's edge
 
@@ -150,6 +151,13 @@ class AdminPortInUse(ChatError):
     code = "admin_port_in_use"
 
 
+class DatabaseInUse(ChatError):
+    """A server asked for an SQLite database another chatactors server holds: two servers on one
+    file would share its messages but not presence or delivery (see :mod:`chatactors.dblock`)."""
+
+    code = "database_in_use"
+
+
 class ClusterNeedsPostgres(ChatError, ValueError):
     """A cluster's nodes share their membership and their data through one PostgreSQL database;
     SQLite is one process's file and cannot be shared by several machines."""
@@ -194,6 +202,7 @@ __all__ = [
     "RateLimited",
     "ChatClosed",
     "AdminPortInUse",
+    "DatabaseInUse",
     "ClusterNeedsPostgres",
     "ClusterNeedsSecret",
     "InternalError",

@@ -17,7 +17,7 @@ with Chat(DATABASE, system="multiprocTCPBase") as chat:
     print(f"registered juan with id {uid}")
 
     juan = chat.login("juan", "secreto123")  # prints "usuario logeado"
-    print(f"juan's pid (actor address): {juan.pid}")
+    print(f"juan's pid (actor address): {juan.pid}")  # #PID<user:1 @127.0.0.1:PORT>: its own socket
     print(f"juan's actor runs in OS process {chat.os_pid(juan.pid)}; this script is {os.getpid()}")
 
     # A wrong password and an unknown user fail the same way: nobody learns which names exist.

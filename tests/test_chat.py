@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import re
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from chatactors import (
     TooManyAttempts,
     UserNotFound,
 )
+from chatactors.chat import Pid
 from chatactors.storage import SessionToken, Store
 
 PASSWORDS = {"juan": "secreto123", "maria": "secreto456", "pedro": "secreto789"}
@@ -141,8 +143,14 @@ def test_configuration_from_the_environment(tmp_path: Any, monkeypatch: pytest.M
 # -- sessions and processes -------------------------------------------------------------------------
 def test_pid_is_the_user_actor_address(chat: Chat) -> None:
     juan, maria = crear(chat, "juan", "maria")
-    assert isinstance(juan.pid, ActorAddress) and isinstance(maria.pid, ActorAddress)
+    assert isinstance(juan.pid, Pid) and isinstance(juan.pid.address, ActorAddress)
+    assert (juan.pid.kind, juan.pid.id) == ("user", juan.user_id)
     assert str(juan.pid) != str(maria.pid)
+    # Readable, as Elixir's #PID<0.123.0>: the user, then where the actor is (its socket on multiproc).
+    assert re.fullmatch(rf"#PID<user:{juan.user_id} @\S+>", repr(juan.pid)), repr(juan.pid)
+    if chat.system == "multiprocTCPBase":
+        assert re.fullmatch(rf"#PID<user:{juan.user_id} @127\.0\.0\.1:\d+>", repr(juan.pid))
+    assert juan.pid == chat.whereis(juan.user_id)
     assert str(juan.pid) == str(chat.whereis(juan.user_id))
     juan_os, maria_os = chat.os_pid(juan.pid), chat.os_pid(maria.pid)
     if chat.system == "multiprocTCPBase":
@@ -153,7 +161,6 @@ def test_pid_is_the_user_actor_address(chat: Chat) -> None:
         assert juan_os == maria_os == os.getpid()  # embedded: everything in this process
     assert Session.enviar_mensaje is Session.send_message
     assert Session.leer_mensajes is Session.read_messages
-    assert repr(juan) == f"<Session juan id={juan.user_id}>"
     stats = chat.stats()
     assert stats.online_users == 2 and stats.live_users == 2
 
@@ -163,8 +170,11 @@ def test_context_manager_shuts_down(make_chat: Any) -> None:
         juan = chat.crear("juan", "secreto123")
     with pytest.raises(ChatClosed):
         chat.register("maria", "secreto456")
-    with pytest.raises(ChatClosed):
+    with pytest.raises(ChatClosed, match="juan's session has ended \\(its chat was shut down\\)$"):
         juan.send_message("juan", "hola")
+    with pytest.raises(ChatClosed):
+        juan.logout()
+    assert repr(juan) == f"<Session juan id={juan.user_id} closed: its chat was shut down>"
     chat.shutdown()  # a second shutdown is harmless
 
 
@@ -398,7 +408,6 @@ def test_logout_takes_the_user_offline(chat: Chat, collector: Any) -> None:
     pushed = collector()
     maria.on_message(pushed)
     maria.logout()
-    maria.logout()  # twice is harmless
     assert chat.online([maria.user_id]) == set()
     m = juan.send_message("maria", "no estas")
     assert m.status == ENVIADO
@@ -413,6 +422,83 @@ def test_logout_takes_the_user_offline(chat: Chat, collector: Any) -> None:
     assert pushed.items == []
     back.logout(revoke_token=False)  # a dropped connection that will resume
     assert chat.login(token=back.token).user_id == maria.user_id
+
+
+def test_every_call_on_a_closed_session_raises_session_ended(chat: Chat) -> None:
+    """Nothing answers for a session after logout: no inbox, no pid (which would start the actor
+    again), no second logout passing silently."""
+    juan, maria = crear(chat, "juan", "maria")
+    m = juan.send_message("maria", "hola")
+    maria.logout()
+    chat.stop_actor(maria.user_id)
+    activations = chat.stats().activations
+    calls: dict[str, Any] = {
+        "inbox": lambda: maria.inbox,
+        "pid": lambda: maria.pid,
+        "logout": maria.logout,
+        "send_message": lambda: maria.send_message("juan", "hola"),
+        "send_room": lambda: maria.send_room("general", "hola"),
+        "read_messages": maria.read_messages,
+        "history": maria.history,
+        "status": lambda: maria.status(m.id),
+        "read_by": lambda: maria.read_by(m.id),
+        "rooms": maria.rooms,
+        "members": lambda: maria.members("general"),
+        "search": lambda: maria.search("ju"),
+        "create_room": lambda: maria.create_room("general"),
+        "join": lambda: maria.join("general"),
+        "leave": lambda: maria.leave("general"),
+        "on_message": lambda: maria.on_message(print),
+        "on_receipt": lambda: maria.on_receipt(None),
+        "on_read": lambda: maria.on_read(None),
+        "on_end": lambda: maria.on_end(None),
+    }
+    for name, call in calls.items():
+        with pytest.raises(SessionEnded, match="maria's session has ended \\(logged out\\); log in again"):
+            call()
+            pytest.fail(f"{name} answered on a closed session")
+    assert chat.stats().activations == activations  # maria.pid did not start her actor again
+    assert repr(maria) == f"<Session maria id={maria.user_id} closed: logged out>"
+    assert repr(juan) == f"<Session juan id={juan.user_id} open>"
+
+
+def test_a_session_is_a_context_manager_that_logs_out(chat: Chat, collector: Any) -> None:
+    """The README's second look at maria's inbox: the extra session ends with the block, so later
+    messages reach maria once, not once per forgotten session."""
+    juan, maria = crear(chat, "juan", "maria")
+    first = juan.send_message("maria", "hola")
+    mine, extra = collector(), collector()
+    maria.on_message(mine)
+    with chat.login(maria.user_id, PASSWORDS["maria"], on_message=extra) as again:
+        assert again.inbox == [first.with_status(ENTREGADO)]
+    assert not again.active and again.ended == "logged out"
+    second = juan.send_message("maria", "otra")
+    assert mine.wait_for(1) == [second]
+    juan.send_message("juan", "a mi mismo")  # flushes: every push before it was dispatched
+    assert extra.items == []
+    assert chat.online([maria.user_id]) == {maria.user_id}  # her first session is still open
+
+    with pytest.raises(RuntimeError, match="boom"), chat.login("juan", PASSWORDS["juan"]) as failing:
+        raise RuntimeError("boom")
+    assert not failing.active  # logged out on the way out of a failing block too
+    with chat.login("juan", PASSWORDS["juan"]) as early:
+        early.logout()  # logged out inside the block: leaving it does not log out twice
+    with chat.login("juan", PASSWORDS["juan"]) as last:
+        chat.shutdown()  # the chat went away inside the block: leaving it raises nothing more
+    assert not last.active
+
+
+def test_a_chat_repr_shows_its_state(make_chat: Any) -> None:
+    chat = make_chat()
+    where = f"{chat.system} {chat.database_url}"
+    assert repr(chat) == f"<Chat {where} open, 0 users logged in here>"
+    juan, maria = crear(chat, "juan", "maria")
+    chat.login("juan", PASSWORDS["juan"])  # a second session of juan's: still one user
+    assert repr(chat) == f"<Chat {where} open, 2 users logged in here>"
+    maria.logout()
+    assert repr(chat) == f"<Chat {where} open, 1 user logged in here>"
+    chat.shutdown()
+    assert repr(chat) == f"<Chat {where} closed>"
 
 
 def test_callbacks_can_be_replaced_and_removed(chat: Chat, collector: Any) -> None:

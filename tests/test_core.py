@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -640,4 +641,29 @@ class TestModel:
         """A Status is the str it stores: equal to it, hashed like it, printed and shown like it."""
         assert LEIDO == "leido" and {"leido": 1}[LEIDO] == 1
         assert (str(LEIDO), f"{LEIDO}", repr(LEIDO)) == ("leido", "leido", "'leido'")
-        assert "status='leido'" in repr(msg(1, status=LEIDO))
+        assert repr(msg(1, status=LEIDO)).endswith(" leido>")
+
+    def test_a_message_repr_is_one_short_line(self) -> None:
+        """What a REPL prints for a list of messages: who, to whom, the body, the status; no timestamp."""
+        assert repr(msg(12, ENTREGADO)) == '<Message #12 juan→maria "hola" entregado>'
+        room = replace(msg(3, LEIDO, "hola a todos"), recipient_id=None, recipient=None, room="general")
+        assert repr(room) == '<Message #3 juan→#general "hola a todos" leido>'
+        unnamed = replace(msg(4), recipient=None)
+        assert repr(unnamed) == '<Message #4 juan→user:2 "hola" enviado>'
+        lines = msg(5, body='dijo "sí"\nadiós\t\x00')
+        assert repr(lines) == '<Message #5 juan→maria "dijo "sí"\\nadiós\\t\\x00" enviado>'
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"body": "x" * 4096},
+            {"body": "\n" * 4096},
+            {"id": 2**63 - 1, "sender": "s" * 32, "recipient": "r" * 32, "body": "ñ" * 200},
+            {"id": 2**63 - 1, "sender": "s" * 32, "recipient_id": None, "room": "\n" * 128, "body": "x" * 99},
+        ],
+        ids=["long body", "newlines", "longest names", "longest room"],
+    )
+    def test_a_message_repr_fits_a_terminal_line_whatever_it_holds(self, fields: dict[str, Any]) -> None:
+        shown = repr(replace(msg(1, ENTREGADO), **fields))
+        assert len(shown) <= 100 and "\n" not in shown, shown
+        assert shown.startswith("<Message #") and shown.endswith('…" entregado>')

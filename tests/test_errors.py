@@ -38,6 +38,7 @@ WIRE_CODES = {
     "RateLimited": "rate_limited",
     "ChatClosed": "error",  # a gateway client never told a stopped chat apart
     "AdminPortInUse": "admin_port_in_use",
+    "DatabaseInUse": "database_in_use",
     "ClusterNeedsPostgres": "cluster_needs_postgres",
     "ClusterNeedsSecret": "cluster_needs_secret",
     "InternalError": "internal_error",

@@ -25,7 +25,7 @@ EXPECTED: dict[str, list[str]] = {
     "v02_register_login.py": [
         "registered juan with id 1",
         "usuario logeado",
-        "juan's pid (actor address): ActorAddr-",
+        "juan's pid (actor address): #PID<user:1 @127.0.0.1:",
         "login('juan') -> AuthenticationError: ",
         "login('nadie') -> AuthenticationError: ",
         "register('juan') again -> UsernameTaken",
@@ -55,7 +55,7 @@ EXPECTED: dict[str, list[str]] = {
         "2 users online",  # how many actors are still live by then depends on the machine's speed
         "hibernated: 0 live user actors, 2 retirements, still 2 online",
         "after a message to maria (entregado): ",
-        "maria's actor lives again at ActorAddr-",
+        "maria's actor lives again at #PID<user:2 @",
     ],
     "v09_instant_delivery.py": [
         "maria's screen: [juan -> maria] ¿estás ahí?",

@@ -47,9 +47,24 @@ def advance(current: Status, new: Status) -> Status:
     return new if _RANK[new] > _RANK[current] else current
 
 
-@dataclass(frozen=True, slots=True)
+REPR_WIDTH = 100  # a Message's repr fits one terminal line: a REPL list of them stays readable
+NAME_WIDTH = 20  # a name in that repr; usernames are at most 32 characters, room names 128
+
+
+def one_line(text: str, width: int) -> str:
+    """``text`` as one line of at most ``width`` characters: newlines and other unprintable characters
+    escaped (as ``repr`` shows them), the rest cut with an ellipsis."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Message:
-    """One chat message as users see it; ``room`` is set for group messages, else ``recipient_id``."""
+    """One chat message as users see it; ``room`` is set for group messages, else ``recipient_id``.
+
+    Its ``repr`` is one short line, ``<Message #12 ana→juan "hola…" entregado>``: every field is an
+    attribute (``m.sent_at``, ``m.body``), the repr is what a REPL prints of a list of messages.
+    """
 
     id: int
     sender_id: int
@@ -68,6 +83,13 @@ class Message:
         if self.room is not None:
             return f"[{self.room}] {self.sender}: {self.body}"
         return f"[{self.sender} -> {self.recipient}] {self.body}"
+
+    def __repr__(self) -> str:
+        to = f"#{self.room}" if self.room is not None else self.recipient or f"user:{self.recipient_id}"
+        head = f"<Message #{self.id} {one_line(self.sender, NAME_WIDTH)}→{one_line(to, NAME_WIDTH)}"
+        tail = f" {self.status}>"
+        body = one_line(self.body, REPR_WIDTH - len(head) - len(tail) - 3)  # 3: a space, two quotes
+        return f'{head} "{body}"{tail}'
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from chatactors.chat import Chat
+from chatactors.chat import Chat, resolve_database_url
+from chatactors.dblock import DatabaseLock
 from chatactors.gateway.limits import Limits
 from chatactors.gateway.server import Gateway
 
@@ -37,11 +38,15 @@ def run(
     limits: Limits | None = None,
     on_ready: Callable[[Gateway], None] | None = None,
 ) -> None:
-    """Start a Chat and a Gateway, serve until SIGINT/SIGTERM, then shut both down (no process left)."""
+    """Start a Chat and a Gateway, serve until SIGINT/SIGTERM, then shut both down (no process left).
+
+    Raises DatabaseInUse if another server runs on the same SQLite database (see chatactors.dblock).
+    """
     options = {"announce_login": False, "echo": False, **(chat_options or {})}
-    chat = Chat(**options)
-    try:
-        gateway = Gateway(chat, host, port, limits=limits)
-        asyncio.run(serve_until_signalled(gateway, on_ready))
-    finally:
-        chat.shutdown()
+    with DatabaseLock(resolve_database_url(options.get("database_url"))):
+        chat = Chat(**options)
+        try:
+            gateway = Gateway(chat, host, port, limits=limits)
+            asyncio.run(serve_until_signalled(gateway, on_ready))
+        finally:
+            chat.shutdown()

@@ -329,7 +329,8 @@ class Gateway:
             conn.held = None
             raise
         if conn.closed:  # the socket went away while we waited: the client may still resume
-            await self._blocking(session.logout, revoke_token=False)
+            if session.active:  # not revoked meanwhile (an ended session refuses a logout)
+                await self._blocking(session.logout, revoke_token=False)
             return
         if not session.active:  # revoked while the login was answered
             conn.held = None
@@ -384,6 +385,8 @@ class Gateway:
         if session is None:
             return
         self._forgetpeer_name(conn, session)
+        if not session.active:  # ended elsewhere, its end not yet seen here: nothing left to log out
+            return
         try:
             await self._blocking(session.logout, revoke_token=revoke)
         except ChatError as exc:
