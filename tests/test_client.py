@@ -9,8 +9,12 @@ pushes and events, with timeouts.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +40,7 @@ from chatactors import (
     connect,
 )
 from chatactors.chat import free_port
+from chatactors.cli import parser, repl_chat
 from chatactors.gateway.frames import ERRORS, error_from_frame, receipts_from_frames
 
 
@@ -371,3 +376,50 @@ def test_a_restarted_server_is_resumed_by_token(embedded: Chat) -> None:
     finally:
         client.close()
         server.stop()
+
+
+# -- the REPL: attached to a server when one answers, else embedded ------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = "juan = chat.crear('juan', 'secreto123')\nprint('kind', type(chat).__name__, juan.username)\n"
+
+
+def run_repl(*args: str, env: dict[str, str] | None = None) -> str:
+    """``python -m chatactors repl`` with a two-line session on its stdin; everything it printed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatactors", "repl", *args],
+        input=SCRIPT,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_the_repl_attaches_to_a_running_server(served: ServerThread) -> None:
+    out = run_repl("--url", served.url)
+    assert f"attached to the chatactors server at {served.url}" in out
+    assert "kind Client juan" in out
+    served.gateway.chat.login("juan", PASSWORD).logout()  # the account is the server's
+
+
+def test_the_repl_falls_back_to_an_embedded_chat(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    database = f"sqlite:///{tmp_path}/repl.db"
+    out = run_repl(env={"CHATACTORS_URL": url, "CHATACTORS_DATABASE_URL": database})
+    assert (
+        f"no chatactors server answers at {url}: started an embedded chat (simpleSystemBase, {database})"
+        in out
+    )
+    assert "kind Chat juan" in out
+
+
+def test_the_repl_is_embedded_when_asked(sqlite_url: str) -> None:
+    chat, which = repl_chat(parser().parse_args(["repl", "--embedded", "--database-url", sqlite_url]))
+    try:
+        assert isinstance(chat, Chat)
+        assert which.startswith("asked for an embedded chat: started an embedded chat")
+    finally:
+        chat.shutdown()
