@@ -36,7 +36,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, Status
+from chatactors.core.model import Message, ReadEvent, Receipt, RoomSummary, Status, UserInfo
 from chatactors.errors import (
     AuthenticationError,
     ChatClosed,
@@ -68,11 +68,13 @@ EndCallback = Callable[[str], Any]
 ConnectionCallback = Callable[[str, str], Any]  # ("lost" | "resumed" | "gone", what happened)
 Deliver = Callable[[Callable[[Any], Any], Any], None]  # runs one callback with one event
 
-PUSHES = frozenset({"message", "receipt", "read_sync"})
+PUSHES = frozenset({"message", "receipt", "read_sync", "typing"})  # typing: for pages; dropped here
 # Requests repeated after a resume: a send (its client_id makes it store once), reads of state,
 # and join (joining twice changes nothing). A 'read', 'leave' or 'create_room' whose answer was lost
 # fails with Unavailable instead: repeating it would not give the answer the first one had.
-RETRYABLE = frozenset({"send", "send_room", "history", "inbox", "status", "rooms", "read_by", "join", "ping"})
+RETRYABLE = frozenset(
+    {"send", "send_room", "history", "inbox", "status", "rooms", "read_by", "members", "join", "ping"}
+)
 GIVE_UP = frozenset({1008, 1009})  # flood, slow reader, frame too big: resuming would repeat it
 RESUME_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, *(5.0,) * 10)  # about a minute, then give up
 RECEIPT_WINDOW = 0.05  # seconds a receipt waits for the rest of its burst (one frame per message id)
@@ -423,6 +425,13 @@ class AsyncSession:
     async def read_by(self, message_id: int) -> list[str]:
         """Who has read a message."""
         return [str(name) for name in (await self._ask("read_by", id=message_id))["by"]]
+
+    async def members(self, room: str) -> list[UserInfo]:
+        """A room's members, sorted by name (for members only: NotAMember, RoomNotFound)."""
+        return [
+            UserInfo(int(u["id"]), str(u["username"]))
+            for u in (await self._ask("members", room=room))["members"]
+        ]
 
     # -- pushes -------------------------------------------------------------------------------------
     def on_message(self, callback: MessageCallback | None) -> None:
@@ -866,6 +875,10 @@ class ClientSession:
     def read_by(self, message_id: int) -> list[str]:
         """Who has read a message."""
         return self._run(self._session.read_by(message_id))
+
+    def members(self, room: str) -> list[UserInfo]:
+        """A room's members, sorted by name (for members only: NotAMember, RoomNotFound)."""
+        return self._run(self._session.members(room))
 
     # -- pushes (callbacks run on the client's dispatcher thread) -------------------------------------
     def on_message(self, callback: MessageCallback | None) -> None:

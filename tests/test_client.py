@@ -41,6 +41,7 @@ from chatactors import (
 )
 from chatactors.chat import free_port
 from chatactors.cli import parser, repl_chat
+from chatactors.client import _is_push
 from chatactors.gateway.frames import ERRORS, error_from_frame, receipts_from_frames
 
 
@@ -135,6 +136,7 @@ def test_rooms_through_the_server(remote: Client) -> None:
     assert juan.read_by(m.id) == ["maria"]
     assert juan.status(m.id) == LEIDO
     assert juan.send_room("general", "otra").room == "general"
+    assert [u.username for u in maria.members("general")] == ["juan", "maria"]
     assert maria.leave("general") == "general"
     with pytest.raises(chatactors.NotAMember):
         maria.send_room("general", "ya no")
@@ -166,6 +168,7 @@ BAD_CALLS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("join nothing", lambda chat, juan: juan.join("nowhere")),
     ("bad room name", lambda chat, juan: juan.join("a")),
     ("leave nothing", lambda chat, juan: juan.leave("nowhere")),
+    ("members of nothing", lambda chat, juan: juan.members("nowhere")),
     ("room send, not a member", lambda chat, juan: juan.send_room("nowhere", "hola")),
 ]
 
@@ -198,6 +201,15 @@ def test_receipt_frames_of_one_burst_are_one_receipt() -> None:
         Receipt((4,), LEIDO, "pedro", 3),
     ]
     assert receipts_from_frames([]) == []
+
+
+def test_pushes_are_told_from_answers() -> None:
+    """Answers are matched to requests by order, so every frame the server sends unasked is a push."""
+    for push in ("message", "receipt", "read_sync", "typing"):
+        assert _is_push({"type": push})
+    assert _is_push({"type": "logged_out", "reason": "token revoked"})  # ended elsewhere
+    for answer in ("logged_in", "logged_out", "sent", "error", "pong", "history", "members", "results"):
+        assert not _is_push({"type": answer})
 
 
 def test_every_error_code_maps_to_its_class() -> None:
