@@ -144,7 +144,7 @@ class _Link:
         self.on_push, self.on_state = on_push, on_state
         held, self._held = self._held, []
         if held:
-            on_push(held)
+            self._hand_on(held)
 
     def _hold(self, frames: list[Frame]) -> None:
         self._held.extend(frames)
@@ -197,7 +197,10 @@ class _Link:
             assert ws is not None
             try:
                 async for raw in ws:
-                    self._frames.put_nowait(orjson.loads(raw))
+                    try:
+                        self._frames.put_nowait(orjson.loads(raw))
+                    except orjson.JSONDecodeError:
+                        log.warning("%s sent a frame that is not JSON: dropped", self.url)
             except ConnectionClosed:
                 pass
             if self.gone is not None:
@@ -225,7 +228,7 @@ class _Link:
             for item in batch:
                 if isinstance(item, _Lost) or not _is_push(item):
                     if pushes:  # pushes that came before an answer are handed on first
-                        self.on_push(pushes)
+                        self._hand_on(pushes)
                         pushes = []
                 if isinstance(item, _Lost):
                     self._lost(item)
@@ -234,7 +237,14 @@ class _Link:
                 else:
                     self._answer(item)
             if pushes:
-                self.on_push(pushes)
+                self._hand_on(pushes)
+
+    def _hand_on(self, pushes: list[Frame]) -> None:
+        """A push the session cannot read is logged and dropped: it must not stop the answers."""
+        try:
+            self.on_push(pushes)
+        except Exception:
+            log.exception("%s: pushes that could not be read were dropped", self.url)
 
     def _answer(self, frame: Frame) -> None:
         if not self.pending:
@@ -246,7 +256,7 @@ class _Link:
         if frame.get("type") == "error":
             r.future.set_exception(error_from_frame(frame))
         else:
-            r.future.set_result(frame)
+            r.future.set_result(frame)  # read by the caller, where a malformed answer raises
 
     def _lost(self, lost: _Lost) -> None:
         """Everything answered before the loss is settled: what may be repeated waits for the resume."""

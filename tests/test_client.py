@@ -9,6 +9,7 @@ pushes and events, with timeouts.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -435,3 +436,64 @@ def test_the_repl_is_embedded_when_asked(sqlite_url: str) -> None:
         assert which.startswith("asked for an embedded chat: started an embedded chat")
     finally:
         chat.shutdown()
+
+
+# -- the client against a stand-in server that misbehaves on purpose ------------------------------------
+def with_stand_in(answer: Callable[[Any, dict[str, Any]], Any], test: Callable[[str], Any]) -> None:
+    """Run ``test(url)`` against a WebSocket server whose every frame goes to ``answer(ws, frame)``;
+    a ``login`` is answered as juan's."""
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] == "login":
+                await ws.send(
+                    json.dumps({"type": "logged_in", "user_id": 1, "username": "juan", "token": "t"})
+                )
+            await answer(ws, frame)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            await test(f"ws://127.0.0.1:{port}")
+
+    asyncio.run(main())
+
+
+def test_a_push_the_client_cannot_read_does_not_stop_the_answers() -> None:
+    async def answer(ws: Any, frame: dict[str, Any]) -> None:
+        if frame["type"] == "login":
+            await ws.send("not json")
+            await ws.send(json.dumps({"type": "message", "id": 1}))  # a push missing its fields
+        elif frame["type"] == "status":
+            await ws.send(json.dumps({"type": "status", "id": frame["id"], "status": "leido"}))
+
+    async def test(url: str) -> None:
+        juan = await chatactors.AsyncClient(url).login("juan", PASSWORD)
+        assert await juan.status(1) == LEIDO
+
+    with_stand_in(answer, test)
+
+
+def test_an_answer_that_came_too_late_is_not_taken_for_the_next() -> None:
+    """Answers are matched by order: one whose caller timed out is dropped, not handed to the next call."""
+    first: list[dict[str, Any]] = []
+
+    async def answer(ws: Any, frame: dict[str, Any]) -> None:
+        if frame["type"] != "status":
+            return
+        if not first:
+            first.append(frame)  # held back until the next request comes
+            return
+        for f in (first[0], frame):
+            await ws.send(json.dumps({"type": "status", "id": f["id"], "status": "leido"}))
+
+    async def test(url: str) -> None:
+        juan = await chatactors.AsyncClient(url, timeout=0.5).login("juan", PASSWORD)
+        with pytest.raises(chatactors.ChatTimeout):
+            await juan.status(1)
+        reply = await juan._ask("status", id=2)
+        assert reply["id"] == 2
+
+    with_stand_in(answer, test)
