@@ -122,6 +122,7 @@ class _Link:
         self._send_lock = asyncio.Lock()  # FIFO: the order requests are sent is the order of `pending`
         self._bucket = TokenBucket(LIMITS.rate, LIMITS.burst)
         self._tasks: list[asyncio.Task[None]] = []
+        self._resuming: _Request | None = None  # the token login of a resume, until it is answered
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def _connect(self) -> ClientConnection:
@@ -149,12 +150,16 @@ class _Link:
     def _hold(self, frames: list[Frame]) -> None:
         self._held.extend(frames)
 
-    async def close(self, why: ChatError | None = None) -> None:
-        """Close the socket; whatever still waits for an answer gets ``why`` (ChatClosed by default)."""
+    def _stop(self, why: ChatError) -> None:
+        """Nothing more is asked: whatever still waits for an answer gets ``why``."""
         if self.gone is None:
-            self.gone = why or ChatClosed("this client session is closed")
+            self.gone = why
         self.ready = False
         self._fail(lambda r: True, self.gone)
+
+    async def close(self, why: ChatError | None = None) -> None:
+        """Close the socket; whatever still waits for an answer gets ``why`` (ChatClosed by default)."""
+        self._stop(why or ChatClosed("this client session is closed"))
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -248,7 +253,8 @@ class _Link:
 
     def _answer(self, frame: Frame) -> None:
         if not self.pending:
-            log.warning("an answer nobody asked for: %.40r", frame.get("type"))
+            if self.gone is None:  # once ended, the answers to what was pipelined behind it are moot
+                log.warning("an answer nobody asked for: %.40r", frame.get("type"))
             return
         r = self.pending.popleft()
         if r.future.done():
@@ -257,6 +263,8 @@ class _Link:
             r.future.set_exception(error_from_frame(frame))
         else:
             r.future.set_result(frame)  # read by the caller, where a malformed answer raises
+        if r is self._resuming:  # settled now, before the answers pipelined behind it are read
+            self._resumed(r.future)
 
     def _lost(self, lost: _Lost) -> None:
         """Everything answered before the loss is settled: what may be repeated waits for the resume."""
@@ -289,7 +297,7 @@ class _Link:
             login = _Request(
                 {"type": "login", "token": self.token}, asyncio.get_running_loop().create_future()
             )
-            login.future.add_done_callback(self._resumed)
+            self._resuming = login
             async with self._send_lock:
                 self.ws = ws
                 self.pending.appendleft(login)
@@ -300,8 +308,7 @@ class _Link:
         return False
 
     def _resumed(self, login: asyncio.Future[Frame]) -> None:
-        if login.cancelled():
-            return
+        self._resuming = None
         error = login.exception()
         if error is None:
             self.on_state("resumed", self.url)
@@ -311,10 +318,9 @@ class _Link:
 
     def _ended(self, reason: str) -> None:
         """The session is over on the server's side: nothing more is asked, nothing is resumed."""
-        asyncio.get_running_loop().create_task(
-            self.close(SessionEnded(f"the session ended ({reason}); log in again"))
-        )
-        self.on_push([{"type": "logged_out", "reason": reason}])
+        self._stop(SessionEnded(f"the session ended ({reason}); log in again"))
+        asyncio.get_running_loop().create_task(self.close())
+        self._hand_on([{"type": "logged_out", "reason": reason}])
 
 
 def _is_push(frame: Frame) -> bool:

@@ -497,3 +497,42 @@ def test_an_answer_that_came_too_late_is_not_taken_for_the_next() -> None:
         assert reply["id"] == 2
 
     with_stand_in(answer, test)
+
+
+def send_and_catch(session: ClientSession) -> BaseException:
+    try:
+        session.send_message("juan", "waiting")
+    except BaseException as exc:
+        return exc
+    raise AssertionError("the send went through")
+
+
+def test_a_token_revoked_while_disconnected_ends_the_session(
+    embedded: Chat, wait_until: Callable[..., Any]
+) -> None:
+    server = start_server(embedded)
+    port = server.gateway.port
+    client = connect(server.url, echo=False, announce_login=False)
+    try:
+        juan = client.crear("juan", PASSWORD)
+        states, ended = States(), Inbox()
+        juan.on_connection(states)
+        juan.on_end(ended)
+        server.stop()
+        states.wait("lost")
+        embedded.login(token=juan.token).logout()  # revoked while the client could not hear of it
+        waiting: list[BaseException] = []
+        sender = threading.Thread(target=lambda: waiting.append(send_and_catch(juan)))
+        sender.start()  # a send made while disconnected waits for the resume
+        wait_until(lambda: juan._session._link.pending, what="the send to wait for the resume")
+        server = start_server(embedded, port)
+        assert ended.wait_for(1) == ["could not resume: invalid or expired token"]
+        sender.join(10)
+        assert [type(e) for e in waiting] == [SessionEnded]
+        assert not juan.active
+        with pytest.raises(SessionEnded):
+            juan.send_message("juan", "too late")
+        assert client.login("juan", PASSWORD).active  # the password still works
+    finally:
+        client.close()
+        server.stop()
