@@ -447,3 +447,20 @@ def test_a_send_is_marked_and_receipts_are_summed_up(
     assert len(receipt_lines) <= 6, receipt_lines  # a line per burst, never one per message
     juan.enter("/quit")
     assert juan.exit_code() == 0
+
+
+def test_no_server_at_the_url_is_said_in_one_line() -> None:
+    from chatactors.chat import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatactors", "client", "--url", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(f"cannot connect to {url}: no chatactors server answers at {url}")
+    assert proc.stdout.count("\n") == 1 and proc.stderr == ""
