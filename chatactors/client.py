@@ -160,10 +160,10 @@ class _Link:
     async def close(self, why: ChatError | None = None) -> None:
         """Close the socket; whatever still waits for an answer gets ``why`` (ChatClosed by default)."""
         self._stop(why or ChatClosed("this client session is closed"))
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        others = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         if self.ws is not None:
             await self.ws.close()
 
@@ -650,7 +650,7 @@ class AsyncClient:
         """Close every session's socket (their tokens stay valid)."""
         for session in self._sessions:
             session.active, session.ended = False, session.ended or "client closed"
-            await session._link.close()
+        await asyncio.gather(*(session._link.close() for session in self._sessions), return_exceptions=True)
         self._sessions.clear()
 
     async def __aenter__(self) -> AsyncClient:
@@ -785,8 +785,11 @@ class Client:
         """Close every session's socket and stop the threads. Safe to call twice."""
         if self._closed:
             return
-        if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._async.close(), self._loop).result(self.timeout)
+        try:
+            if self._loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._wind_down(), self._loop).result(self.timeout)
+        except (TimeoutError, ChatError) as exc:
+            log.warning("%s: closing took too long (%r); stopped anyway", self.url, exc)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(self.timeout)
@@ -795,6 +798,14 @@ class Client:
         if threading.current_thread() is not self._dispatcher:
             self._dispatcher.join(self.timeout)
         atexit.unregister(self.close)
+
+    async def _wind_down(self) -> None:
+        """Close the sessions, then end whatever task is left, so the loop stops with none pending."""
+        await self._async.close()
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     shutdown = close  # the Chat's name for it
 
