@@ -417,6 +417,8 @@ def test_a_line_wider_than_the_terminal_is_redrawn_whole(
     assert screen.index("maria: interrumpo") < screen.index("w00")  # the message above the line
     juan.type("\r")
     maria.expect("message", body=typed)
+    screen = juan.wait_for("w24  ✓✓ delivered")  # the mark goes on the entered line, both rows redrawn
+    assert screen.count("w00") == 1, screen
     maria.close()
     juan.enter("/quit")
     assert juan.exit_code() == 0
