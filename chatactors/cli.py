@@ -113,7 +113,7 @@ def repl_chat(args: argparse.Namespace) -> tuple[Chat | Client, str]:
         try:
             client = Client(args.url, echo=True)
         except (Unavailable, InvalidMessage) as exc:
-            why = f"{exc.detail.split(': ', 1)[0]}"
+            why = exc.detail.split(": ", 1)[0]  # "no chatactors server answers at URL"
         else:
             return (
                 client,
