@@ -25,8 +25,10 @@ PORT ?= 8765
 run: $(STAMP)
 	@$(PY) -m chatactors serve --port $(PORT)
 
+# A Python prompt with `chat` ready: attached to the server of `make run` when one answers (URL=...
+# to pick another), else an embedded chat on the same SQLite file; its first line says which.
 repl: $(STAMP)
-	$(PY) -i -c "from chatactors import Chat; chat = Chat(); print('chat = Chat() is ready: chat.crear(name, password)')"
+	$(PY) -m chatactors repl $(if $(URL),--url $(URL),)
 
 # Finds PostgreSQL (or starts a throwaway cluster); with CI=true the PostgreSQL tests must run.
 test: $(STAMP)

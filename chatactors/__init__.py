@@ -7,6 +7,7 @@ usuario logeado
 """
 
 from chatactors.chat import Chat, Pid, Session
+from chatactors.client import AsyncClient, AsyncSession, Client, ClientSession, connect, connect_async
 from chatactors.core.model import (
     ENTREGADO,
     ENVIADO,
@@ -51,6 +52,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Chat",
     "Session",
+    "connect",
+    "connect_async",
+    "Client",
+    "ClientSession",
+    "AsyncClient",
+    "AsyncSession",
     "Message",
     "Receipt",
     "ReadEvent",

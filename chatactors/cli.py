@@ -6,7 +6,7 @@
                                [--system simpleSystemBase|multiprocTCPBase] [--admin-port N]
                                [--log-level DEBUG|INFO|WARNING|ERROR]
     python -m chatactors client [--url ws://127.0.0.1:8765]
-    python -m chatactors repl [--database-url URL] [--system ...]
+    python -m chatactors repl [--url ws://127.0.0.1:8765] [--embedded] [--database-url URL] [--system ...]
 """
 
 from __future__ import annotations
@@ -14,25 +14,30 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
-import itertools
-import json
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from chatactors.chat import SYSTEMS, Chat
+from chatactors.client import DEFAULT_URL, Client, ClientSession
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary
+from chatactors.errors import (
+    AuthenticationError,
+    Busy,
+    ChatError,
+    InvalidMessage,
+    RoomNotFound,
+    TooManyAttempts,
+    Unavailable,
+)
 
-from chatactors.chat import SYSTEMS
-from chatactors.errors import ChatError
-
-Frame = dict[str, Any]
 HELP = """\
 commands:
   /msg USER TEXT   send TEXT to USER (later lines without a command go to USER too)
@@ -110,15 +115,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- repl -----------------------------------------------------------------------------------------------
+def repl_chat(args: argparse.Namespace) -> tuple[Chat | Client, str]:
+    """The server at ``--url`` when one answers there, else an embedded Chat; and a line saying which.
+
+    ``--embedded``, ``--database-url`` or ``--system`` ask for the embedded chat without looking."""
+    wants_embedded = args.embedded or args.database_url is not None or args.system is not None
+    if not wants_embedded:
+        try:
+            client = Client(args.url, echo=True)
+        except (Unavailable, InvalidMessage) as exc:
+            why = exc.detail.split(": ", 1)[0]  # "no chatactors server answers at URL"
+        else:
+            return (
+                client,
+                f"attached to the chatactors server at {args.url}: chat = chatactors.connect({args.url!r})",
+            )
+    else:
+        why = "asked for an embedded chat"
+    chat = Chat(database_url=args.database_url, system=args.system, echo=True)
+    where = f"{chat.system}, {chat.database_url}"
+    return chat, f"{why}: started an embedded chat ({where}): chat = Chat()"
+
+
 def cmd_repl(args: argparse.Namespace) -> int:
-    """An interpreter with ``chat = Chat()`` ready, as ``iex -S mix`` would be."""
+    """An interpreter with ``chat`` ready, as ``iex -S mix`` would be: attached to a running server
+    when one answers (so messages reach its users live), else an embedded Chat."""
     import code
 
     import chatactors
-    from chatactors import Chat
 
-    chat = Chat(database_url=args.database_url, system=args.system, echo=True)
-    namespace = {"chat": chat, "Chat": Chat, "chatactors": chatactors}
+    chat, which = repl_chat(args)
+    namespace = {"chat": chat, "Chat": Chat, "chatactors": chatactors, "connect": chatactors.connect}
     try:
         import readline
         import rlcompleter
@@ -128,7 +155,7 @@ def cmd_repl(args: argparse.Namespace) -> int:
     except ImportError:  # no readline on this platform: no completion
         pass
     banner = (
-        f"chatactors {chatactors.__version__}: chat = Chat() is ready ({chat.system}, {chat.database_url})\n"
+        f"chatactors {chatactors.__version__}: {which}\n"
         "  juan = chat.crear('juan', 'secreto123'); maria = chat.crear('maria', 'secreto456')\n"
         "  juan.enviar_mensaje('maria', 'hola'); maria.leer_mensajes()"
     )
@@ -140,22 +167,27 @@ def cmd_repl(args: argparse.Namespace) -> int:
 
 
 # -- client ---------------------------------------------------------------------------------------------
-def _clock(sent_at: str) -> str:
-    try:
-        return datetime.fromisoformat(sent_at).astimezone().strftime("%H:%M")
-    except (TypeError, ValueError):
-        return "--:--"
+def _clock(sent_at: datetime) -> str:
+    return sent_at.astimezone().strftime("%H:%M")
+
+
+def _terminal_width() -> int:
+    return max(1, shutil.get_terminal_size().columns)
 
 
 class Screen:
-    """Prints lines above what the user is typing: clears the input line, prints, redraws it."""
+    """Prints lines above what the user is typing: clears the input line (every row it wraps onto),
+    prints, redraws it; and puts a send's delivery mark on the line just entered."""
 
-    def __init__(self, out: TextIO, interactive: bool) -> None:
+    def __init__(self, out: TextIO, interactive: bool, width: Callable[[], int] = _terminal_width) -> None:
         self.out = out
         self.interactive = interactive
+        self.width = width
         self.prompt = ""
         self.reading = False  # the main thread is inside input()
         self.lock = threading.Lock()
+        self.shown = 0  # lines shown so far: a mark goes on the entered line only if none came after it
+        self.entered = ("", -1)  # the last line entered, as echoed (prompt included), and `shown` then
         self._buffer: Callable[[], str] = lambda: ""
         if interactive:
             try:
@@ -168,161 +200,164 @@ class Screen:
     def show(self, text: str) -> None:
         with self.lock:
             if self.interactive and self.reading:
-                self.out.write("\r\x1b[2K" + text + "\n" + self.prompt + self._buffer())
+                typed = self.prompt + self._buffer()
+                # The cursor is at the end of what is typed, len // width rows below where it starts:
+                # go up there and clear to the end of the screen, or a wrapped line leaves a stale copy.
+                up = len(typed) // self.width()
+                self._write("\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J" + text + "\n" + typed)
             else:
-                self.out.write(text + "\n")
+                self._write(text + "\n")
+            self.shown += 1
+
+    def _write(self, text: str) -> None:
+        """One write to the terminal: a tty's stdout is line-buffered and would send a redraw in
+        pieces, showing half of it (the message without the line being typed) for a moment."""
+        raw = getattr(self.out, "buffer", None)
+        if raw is None:
+            self.out.write(text)
+        else:
             self.out.flush()
+            raw.write(text.encode(self.out.encoding or "utf-8", "replace"))
+            raw.flush()
+        self.out.flush()
+
+    def mark(self, text: str) -> None:
+        """``text`` at the end of the line just entered if it is still the last one, else on its own."""
+        with self.lock:
+            line, shown = self.entered
+            if self.interactive and not self.reading and shown == self.shown:
+                rows = max(1, math.ceil(len(line) / self.width()))
+                self._write(f"\x1b[{rows}A\r\x1b[J{line}  {text}\n")
+                return
+        self.show(f"  {text}")
 
     def ask(self, prompt: str) -> str:
         with self.lock:
             self.prompt, self.reading = prompt, True
         try:
-            return input(prompt)
+            typed = input(prompt)
         finally:
             with self.lock:
                 self.reading = False
+        with self.lock:
+            self.entered = (prompt + typed, self.shown)
+        return typed
+
+
+MARKS = {ENVIADO: "✓ sent", ENTREGADO: "✓✓ delivered", LEIDO: "✓✓ read"}
+YES = ("y", "yes", "s", "si", "sí")
 
 
 class TerminalClient:
-    """A person's chat in a terminal: log in (or register), the last 10 messages, then chat."""
-
-    RESUME_TRIES = 5
+    """A person's chat in a terminal, on :class:`chatactors.Client`: log in (or register), the last
+    10 messages, then chat. A command that fails says why and changes nothing (the prompt keeps its
+    conversation); each send is marked on its line; receipts that come together are one line."""
 
     def __init__(self, url: str, screen: Screen) -> None:
         self.url = url
         self.screen = screen
-        self.ws: ClientConnection | None = None
+        self.client: Client | None = None
+        self.session: ClientSession | None = None
         self.me = ""
-        self.token = ""
         self.target = ""  # "maria" or "#general": where lines without a command go
-        self.bodies: dict[str, str] = {}  # client_id, then message id -> body, for receipts
+        self.bodies: dict[int, str] = {}  # message id -> body, to name a message in its receipt
         self.quitting = False
-        self.reader: threading.Thread | None = None
-        self.pong = threading.Event()
         self.left_input = threading.Event()  # set once the main thread has left the chat loop
-        self._ids = itertools.count(1)
-        self._send_lock = threading.Lock()
-
-    # plumbing
-    def send(self, **frame: Any) -> None:
-        with self._send_lock:
-            if self.ws is None:
-                raise ConnectionError("not connected")
-            self.ws.send(json.dumps(frame))
-
-    def client_id(self) -> str:
-        return f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
-
-    def _wait(self, *types: str) -> Frame:
-        """The next frame of one of ``types`` or an error (used before the reader thread starts)."""
-        assert self.ws is not None
-        while True:
-            frame = json.loads(self.ws.recv(timeout=30))
-            if frame.get("type") in (*types, "error"):
-                return frame  # type: ignore[no-any-return]
-
-    # start
-    def _connect(self, timeout: float) -> ClientConnection:
-        # Entered as a context (websockets 17 warns otherwise); _hang_up() leaves it.
-        ws = connect(self.url, open_timeout=timeout, max_size=2**20).__enter__()
-        self._hang_up()
-        self.ws = ws
-        return ws
-
-    def _hang_up(self) -> None:
-        with self._send_lock:
-            if self.ws is not None:
-                self.ws.__exit__(None, None, None)
 
     def run(self) -> int:
         try:
-            self._connect(10)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            self.screen.show(f"cannot connect to {self.url}: {exc}")
+            self.client = Client(self.url, echo=False, announce_login=False)
+        except (Unavailable, InvalidMessage) as exc:
+            self.screen.show(f"cannot connect to {self.url}: {exc.detail}")
             return 1
         try:
-            if not self.log_in():
-                return 1
-            self.reader = threading.Thread(
-                target=self.read_forever, name="chatactors-client-reader", daemon=True
-            )
-            self.reader.start()
-            self.chat_loop()
+            self.session = self.log_in(self.client)
+            self.chat_loop(self.session)
         except (EOFError, KeyboardInterrupt):
             pass
         finally:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late interrupt must not cut the goodbye
             self.left_input.set()
-            self.settle()
             self.quitting = True
-            self._hang_up()
+            self.client.close()  # every send was answered before its line was marked: nothing is lost
         self.screen.show("bye")
         return 0
 
-    def settle(self) -> None:
-        """Before leaving, wait until the server has answered everything sent so far.
-
-        It answers in order, so the ``pong`` to a last ``ping`` means every ``send`` was stored.
-        """
-        if self.reader is None or not self.reader.is_alive() or self.quitting:
-            return
-        self.pong.clear()
-        try:
-            self.send(type="ping")
-        except (ConnectionClosed, ConnectionError):
-            return
-        self.pong.wait(5)
-
-    def log_in(self) -> bool:
+    # -- start ----------------------------------------------------------------------------------------
+    def log_in(self, client: Client) -> ClientSession:
+        callbacks = {"on_message": self.on_message, "on_receipt": self.on_receipt, "on_end": self.on_end}
         while True:
             username = self.screen.ask("username: ").strip()
             if not username:
                 continue
             password = getpass.getpass("password: ") if sys.stdin.isatty() else self.screen.ask("password: ")
-            self.send(type="login", username=username, password=password)
-            reply = self._wait("logged_in")
-            if reply["type"] == "error" and reply["code"] == "auth_failed":
+            try:
+                session = client.login(username, password, **callbacks)  # type: ignore[arg-type]
+            except (TooManyAttempts, Busy) as exc:
+                self.screen.show(f"! {exc.detail}")
+                continue
+            except AuthenticationError:
                 answer = self.screen.ask(f"No user {username!r} with that password. Register it? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes", "s", "si", "sí"):
+                if answer.strip().lower() not in YES:
                     continue
-                self.send(type="register", username=username, password=password)
-                reply = self._wait("logged_in")
-                if reply["type"] == "error" and reply["code"] == "username_taken":
+                try:
+                    session = client.create(username, password)
+                except AuthenticationError:
                     self.screen.show(f"{username!r} is taken: the password was wrong")
                     continue
-            if reply["type"] == "error":
-                self.screen.show(f"! {reply['detail']}")
+                except ChatError as exc:
+                    self.screen.show(f"! {exc.detail or exc.code}")
+                    continue
+                session.on_message(self.on_message)
+                session.on_receipt(self.on_receipt)
+                session.on_end(self.on_end)
+            except ChatError as exc:
+                self.screen.show(f"! {exc.detail or exc.code}")
                 continue
-            self.logged_in(reply)
-            return True
+            session.on_connection(self.on_connection)
+            self.logged_in(session)
+            return session
 
-    def logged_in(self, frame: Frame) -> None:
-        self.me, self.token = frame["username"], frame["token"]
-        inbox = frame.get("inbox", [])
-        self.screen.show(f"logged in as {self.me} (id {frame['user_id']}). /help lists the commands.")
+    def logged_in(self, session: ClientSession) -> None:
+        self.me = session.username
+        inbox = session.login_inbox
+        self.screen.show(f"logged in as {self.me} (id {session.user_id}). /help lists the commands.")
         self.screen.show(f"-- last {len(inbox)} messages --" if inbox else "-- no messages yet --")
         for m in inbox:
             self.screen.show(self.describe(m))
 
-    # reading
-    def read_forever(self) -> None:
-        while not self.quitting:
-            ws = self.ws
-            assert ws is not None
-            try:
-                for raw in ws:
-                    self.on_frame(json.loads(raw))
-            except ConnectionClosed:
-                pass
-            if self.quitting:
-                return
-            code, reason = ws.close_code or 1006, ws.close_reason or "connection lost"
-            self.screen.show(f"! disconnected ({code} {reason})".rstrip())
-            if code in (1001, 1008, 1009) or not self.resume():
-                self.quitting = True
-                self._interrupt_main()
-                return
+    # -- pushes (the client's callback thread) --------------------------------------------------------
+    def on_message(self, m: Message) -> None:
+        if not self.target and m.room is None and m.sender != self.me:
+            self.target = m.sender  # nobody picked yet: the next line answers them
+        self.screen.show(self.describe(m))
+
+    def on_receipt(self, r: Receipt) -> None:
+        """One line per receipt: one message by its body, a burst (a read of 70) by its count."""
+        n = len(r.message_ids)
+        if n == 1:
+            body = self.bodies.get(r.message_ids[0], f"message {r.message_ids[0]}")
+            text = f"read by {r.by}: {body}" if r.status == LEIDO else f"delivered to {r.by}: {body}"
+        else:
+            text = f"{r.by} read {n} messages" if r.status == LEIDO else f"{n} messages delivered to {r.by}"
+        self.screen.show(f"  ✓✓ {text}")
+
+    def on_end(self, reason: str) -> None:
+        self.screen.show(f"-- logged out: {reason} --")
+
+    def on_connection(self, state: str, detail: str) -> None:
+        if state == "resumed":
+            self.screen.show("-- reconnected --")
+            return
+        if state == "lost":
+            self.screen.show(f"! disconnected ({detail})")
+            if detail.split(" ", 1)[0] not in ("1001", "1008", "1009"):
+                return  # the client resumes by itself
+        else:
+            self.screen.show("! could not reconnect")
+        self.quitting = True
+        self._interrupt_main()
 
     def _interrupt_main(self) -> None:
         """Get the main thread out of input(). A SIGINT that lands just before it enters input() is
@@ -333,94 +368,31 @@ class TerminalClient:
             if self.left_input.wait(0.2):
                 return
 
-    def resume(self) -> bool:
-        """After a lost connection: log in again with the session token (no password)."""
-        for attempt in range(self.RESUME_TRIES):
-            threading.Event().wait(0.5 * 2**attempt)  # back off before trying again
-            try:
-                self._connect(5).send(json.dumps({"type": "login", "token": self.token}))
-                reply = self._wait("logged_in")
-            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed):
-                continue
-            if reply["type"] == "logged_in":
-                self.screen.show("-- reconnected --")
-                return True
-            self.screen.show(f"! {reply['detail']}")
-            return False
-        return False
-
-    def on_frame(self, frame: Frame) -> None:
-        kind = frame.get("type")
-        if kind == "message":
-            if not self.target and not frame.get("room") and frame.get("sender") != self.me:
-                self.target = frame["sender"]  # nobody picked yet: the next line answers them
-            self.screen.show(self.describe(frame))
-        elif kind == "sent":
-            self.bodies[str(frame["id"])] = self.bodies.pop(str(frame.get("client_id")), "")
-        elif kind == "receipt":
-            body = self.bodies.get(str(frame["id"]), f"message {frame['id']}")
-            self.screen.show(f"  ✓✓ {frame['status']} by {frame['by']}: {body}")
-        elif kind == "marked_read":
-            where = f" in #{frame['room']}" if frame.get("room") else ""
-            where = f" with {frame['with']}" if frame.get("with") is not None else where
-            self.show_list(f"unread{where}, now read", frame["messages"])
-        elif kind == "history":
-            name = f"#{frame['room']}" if frame.get("room") else frame.get("with") or "everyone"
-            self.show_list(f"history with {name}", frame["messages"])
-        elif kind == "joined":
-            self.screen.show(
-                f"-- {'created and joined' if frame.get('created') else 'joined'} #{frame['room']} --"
-            )
-        elif kind == "left":
-            if self.target == "#" + frame["room"]:
-                self.target = ""
-            self.screen.show(f"-- left #{frame['room']} --")
-        elif kind == "rooms":
-            names = [self.room_line(r) for r in frame["rooms"]]
-            self.screen.show("rooms: " + (", ".join(names) if names else "none (/join ROOM)"))
-        elif kind == "error":
-            self.on_error(frame)
-        elif kind == "logged_out" and frame.get("reason"):  # ended elsewhere: a logout revoked our token
-            self.screen.show(f"-- logged out: {frame['reason']} --")
-        elif kind == "pong":
-            self.pong.set()
-
-    def on_error(self, frame: Frame) -> None:
-        if frame.get("request") == "join" and frame.get("code") == "room_not_found":
-            self.send(type="create_room", room=frame["room"])  # /join creates a missing room
-            return
-        if frame.get("request") in ("join", "create_room") and self.target == f"#{frame.get('room')}":
-            self.target = ""
-        self.screen.show(f"! {frame.get('detail') or frame.get('code')}")
-
-    def show_list(self, title: str, messages: list[Frame]) -> None:
+    # -- showing --------------------------------------------------------------------------------------
+    def show_list(self, title: str, messages: list[Message]) -> None:
         self.screen.show(f"-- {title}: {len(messages)} --")
         for m in messages:
             self.screen.show(self.describe(m, status=True))
 
-    def describe(self, m: Frame, status: bool = False) -> str:
-        when = _clock(m.get("sent_at", ""))
-        if m.get("room"):
-            line = f"[{when}] #{m['room']} {m['sender']}: {m['body']}"
-        elif m.get("sender") == self.me:
-            line = f"[{when}] you -> {m.get('recipient')}: {m['body']}"
+    def describe(self, m: Message, status: bool = False) -> str:
+        when = _clock(m.sent_at)
+        if m.room is not None:
+            line = f"[{when}] #{m.room} {m.sender}: {m.body}"
+        elif m.sender == self.me:
+            line = f"[{when}] you -> {m.recipient}: {m.body}"
         else:
-            line = f"[{when}] {m['sender']}: {m['body']}"
-        return f"{line}  ({m['status']})" if status and m.get("sender") == self.me else line
+            line = f"[{when}] {m.sender}: {m.body}"
+        return f"{line}  ({m.status})" if status and m.sender == self.me else line
 
     @staticmethod
-    def room_line(room: Any) -> str:
-        if isinstance(room, dict):
-            name = room.get("name", "?")
-            unread = room.get("unread")
-            return f"#{name}" + (f" ({unread} unread)" if unread else "")
-        return f"#{room}"
+    def room_line(room: RoomSummary) -> str:
+        return f"#{room.name}" + (f" ({room.unread} unread)" if room.unread else "")
 
-    # typing
+    # -- typing ---------------------------------------------------------------------------------------
     def prompt(self) -> str:
         return f"{self.target}> " if self.target else "> "
 
-    def chat_loop(self) -> None:
+    def chat_loop(self, session: ClientSession) -> None:
         while not self.quitting:
             line = self.screen.ask(self.prompt()).strip()
             if self.quitting:
@@ -429,28 +401,25 @@ class TerminalClient:
                 continue
             try:
                 if line.startswith("/"):
-                    if not self.command(line):
+                    if not self.command(session, line):
                         return
                 else:
-                    self.say(self.target, line)
-            except (ConnectionClosed, ConnectionError):
-                self.screen.show("! not connected")
+                    self.say(session, self.target, line)
+            except ChatError as exc:  # said, and nothing changed: the prompt keeps its conversation
+                self.screen.show(f"! {exc.detail or exc.code}")
 
-    def say(self, target: str, body: str) -> None:
+    def say(self, session: ClientSession, target: str, body: str) -> None:
         if not target:
             self.screen.show("! who to? /msg USER TEXT, or /join ROOM")
             return
-        client_id = self.client_id()
-        self.bodies[client_id] = body
+        m = session.send_message(target, body)
+        self.bodies[m.id] = body
         if len(self.bodies) > 1000:
             self.bodies.pop(next(iter(self.bodies)))
-        if target.startswith("#"):
-            self.send(type="send_room", room=target[1:], body=body, client_id=client_id)
-        else:
-            self.send(type="send", to=target, body=body, client_id=client_id)
+        self.screen.mark(MARKS[m.status])
 
-    def command(self, line: str) -> bool:
-        """Run one /command; False means quit."""
+    def command(self, session: ClientSession, line: str) -> bool:
+        """Run one /command; False means quit. A failure raises before the target changes."""
         name, _, rest = line.partition(" ")
         rest = rest.strip()
         if name in ("/quit", "/exit"):
@@ -459,46 +428,63 @@ class TerminalClient:
             user, _, body = rest.partition(" ")
             if not user:
                 self.screen.show("usage: /msg USER TEXT")
-                return True
-            self.target = user
-            if body.strip():
-                self.say(user, body.strip())
+            elif body.strip():
+                self.say(session, user, body.strip())
+                self.target = user
+            else:
+                session.history(with_user=user, limit=1)  # UserNotFound for a name nobody has
+                self.target = user
         elif name == "/join" and rest:
-            self.target = "#" + rest.lstrip("#")  # so the next prompt shows it; undone if joining fails
-            self.send(type="join", room=rest.lstrip("#"))
+            self.join(session, rest.lstrip("#"))
         elif name == "/leave":
             room = rest.lstrip("#") or (self.target[1:] if self.target.startswith("#") else "")
             if room:
-                self.send(type="leave", room=room)
+                session.leave(room)
+                if self.target == "#" + room:
+                    self.target = ""
+                self.screen.show(f"-- left #{room} --")
             else:
                 self.screen.show("usage: /leave ROOM")
         elif name == "/rooms":
-            self.send(type="rooms")
+            names = [self.room_line(r) for r in session.rooms()]
+            self.screen.show("rooms: " + (", ".join(names) if names else "none (/join ROOM)"))
         elif name == "/read":
-            self.read(everything=rest == "all")
+            self.read(session, everything=rest == "all")
         elif name == "/history":
-            self.history(rest)
+            self.history(session, rest)
         else:
             self.screen.show(HELP)
         return True
 
-    def read(self, everything: bool) -> None:
+    def join(self, session: ClientSession, room: str) -> None:
+        """Join ``room``, creating it if it does not exist; only then does the prompt move there."""
+        try:
+            session.join(room)
+            done = "joined"
+        except RoomNotFound:
+            session.create_room(room)
+            done = "created and joined"
+        self.target = "#" + room
+        self.screen.show(f"-- {done} #{room} --")
+
+    def read(self, session: ClientSession, everything: bool) -> None:
         """Read the current conversation (a person's, or a room's); everything with no conversation."""
         if everything or not self.target:
-            self.send(type="read")
+            self.show_list("unread, now read", session.read_messages())
         elif self.target.startswith("#"):
-            self.send(type="read", room=self.target[1:])
+            messages = session.read_messages(room=self.target[1:])
+            self.show_list(f"unread in {self.target}, now read", messages)
         else:
-            self.send(type="read", **{"with": self.target})
+            messages = session.read_messages(with_user=self.target)
+            self.show_list(f"unread with {self.target}, now read", messages)
 
-    def history(self, rest: str) -> None:
+    def history(self, session: ClientSession, rest: str) -> None:
         limit = int(rest) if rest.isdigit() and 0 < int(rest) <= 200 else 10
         if self.target.startswith("#"):
-            self.send(type="history", room=self.target[1:], limit=limit)
-        elif self.target:
-            self.send(type="history", limit=limit, **{"with": self.target})
+            messages = session.history(limit, room=self.target[1:])
         else:
-            self.send(type="history", limit=limit)
+            messages = session.history(limit, with_user=self.target or None)
+        self.show_list(f"history with {self.target or 'everyone'}", messages)
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -535,13 +521,26 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     client = sub.add_parser("client", help="chat from this terminal")
-    client.add_argument("--url", default=os.environ.get("CHATACTORS_URL", "ws://127.0.0.1:8765"))
+    _url_option(client)
     client.set_defaults(run=cmd_client)
 
-    repl = sub.add_parser("repl", help="a Python interpreter with chat = Chat() ready")
+    repl = sub.add_parser(
+        "repl", help="a Python interpreter with chat ready: the server at --url if one answers, else embedded"
+    )
+    _url_option(repl)
+    repl.add_argument(
+        "--embedded", action="store_true", help="an embedded Chat, without looking for a server"
+    )
     _chat_options(repl)
     repl.set_defaults(run=cmd_repl)
     return p
+
+
+def _url_option(p: argparse.ArgumentParser) -> None:
+    default = os.environ.get("CHATACTORS_URL", DEFAULT_URL)
+    p.add_argument(
+        "--url", default=default, help=f"the server's WebSocket URL (default {default}, or $CHATACTORS_URL)"
+    )
 
 
 def _chat_options(p: argparse.ArgumentParser) -> None:

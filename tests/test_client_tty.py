@@ -97,6 +97,9 @@ class Screen:
             self.lines[self.row] = line[: self.col] + line[self.col + (n or 1) :]
         elif final == "J" and n == 2:
             self.lines = [""] * self.rows
+        elif final == "J" and not n:  # erase from the cursor to the end of the screen
+            self.lines[self.row] = line[: self.col]
+            self.lines[self.row + 1 :] = [""] * (self.rows - self.row - 1)
         # colours, modes and the rest change nothing we read
 
     def text(self) -> str:
@@ -195,11 +198,12 @@ def chat_server(sqlite_url: str) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def terminal(chat_server: ServerThread) -> Iterator[Callable[[], Terminal]]:
+def terminal(chat_server: ServerThread) -> Iterator[Callable[..., Terminal]]:
+    """``terminal(rows=40, cols=120)``: a client on the test's server, closed afterwards."""
     opened: list[Terminal] = []
 
-    def open_terminal() -> Terminal:
-        term = Terminal(chat_server.url)
+    def open_terminal(rows: int = 40, cols: int = 120) -> Terminal:
+        term = Terminal(chat_server.url, rows, cols)
         opened.append(term)
         return term
 
@@ -235,6 +239,7 @@ def test_two_people_chat_in_terminals(chat_server: ServerThread, terminal: Calla
 
     juan.enter("/msg maria hola")
     maria.wait_for("juan: hola")
+    juan.wait_for(prompt_is("maria>"))  # the send was answered: juan types again
 
     # juan is halfway through a line when maria writes: her message shows at once, his line survives
     juan.type("que tal tu di")
@@ -247,7 +252,7 @@ def test_two_people_chat_in_terminals(chat_server: ServerThread, terminal: Calla
 
     maria.enter("/read")  # in her conversation with juan: reads that conversation
     maria.wait_for("-- unread with juan, now read: 2 --")
-    juan.wait_for("leido by maria: que tal tu dia")
+    juan.wait_for("maria read 2 messages")  # one line for the two receipts of one read
 
     juan.enter("/read")  # maria's message only: pedro's 12 stay unread
     juan.wait_for("-- unread with maria, now read: 1 --")
@@ -358,3 +363,106 @@ def test_client_resumes_with_its_token_after_the_server_dies(tmp_path: Path) -> 
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(20)
+
+
+def prompt_is(prompt: str) -> Callable[[str], bool]:
+    """The screen's last line is ``prompt`` (nothing typed after it)."""
+    return lambda screen: screen.splitlines()[-1] == prompt
+
+
+def test_a_failed_msg_or_join_keeps_the_conversation(
+    chat_server: ServerThread, terminal: Callable[[], Terminal]
+) -> None:
+    chat_server.gateway.chat.register("maria", PASSWORD)
+    juan = terminal()
+    juan.log_in("juan", register=True)
+    juan.enter("/msg maria hola")
+    juan.wait_for(prompt_is("maria>"))
+
+    juan.enter("/msg ghost hola")
+    juan.wait_for("! no user 'ghost'")
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("/msg ghost")  # no text: the name is checked all the same
+    juan.wait_for("! no user 'ghost'", seen=1)
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("/join a")  # not a valid room name: nothing is created, nothing changes
+    juan.wait_for("! room name")
+    juan.wait_for(prompt_is("maria>"))
+
+    juan.enter("sigo aquí")  # the next line still goes to maria
+    juan.wait_for("maria> sigo aquí  ✓ sent")  # maria is offline: stored, not delivered
+    juan.enter("/join sala")
+    juan.wait_for(prompt_is("#sala>"))
+    juan.enter("/quit")
+    assert juan.exit_code() == 0
+
+
+def test_a_line_wider_than_the_terminal_is_redrawn_whole(
+    chat_server: ServerThread, terminal: Callable[..., Terminal]
+) -> None:
+    """A message arriving while a two-row line is being typed clears both rows, leaving one copy."""
+    chat_server.gateway.chat.register("maria", PASSWORD)
+    juan = terminal(rows=30, cols=60)
+    juan.log_in("juan", register=True)
+    juan.enter("/msg maria hola")
+    juan.wait_for(prompt_is("maria>"))
+    typed = " ".join(f"w{i:02d}" for i in range(25))  # 99 characters after "maria> ": two rows
+    juan.type(typed)
+    juan.wait_for("w24")
+    maria = Client(chat_server.url)
+    maria.login("maria")
+    maria.send("send", to="juan", body="interrumpo", client_id="i1")
+    screen = juan.wait_for(lambda screen: "w24" in screen.partition("maria: interrumpo")[2])  # redrawn below
+    assert screen.count("w00") == 1 and screen.count("w24") == 1, screen
+    assert screen.index("maria: interrumpo") < screen.index("w00")  # the message above the line
+    juan.type("\r")
+    maria.expect("message", body=typed)
+    screen = juan.wait_for("w24  ✓✓ delivered")  # the mark goes on the entered line, both rows redrawn
+    assert screen.count("w00") == 1, screen
+    maria.close()
+    juan.enter("/quit")
+    assert juan.exit_code() == 0
+
+
+def test_a_send_is_marked_and_receipts_are_summed_up(
+    chat_server: ServerThread, terminal: Callable[[], Terminal]
+) -> None:
+    chat = chat_server.gateway.chat
+    chat.register("pedro", PASSWORD)
+    juan = terminal()
+    juan.log_in("juan", register=True)
+    juan.enter("/msg pedro ¿estás?")  # pedro is offline: stored, not delivered
+    juan.wait_for("> /msg pedro ¿estás?  ✓ sent")
+
+    other = chat.login("juan", PASSWORD)  # juan on another device sends 69 more
+    for i in range(69):
+        other.send_message("pedro", f"n{i}")
+    pedro = chat.login("pedro", PASSWORD)  # pedro comes online: 70 delivered, in one receipt
+    assert len(pedro.read_messages()) == 70  # ...and reads them: 70 read, in one receipt
+
+    def summed(pattern: str) -> Callable[[str], bool]:
+        return lambda screen: sum(int(n) for n in re.findall(pattern, screen)) == 70
+
+    juan.wait_for(summed(r"✓✓ (\d+) messages delivered to pedro"))
+    screen = juan.wait_for(summed(r"✓✓ pedro read (\d+) messages"))
+    receipt_lines = [line for line in screen.splitlines() if "✓✓" in line]
+    assert len(receipt_lines) <= 6, receipt_lines  # a line per burst, never one per message
+    juan.enter("/quit")
+    assert juan.exit_code() == 0
+
+
+def test_no_server_at_the_url_is_said_in_one_line() -> None:
+    from chatactors.chat import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatactors", "client", "--url", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(f"cannot connect to {url}: no chatactors server answers at {url}")
+    assert proc.stdout.count("\n") == 1 and proc.stderr == ""

@@ -57,6 +57,11 @@ EXPECTED: dict[str, list[str]] = {
         "after a message to maria (entregado): ",
         "maria's actor lives again at #PID<user:2 @",
     ],
+    "remote_bot.py": [
+        "juan sent 'hola bot' to the bot over ws://127.0.0.1:",
+        "juan's screen: [echobot -> juan] eco: hola bot",
+        "the bot's inbox on the server: ['hola bot']",
+    ],
     "v09_instant_delivery.py": [
         "maria's screen: [juan -> maria] ¿estás ahí?",
         "case A: status entregado",

@@ -19,7 +19,7 @@ import chatactors
 from chatactors.bridge import drain
 
 PACKAGE = Path(chatactors.__file__).parent
-EDGE = ("chatactors.bridge", "chatactors.chat", "chatactors.gateway", "chatactors.cli")
+EDGE = ("chatactors.bridge", "chatactors.chat", "chatactors.gateway", "chatactors.client", "chatactors.cli")
 # What each layer may not import (a module or anything below it).
 FORBIDDEN = {
     "chatactors.core": (

@@ -18,6 +18,12 @@ from chatactors import errors
 PUBLIC = [
     "Chat",
     "Session",
+    "connect",
+    "connect_async",
+    "Client",
+    "ClientSession",
+    "AsyncClient",
+    "AsyncSession",
     "Message",
     "Receipt",
     "ReadEvent",
@@ -78,7 +84,14 @@ def test_every_error_of_the_tree_is_public() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["chatactors.errors", "chatactors.gateway", "chatactors.ports", "chatactors.messages"]
+    "module",
+    [
+        "chatactors.errors",
+        "chatactors.gateway",
+        "chatactors.client",
+        "chatactors.ports",
+        "chatactors.messages",
+    ],
 )
 def test_every_module_all_names_exist(module: str) -> None:
     loaded = importlib.import_module(module)

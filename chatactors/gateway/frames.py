@@ -12,7 +12,8 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from chatactors.core.model import Message, Receipt
+from chatactors import errors
+from chatactors.core.model import Message, Receipt, RoomSummary, Status
 from chatactors.core.rules import (
     HISTORY_MAX,
     check_client_id,
@@ -23,7 +24,7 @@ from chatactors.core.rules import (
     check_text,
     check_user_ref,
 )
-from chatactors.errors import ChatError, InternalError, InvalidMessage
+from chatactors.errors import ChatError, InternalError, InvalidMessage, TooManyAttempts
 
 Frame = dict[str, Any]
 SHUTDOWN_REASON = "server shutting down"
@@ -186,3 +187,53 @@ def id_list(frame: Frame, name: str, what: str) -> list[int]:
 def room_json(room: Any) -> Any:
     """A room as JSON: a name becomes ``{"name": ...}``; records keep their fields."""
     return {"name": room} if isinstance(room, str) else plain(room)
+
+
+# -- decoding (the client) ------------------------------------------------------------------------
+def message_from_dict(d: Frame) -> Message:
+    """The :class:`Message` a ``message`` push, a ``sent`` or a list of messages carries."""
+    return Message(
+        id=int(d["id"]),
+        sender_id=int(d["sender_id"]),
+        sender=str(d["sender"]),
+        recipient_id=d.get("recipient_id"),
+        room=d.get("room"),
+        body=str(d["body"]),
+        sent_at=datetime.fromisoformat(d["sent_at"]),
+        status=Status(d["status"]),
+        recipient=d.get("recipient"),
+    )
+
+
+def receipts_from_frames(frames: list[Frame]) -> list[Receipt]:
+    """``receipt`` frames that came together, as the core made them: one :class:`Receipt` per run of
+    frames with the same status and reader (reading 70 messages is one receipt, not 70)."""
+    out: list[Receipt] = []
+    for f in frames:
+        status, by, by_id = Status(f["status"]), str(f["by"]), int(f["by_id"])
+        last = out[-1] if out else None
+        if last is not None and (last.status, last.by_id) == (status, by_id):
+            out[-1] = Receipt((*last.message_ids, int(f["id"])), status, by, by_id)
+        else:
+            out.append(Receipt((int(f["id"]),), status, by, by_id))
+    return out
+
+
+def room_from_dict(d: Frame) -> RoomSummary:
+    return RoomSummary(name=str(d["name"]), members=int(d.get("members", 0)), unread=int(d.get("unread", 0)))
+
+
+# The error classes by their ``code``. Two share "error" (ChatError, and ChatClosed, which keeps the
+# wire's old code): a client gets the base class for it.
+ERRORS: dict[str, type[ChatError]] = {
+    getattr(errors, name).code: getattr(errors, name) for name in errors.__all__
+}
+ERRORS["error"] = ChatError
+
+
+def error_from_frame(frame: Frame) -> ChatError:
+    """The exception an ``error`` frame stands for: the same class the embedded Chat raises."""
+    code, detail = str(frame.get("code", "error")), str(frame.get("detail", ""))
+    if code == TooManyAttempts.code:
+        return TooManyAttempts(detail, float(frame.get("retry_after", 0)))
+    return ERRORS.get(code, ChatError)(detail)

@@ -143,6 +143,8 @@ class Gateway:
             "send_room": self.on_send_room,
             "read": self.on_read,
             "history": self.on_history,
+            "inbox": self.on_inbox,
+            "status": self.on_status,
             "presence": self.on_presence,
             "create_room": self.on_create_room,
             "join": self.on_join,
@@ -472,6 +474,19 @@ class Gateway:
         reply.update({"room": room} if room is not None else {})
         reply.update({"before": before} if before is not None else {})  # an older page, not the newest
         conn.push(reply)
+
+    async def on_inbox(self, conn: Connection, frame: Frame) -> None:
+        """The last 10 messages received, newest last, as ``logged_in`` lists them (``Session.inbox``)."""
+        session = self._session(conn)
+        messages = await self._blocking(lambda: session.inbox)
+        conn.push({"type": "inbox", "messages": [message_dict(m) for m in messages]})
+
+    async def on_status(self, conn: Connection, frame: Frame) -> None:
+        """A message's status, for its sender or recipient (``Session.status``)."""
+        session = self._session(conn)
+        message_id = field(frame, "id", int)
+        status = await self._blocking(session.status, message_id)
+        conn.push({"type": "status", "id": message_id, "status": status})
 
     async def on_presence(self, conn: Connection, frame: Frame) -> None:
         """Which of these users have a live session anywhere in this chat."""
