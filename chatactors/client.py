@@ -364,9 +364,19 @@ class AsyncSession:
         state = "active" if self.active else f"ended: {self.ended}"
         return f"<AsyncSession {self.username} id={self.user_id} {self._link.url} {state}>"
 
-    async def _ask(self, kind: str, **fields: Any) -> Frame:
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.active:  # as Session: logged out at the end of the block unless it ended already
+            await self.logout()
+
+    def _check_active(self) -> None:
         if not self.active:
             raise SessionEnded(f"{self.username}'s session has ended ({self.ended}); log in again")
+
+    async def _ask(self, kind: str, **fields: Any) -> Frame:
+        self._check_active()
         frame = {"type": kind, **{k: v for k, v in fields.items() if v is not None}}
         return await self._link.request(frame)
 
@@ -508,9 +518,9 @@ class AsyncSession:
 
     # -- end ----------------------------------------------------------------------------------------
     async def logout(self, *, revoke_token: bool = True) -> None:
-        """Close this session; ``revoke_token=False`` keeps its token valid for a later login."""
-        if not self.active:
-            return
+        """Close this session; ``revoke_token=False`` keeps its token valid for a later login.
+        Raises SessionEnded if it has ended already, as :meth:`Session.logout` does."""
+        self._check_active()
         try:
             if revoke_token:
                 await self._ask("logout")
@@ -828,6 +838,13 @@ class ClientSession:
     def __repr__(self) -> str:
         state = "active" if self.active else f"ended: {self.ended}"
         return f"<ClientSession {self.username} id={self.user_id} {self._client.url} {state}>"
+
+    def __enter__(self) -> ClientSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:  # as Session: logged out at the end of the block unless it ended already
+            self.logout()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._client._run(coro)

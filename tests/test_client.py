@@ -238,7 +238,20 @@ def test_token_login_and_a_logout_elsewhere(remote: Client) -> None:
         juan.send_message("juan", "after logout")
     with pytest.raises(AuthenticationError):
         remote.login(token=juan.token)
-    juan.logout()  # a second logout changes nothing
+    with pytest.raises(SessionEnded, match="has ended"):
+        juan.logout()  # a second logout is a mistake worth seeing, as on the embedded Session
+
+
+def test_a_session_is_a_context_manager_that_logs_out(remote: Client) -> None:
+    remote.register("maria", PASSWORD)
+    with remote.login("maria", PASSWORD) as maria:
+        assert maria.active
+    assert not maria.active and maria.ended == "logged out"
+    with pytest.raises(SessionEnded):
+        maria.inbox  # noqa: B018
+    with remote.login("maria", PASSWORD) as again:
+        again.logout()  # ended inside the block: leaving it does not raise
+    assert not again.active
 
 
 def test_a_callback_may_call_the_client(remote: Client) -> None:
@@ -299,6 +312,11 @@ def test_the_async_flavour(served: ServerThread) -> None:
             await maria.logout()
             with pytest.raises(SessionEnded):
                 await maria.history()
+            with pytest.raises(SessionEnded):
+                await maria.logout()
+            async with await client.login("maria", PASSWORD) as again:
+                assert again.active
+            assert not again.active and again.ended == "logged out"
 
     asyncio.run(main())
 
