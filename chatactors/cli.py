@@ -41,7 +41,8 @@ from chatactors.errors import (
 HELP = """\
 commands:
   /msg USER TEXT   send TEXT to USER (later lines without a command go to USER too)
-  /join ROOM       join ROOM (created if it does not exist); later lines go to the room
+  /join ROOM       join ROOM; later lines go to the room
+  /create ROOM     create ROOM and join it (a mistyped /join creates nothing)
   /leave [ROOM]    leave ROOM (default: the current one)
   /rooms           the rooms you are in
   /read            show the current conversation's unread messages and mark them read
@@ -436,6 +437,10 @@ class TerminalClient:
                 self.target = user
         elif name == "/join" and rest:
             self.join(session, rest.lstrip("#"))
+        elif name == "/create" and rest:
+            room = session.create_room(rest.lstrip("#"))
+            self.target = "#" + room
+            self.screen.show(f"-- created and joined #{room} --")
         elif name == "/leave":
             room = rest.lstrip("#") or (self.target[1:] if self.target.startswith("#") else "")
             if room:
@@ -457,15 +462,15 @@ class TerminalClient:
         return True
 
     def join(self, session: ClientSession, room: str) -> None:
-        """Join ``room``, creating it if it does not exist; only then does the prompt move there."""
+        """Join ``room``; only then does the prompt move there. Joining and creating are different
+        acts: a room nobody made is not made by a typo, the user is told how to create it."""
         try:
-            session.join(room)
-            done = "joined"
+            joined = session.join(room)
         except RoomNotFound:
-            session.create_room(room)
-            done = "created and joined"
-        self.target = "#" + room
-        self.screen.show(f"-- {done} #{room} --")
+            self.screen.show(f"! no room #{room}: /create {room} to create it")
+            return
+        self.target = "#" + joined
+        self.screen.show(f"-- joined #{joined} --")
 
     def read(self, session: ClientSession, everything: bool) -> None:
         """Read the current conversation (a person's, or a room's); everything with no conversation."""

@@ -277,7 +277,9 @@ def test_rooms_in_terminals(chat_server: ServerThread, terminal: Callable[[], Te
     juan.log_in("juan", register=True)
     maria.log_in("maria", register=True)
 
-    maria.enter("/join sala")
+    maria.enter("/join sala")  # nobody made it: a typo must not create a room
+    maria.wait_for("! no room #sala: /create sala to create it")
+    maria.enter("/create sala")
     maria.wait_for("-- created and joined #sala --")
     juan.enter("/join sala")
     juan.wait_for("-- joined #sala --")
@@ -391,7 +393,10 @@ def test_a_failed_msg_or_join_keeps_the_conversation(
 
     juan.enter("sigo aquí")  # the next line still goes to maria
     juan.wait_for("maria> sigo aquí  ✓ sent")  # maria is offline: stored, not delivered
-    juan.enter("/join sala")
+    juan.enter("/join sala")  # a room nobody made: nothing is created, the prompt stays
+    juan.wait_for("! no room #sala: /create sala to create it")
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("/create sala")
     juan.wait_for(prompt_is("#sala>"))
     juan.enter("/quit")
     assert juan.exit_code() == 0
