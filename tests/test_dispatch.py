@@ -78,6 +78,8 @@ RECEIVES: dict[type[ChatActor], set[type]] = {
         m.GetHistory,
         m.ListRooms,
         m.ReadBy,
+        m.ListMembers,
+        m.SearchNames,
     },
     UserActor: ACTIVATION | {m.UserLoaded, m.UnreadFetched, m.ReadAck, m.RoomOpDone},
     RoomActor: ACTIVATION | {m.RoomLoaded, m.RoomSinks},
