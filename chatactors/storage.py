@@ -422,9 +422,13 @@ class Store:
         """The messages already stored under these (sender, client_id) keys: a retry's original.
 
         Its SQL is built once per number of keys, as the INSERT's is: peewee rendering this lookup
-        for every batch cost seven times the INSERT itself. One ``(sender_id = ? AND client_id = ?)``
-        per key, so the unique index on both columns serves each. Almost always nothing is found;
-        only a retry reads its rows back in full.
+        for every batch cost seven times the INSERT itself. The unique index on both columns serves
+        each key, written the way each database plans best: on PostgreSQL one row-value list,
+        ``(sender_id, client_id) IN (VALUES ...)`` (an OR chain made it spend 85 % of a 1,000-row
+        batch's time on this lookup: 4,500 rows/s, against 19,800; bench/storage.py); on SQLite an
+        OR chain of ``(sender_id = ? AND client_id = ?)`` (its plan for the row-value list uses
+        the index on ``sender_id`` alone). Almost always nothing is found; only a retry reads its
+        rows back in full.
         """
         ids: list[int] = []
         flat = [v for key in keys for v in key]
@@ -433,8 +437,12 @@ class Store:
             params = flat[start : start + step]
             sql = self._stored_sql.get(len(params))
             if sql is None:
-                p = self.db.param
-                match = " OR ".join([f"(sender_id = {p} AND client_id = {p})"] * (len(params) // 2))
+                p, count = self.db.param, len(params) // 2
+                if isinstance(self.db, pw.PostgresqlDatabase):
+                    pairs = ", ".join([f"({p}, {p})"] * count)
+                    match = f"(sender_id, client_id) IN (VALUES {pairs})"
+                else:
+                    match = " OR ".join([f"(sender_id = {p} AND client_id = {p})"] * count)
                 sql = f'SELECT "id" FROM "mensajes" WHERE {match}'
                 self._stored_sql[len(params)] = sql
             ids += [r[0] for r in self.db.execute_sql(sql, params).fetchall()]
