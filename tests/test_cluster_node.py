@@ -29,11 +29,15 @@ WAIT = 30.0
 
 
 class Process:
-    def __init__(self, name: str, url: str) -> None:
-        env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull}
+    """A node in a child process; ``wrap`` prefixes its command (``ip netns exec HOST``)."""
+
+    def __init__(
+        self, name: str, url: str, wrap: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull, **(env or {})}
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), name, url],
+            [*(wrap or []), sys.executable, str(PEER), name, url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
