@@ -231,6 +231,10 @@ def test_history_pages_back_with_before(lite: ServerThread, clients: Clients) ->
     for before in (0, -1, "5", True, 2**63):
         maria.send("history", limit=2, before=before, **{"with": "juan"})
         assert maria.error("invalid", request="history"), before
+    maria.send("create_room", room="sala")
+    maria.expect("joined")
+    maria.send("history", room="sala", **{"with": "juan"})  # which one? neither: the room won unsaid
+    assert maria.error("invalid", request="history", room="sala")
 
 
 def test_every_frame_the_server_answers_is_documented(lite: ServerThread) -> None:
