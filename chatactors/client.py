@@ -49,6 +49,7 @@ from chatactors.errors import (
     UsernameTaken,
 )
 from chatactors.gateway.frames import (
+    MAX_READ_IDS,
     Frame,
     error_from_frame,
     message_from_dict,
@@ -94,6 +95,16 @@ class _Request:
     frame: Frame
     future: asyncio.Future[Frame]
     sent: bool = False
+    data: bytes = b""  # the frame as sent: encoded before it joins the queue (see _encode)
+
+
+def _encode(frame: Frame) -> bytes:
+    """The frame as JSON, or InvalidMessage as the embedded chat raises for text no database can hold
+    (a lone surrogate): raised before the request is queued, so the answers keep their order."""
+    try:
+        return orjson.dumps(frame)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidMessage(f"{frame.get('type')!r} cannot be sent: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +183,7 @@ class _Link:
         """The answer to ``frame``; an ``error`` answer is raised as its chatactors exception."""
         if self.gone is not None:
             raise self.gone
-        r = _Request(frame, asyncio.get_running_loop().create_future())
+        r = _Request(frame, asyncio.get_running_loop().create_future(), data=_encode(frame))
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._send_lock:
@@ -191,7 +202,7 @@ class _Link:
         r.sent = True
         assert self.ws is not None
         try:
-            await self.ws.send(orjson.dumps(r.frame), text=True)
+            await self.ws.send(r.data or _encode(r.frame), text=True)
         except ConnectionClosed:
             pass  # the reader sees it too, and the resume sends it again if it may be repeated
 
@@ -429,6 +440,13 @@ class AsyncSession:
         """Unread messages, oldest first, now 'leido' (their senders are told)."""
         other = None if with_user is None else _user_ref(with_user, "with_user")
         wanted = None if ids is None else list(ids)
+        if wanted is not None and len(wanted) > MAX_READ_IDS:  # the embedded chat takes any number
+            if other is not None or room is not None or up_to is not None:
+                raise InvalidMessage("read exact ids, or a conversation or room, not both")
+            read: list[Message] = []
+            for start in range(0, len(wanted), MAX_READ_IDS):
+                read += await self.read_messages(ids=wanted[start : start + MAX_READ_IDS])
+            return sorted(read, key=lambda m: m.id)
         return _messages(await self._ask("read", room=room, up_to=up_to, ids=wanted, **{"with": other}))
 
     # -- rooms --------------------------------------------------------------------------------------

@@ -171,7 +171,54 @@ BAD_CALLS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("leave nothing", lambda chat, juan: juan.leave("nowhere")),
     ("members of nothing", lambda chat, juan: juan.members("nowhere")),
     ("room send, not a member", lambda chat, juan: juan.send_room("nowhere", "hola")),
+    ("history with and room", lambda chat, juan: juan.history(with_user="juan", room="general")),
+    ("history before 0", lambda chat, juan: juan.history(before=0)),
+    ("history limit over 200", lambda chat, juan: juan.history(limit=201)),
+    ("history limit True", lambda chat, juan: juan.history(limit=True)),
+    ("status of id 2**63", lambda chat, juan: juan.status(2**63)),
+    ("status of True", lambda chat, juan: juan.status(True)),
+    ("status of a text", lambda chat, juan: juan.status("1")),
+    ("read_by of -1", lambda chat, juan: juan.read_by(-1)),
+    ("body with NUL", lambda chat, juan: juan.send_message("juan", "a\u0000b")),
+    ("body with a lone surrogate", lambda chat, juan: juan.send_message("juan", "a\ud800")),
+    ("body too long", lambda chat, juan: juan.send_message("juan", "x" * 4097)),
+    ("body not text", lambda chat, juan: juan.send_message("juan", 42)),
+    ("send to #nowhere", lambda chat, juan: juan.send_message("#nowhere", "hola")),
+    ("send to True", lambda chat, juan: juan.send_message(True, "hola")),
+    ("room name with NUL", lambda chat, juan: juan.join("ab\u0000c")),
+    ("room name a surrogate", lambda chat, juan: juan.create_room("ab\udc00c")),
+    ("room name not text", lambda chat, juan: juan.members(7)),
+    ("members of a room not joined", lambda chat, juan: juan.members(_room_of_another(chat))),
+    ("history of a room not joined", lambda chat, juan: juan.history(room=_room_of_another(chat))),
+    ("read ids not ints", lambda chat, juan: juan.read_messages(ids=["1"])),
+    ("login surrogate name", lambda chat, juan: chat.login("ju\udc00an", PASSWORD)),
+    ("register NUL name", lambda chat, juan: chat.register("ju\u0000an", PASSWORD)),
 ]
+
+
+def test_reading_more_ids_than_a_frame_holds(embedded: Chat, remote: Client) -> None:
+    """A frame names at most 1,000 ids; the embedded chat takes any number, and so does the client."""
+    for chat in (embedded, remote):
+        juan, maria = chat.crear("juan", PASSWORD), chat.crear("maria", PASSWORD)
+        sent = [juan.send_message("maria", f"m{i}").id for i in range(3)]
+        ids = [*range(sent[-1] + 1, sent[-1] + 1500), sent[2], sent[0]]  # the real ones in the 2nd frame
+        assert [m.id for m in maria.read_messages(ids=ids)] == [sent[0], sent[2]]
+        assert [m.id for m in maria.read_messages(ids=ids)] == []  # read already
+        with pytest.raises(InvalidMessage):
+            maria.read_messages(ids=ids, up_to=5)
+        juan.logout()
+        maria.logout()
+
+
+def _room_of_another(chat: Any) -> str:
+    """A room that exists and that juan is not in (made once per chat by ana, who then logs out)."""
+    try:
+        chat.register("ana", PASSWORD)
+    except chatactors.UsernameTaken:
+        return "ajena"
+    with chat.login("ana", PASSWORD) as ana:
+        ana.create_room("ajena")
+    return "ajena"
 
 
 @pytest.mark.parametrize("call", [c for _, c in BAD_CALLS], ids=[name for name, _ in BAD_CALLS])
