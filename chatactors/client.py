@@ -134,6 +134,8 @@ class _Link:
         self._bucket = TokenBucket(LIMITS.rate, LIMITS.burst)
         self._tasks: list[asyncio.Task[None]] = []
         self._resuming: _Request | None = None  # the token login of a resume, until it is answered
+        self._unmatched = False  # frames were dropped unanswered: answers cannot be matched until resumed
+        self._closing: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def _connect(self) -> ClientConnection:
@@ -263,6 +265,11 @@ class _Link:
             log.exception("%s: pushes that could not be read were dropped", self.url)
 
     def _answer(self, frame: Frame) -> None:
+        if self._unmatched:
+            return  # the request it answers is not known: _lost fails or repeats what waits
+        if frame.get("type") == "error" and "request" not in frame:
+            self._drop_unmatched(frame)
+            return
         if not self.pending:
             if self.gone is None:  # once ended, the answers to what was pipelined behind it are moot
                 log.warning("an answer nobody asked for: %.40r", frame.get("type"))
@@ -277,11 +284,24 @@ class _Link:
         if r is self._resuming:  # settled now, before the answers pipelined behind it are read
             self._resumed(r.future)
 
+    def _drop_unmatched(self, frame: Frame) -> None:
+        """An error that answers no request: the server dropped frames it read (its rate limit, which
+        a network that bunches frames can trip), and a dropped frame is never answered, so from here
+        answers cannot be matched by order. The socket is closed and resumed like a lost one: a send
+        or a read of state is sent again, anything else raises Unavailable, and no answer goes to a
+        request it does not belong to."""
+        log.warning("%s dropped frames unanswered (%.60s): reconnecting", self.url, frame.get("detail"))
+        self._unmatched, self.ready = True, False  # new requests wait for the resume
+        if self.ws is not None:
+            self._closing = asyncio.get_running_loop().create_task(self.ws.close())
+
     def _lost(self, lost: _Lost) -> None:
         """Everything answered before the loss is settled: what may be repeated waits for the resume."""
+        self._unmatched = False
         may_resume = self.token is not None and lost.code not in GIVE_UP
         error = Unavailable(f"the connection was lost ({lost.code}) before the answer came")
-        self._fail(lambda r: not (may_resume and r.frame["type"] in RETRYABLE), error)
+        # Not sent yet (asked while the socket was down or unmatched): as safe to send later as a read.
+        self._fail(lambda r: not (may_resume and (r.frame["type"] in RETRYABLE or not r.sent)), error)
         for r in self.pending:
             r.sent = False
         lost.handled.set_result(None)

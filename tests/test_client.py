@@ -43,6 +43,7 @@ from chatactors import (
 from chatactors.chat import free_port
 from chatactors.cli import parser, repl_chat
 from chatactors.client import _is_push
+from chatactors.gateway import Limits
 from chatactors.gateway.frames import ERRORS, error_from_frame, receipts_from_frames
 
 
@@ -336,6 +337,33 @@ def test_a_closed_client_refuses_calls(served: ServerThread) -> None:
         juan.inbox  # noqa: B018
     with pytest.raises(chatactors.ChatClosed):
         client.login("juan", PASSWORD)
+
+
+def test_frames_the_server_drops_never_shift_the_answers(embedded: Chat) -> None:
+    """A server that drops frames (its rate limit; a network that bunches frames can trip it) answers
+    one of them with an error naming no request and the rest not at all. The client cannot match
+    answers by order past that point: it reconnects and asks again, so each call still gets its own
+    answer, never the one meant for the call before it."""
+    juan = embedded.crear("juan", PASSWORD)
+    embedded.register("maria", PASSWORD)
+    for i in range(6):
+        juan.send_message("maria", f"m{i}")
+    frozen = ServerThread(embedded, limits=Limits(rate=1.0, burst=3), clock=lambda: 0.0).start()
+    states: list[str] = []
+
+    async def main() -> None:
+        async with await chatactors.connect_async(frozen.url, timeout=10) as client:
+            maria = await client.login("maria", PASSWORD)  # 1 of the 3 frames each connection may send
+            maria.on_connection(lambda state, detail: states.append(state))
+            pages = await asyncio.gather(*(maria.history(limit=n) for n in range(1, 7)))
+            assert [len(page) for page in pages] == [1, 2, 3, 4, 5, 6]
+            assert [m.body for m in pages[5]] == [f"m{i}" for i in range(6)]
+
+    try:
+        asyncio.run(main())
+    finally:
+        frozen.stop()
+    assert "resumed" in states  # it did have to reconnect
 
 
 def test_the_async_flavour(served: ServerThread) -> None:
