@@ -76,6 +76,30 @@ PUSHES = frozenset({"message", "receipt", "read_sync", "typing"})  # typing: for
 RETRYABLE = frozenset(
     {"send", "send_room", "history", "inbox", "status", "rooms", "read_by", "members", "join", "ping"}
 )
+# What each request is answered with (or an ``error``): an answer of another type means the answers
+# are no longer in step with the requests (a server that dropped or added one), as does an error
+# naming no request.
+ANSWERS = {
+    "register": "logged_in",
+    "login": "logged_in",
+    "logout": "logged_out",
+    "ping": "pong",
+    "send": "sent",
+    "send_room": "sent",
+    "read": "marked_read",
+    "history": "history",
+    "inbox": "inbox",
+    "status": "status",
+    "presence": "presence",
+    "create_room": "joined",
+    "join": "joined",
+    "leave": "left",
+    "rooms": "rooms",
+    "read_by": "read_by",
+    "members": "members",
+    "search": "results",
+}
+SEEN = 512  # message ids a session remembers, so one listed again after a resume is not handed on twice
 GIVE_UP = frozenset({1008, 1009})  # flood, slow reader, frame too big: resuming would repeat it
 RESUME_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, *(5.0,) * 10)  # about a minute, then give up
 RECEIPT_WINDOW = 0.05  # seconds a receipt waits for the rest of its burst (one frame per message id)
@@ -216,9 +240,13 @@ class _Link:
             try:
                 async for raw in ws:
                     try:
-                        self._frames.put_nowait(orjson.loads(raw))
+                        frame = orjson.loads(raw)
                     except orjson.JSONDecodeError:
-                        log.warning("%s sent a frame that is not JSON: dropped", self.url)
+                        frame = None
+                    if isinstance(frame, dict):
+                        self._frames.put_nowait(frame)
+                    else:  # dropped here: a list or a number would stop the dispatcher
+                        log.warning("%s sent a frame that is not a JSON object: dropped", self.url)
             except ConnectionClosed:
                 pass
             if self.gone is not None:
@@ -267,7 +295,7 @@ class _Link:
     def _answer(self, frame: Frame) -> None:
         if self._unmatched:
             return  # the request it answers is not known: _lost fails or repeats what waits
-        if frame.get("type") == "error" and "request" not in frame:
+        if self.pending and not self._fits(self.pending[0], frame):
             self._drop_unmatched(frame)
             return
         if not self.pending:
@@ -284,13 +312,27 @@ class _Link:
         if r is self._resuming:  # settled now, before the answers pipelined behind it are read
             self._resumed(r.future)
 
+    @staticmethod
+    def _fits(r: _Request, frame: Frame) -> bool:
+        """``frame`` can answer ``r``: its answer's type, or an error that names a request."""
+        kind = frame.get("type")
+        if kind == "error":
+            return "request" in frame
+        return kind == ANSWERS.get(r.frame["type"])
+
     def _drop_unmatched(self, frame: Frame) -> None:
-        """An error that answers no request: the server dropped frames it read (its rate limit, which
-        a network that bunches frames can trip), and a dropped frame is never answered, so from here
-        answers cannot be matched by order. The socket is closed and resumed like a lost one: a send
-        or a read of state is sent again, anything else raises Unavailable, and no answer goes to a
-        request it does not belong to."""
-        log.warning("%s dropped frames unanswered (%.60s): reconnecting", self.url, frame.get("detail"))
+        """A frame that cannot answer the oldest request: an error naming no request (the server
+        dropped frames it read, for its rate limit, which a network that bunches frames can trip; a
+        dropped frame is never answered) or an answer of another type. From here answers cannot be
+        matched by order: the socket is closed and resumed like a lost one, a send or a read of
+        state is sent again, anything else raises Unavailable, and no answer goes to a request it
+        does not belong to."""
+        log.warning(
+            "%s answered out of step (%.40r %.60s): reconnecting",
+            self.url,
+            frame.get("type"),
+            frame.get("detail", ""),
+        )
         self._unmatched, self.ready = True, False  # new requests wait for the resume
         if self.ws is not None:
             self._closing = asyncio.get_running_loop().create_task(self.ws.close())
@@ -343,6 +385,9 @@ class _Link:
         error = login.exception()
         if error is None:
             self.on_state("resumed", self.url)
+            # What came while the socket was down was stored, not pushed: 'logged_in' lists the last
+            # 10 received, and the session hands on those it has not seen (a bot answers them too).
+            self._hand_on([{"type": "message", **m} for m in login.result().get("inbox", ())])
         elif isinstance(error, AuthenticationError) and not isinstance(error, TooManyAttempts):
             self._ended(f"could not resume: {error.detail}")
         # else: lost again before the answer; the reader resumes once more
@@ -385,6 +430,7 @@ class AsyncSession:
         self.active = True
         self.ended = ""
         self._message_callbacks: list[MessageCallback] = [print] if echo else []
+        self._seen: deque[int] = deque((m.id for m in self.login_inbox), maxlen=SEEN)  # no message twice
         self._receipt_callbacks: list[ReceiptCallback] = []
         self._read_callbacks: list[ReadCallback] = []
         self._end_callbacks: list[EndCallback] = []
@@ -530,7 +576,8 @@ class AsyncSession:
                 self._run(self._receipt_callbacks, receipt)
             run = []
             kind = frame.get("type")
-            if kind == "message":
+            if kind == "message" and frame.get("id") not in self._seen:
+                self._seen.append(frame["id"])
                 self._run(self._message_callbacks, message_from_dict(frame))
             elif kind == "read_sync":
                 self._run(self._read_callbacks, ReadEvent(tuple(int(i) for i in frame["ids"])))

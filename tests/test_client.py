@@ -366,6 +366,40 @@ def test_frames_the_server_drops_never_shift_the_answers(embedded: Chat) -> None
     assert "resumed" in states  # it did have to reconnect
 
 
+def test_frames_out_of_step_are_never_taken_for_answers() -> None:
+    """A server that sends a frame that is no JSON object, or an answer of the wrong type, cannot
+    stop the client or hand a call another's answer: the client reconnects and asks again."""
+    from websockets.sync.server import ServerConnection, serve
+
+    logged_in = {"type": "logged_in", "user_id": 1, "username": "juan", "token": "t", "inbox": []}
+    asked: list[str] = []
+
+    def handler(ws: ServerConnection) -> None:
+        for raw in ws:
+            kind = json.loads(raw)["type"]
+            if kind == "ping":
+                ws.send('{"type": "pong"}')
+            elif kind == "login":
+                ws.send(json.dumps(logged_in))
+            elif not asked:  # the first 'inbox' is answered out of step
+                asked.append(kind)
+                ws.send("[1, 2]")
+                ws.send('{"type": "rooms", "rooms": [{"name": "otra"}]}')
+            else:
+                ws.send('{"type": "inbox", "messages": []}')
+
+    with serve(handler, "127.0.0.1", 0) as fake:
+        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{fake.socket.getsockname()[1]}"
+        with connect(url, timeout=10, echo=False, announce_login=False) as client:
+            juan = client.login("juan", PASSWORD)
+            states = States()
+            juan.on_connection(states)
+            assert juan.inbox == []  # its own answer, on the second socket
+            states.wait("resumed")
+        fake.shutdown()
+
+
 def test_the_async_flavour(served: ServerThread) -> None:
     async def main() -> None:
         async with await chatactors.connect_async(served.url) as client:
@@ -479,6 +513,34 @@ def test_a_restarted_server_is_resumed_by_token(embedded: Chat) -> None:
         states.wait("resumed")
         juan.send_message("maria", "de vuelta")
         assert pushed.wait_for(1)[0].body == "de vuelta"  # maria's session came back too
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_messages_that_came_while_the_socket_was_down_are_handed_on(embedded: Chat) -> None:
+    """Stored while the server was away, they are not pushed: the resume's inbox lists them, and
+    on_message gets each once (not those it had before)."""
+    server = start_server(embedded)
+    port = server.gateway.port
+    client = connect(server.url, echo=False, announce_login=False)
+    try:
+        maria = client.crear("maria", PASSWORD)
+        juan = embedded.crear("juan", PASSWORD)
+        states, pushed = States(), Inbox()
+        maria.on_connection(states)
+        maria.on_message(pushed)
+        before = juan.send_message("maria", "antes")
+        assert pushed.wait_for(1) == [before]
+        server.stop()
+        states.wait("lost")
+        missed = [juan.send_message("maria", f"mientras {i}") for i in range(2)]  # nobody to push to
+        server = start_server(embedded, port)
+        states.wait("resumed")
+        assert pushed.wait_for(3)[1:] == [m.with_status(ENTREGADO) for m in missed]  # once, in order
+        after = juan.send_message("maria", "después")
+        assert pushed.wait_for(4)[3] == after  # and "antes" was not handed on again
+        juan.logout()
     finally:
         client.close()
         server.stop()
