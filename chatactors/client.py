@@ -124,11 +124,15 @@ class _Request:
 
 def _encode(frame: Frame) -> bytes:
     """The frame as JSON, or InvalidMessage as the embedded chat raises for text no database can hold
-    (a lone surrogate): raised before the request is queued, so the answers keep their order."""
+    (a lone surrogate) or too long a text: raised before the request is queued, so the answers keep
+    their order. A frame over the server's size limit would close the socket (1009) for good."""
     try:
-        return orjson.dumps(frame)
+        data = orjson.dumps(frame)
     except orjson.JSONEncodeError as exc:
         raise InvalidMessage(f"{frame.get('type')!r} cannot be sent: {exc}") from None
+    if len(data) > LIMITS.max_frame:
+        raise InvalidMessage(f"{frame.get('type')!r} is {len(data)} bytes; a frame holds {LIMITS.max_frame}")
+    return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,8 @@ BAD_CALLS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("body with NUL", lambda chat, juan: juan.send_message("juan", "a\u0000b")),
     ("body with a lone surrogate", lambda chat, juan: juan.send_message("juan", "a\ud800")),
     ("body too long", lambda chat, juan: juan.send_message("juan", "x" * 4097)),
+    ("body over the frame limit", lambda chat, juan: juan.send_message("juan", "x" * 70_000)),
+    ("room name over the frame limit", lambda chat, juan: juan.join("x" * 70_000)),
     ("body not text", lambda chat, juan: juan.send_message("juan", 42)),
     ("send to #nowhere", lambda chat, juan: juan.send_message("#nowhere", "hola")),
     ("send to True", lambda chat, juan: juan.send_message(True, "hola")),
