@@ -486,7 +486,8 @@ class TerminalClient:
             self.show_list(f"unread with {self.target}, now read", messages)
 
     def history(self, session: ClientSession, rest: str) -> None:
-        limit = int(rest) if rest.isdigit() and 0 < int(rest) <= 200 else 10
+        # isdecimal, not isdigit: int() refuses "²"; and at most 3 digits, as int() refuses 4,301
+        limit = int(rest) if rest.isdecimal() and len(rest) <= 3 and 0 < int(rest) <= 200 else 10
         if self.target.startswith("#"):
             messages = session.history(limit, room=self.target[1:])
         else:

@@ -514,3 +514,26 @@ def test_the_screen_and_a_messages_str_escape_control_characters() -> None:
     assert str(Message(1, 2, "maria", None, "sala", EVIL, datetime.now(UTC), ENTREGADO)) == (
         f"[sala] maria: {EVIL_SHOWN}"
     )
+
+
+def test_odd_command_arguments_and_a_too_long_line_keep_the_client(
+    chat_server: ServerThread, terminal: Callable[[], Terminal]
+) -> None:
+    """'/history ²' (a digit int() refuses), a number of 5,000 digits and a line over the body limit
+    each get an answer on the screen; the client goes on with its conversation."""
+    chat_server.gateway.chat.register("maria", PASSWORD)
+    juan = terminal()
+    juan.log_in("juan", register=True)
+    juan.enter("/msg maria hola")
+    juan.wait_for(prompt_is("maria>"))
+    for argument in ("²", "9" * 5000):
+        seen = juan.count("-- history with maria: 1 --")
+        juan.enter(f"/history {argument}")
+        juan.wait_for("-- history with maria: 1 --", seen=seen)  # the default limit, no traceback
+    juan.enter("x" * 5000)
+    juan.wait_for("! message body is over 4096 characters")
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("sigo")
+    juan.wait_for("maria> sigo  ✓ sent")
+    juan.enter("/quit")
+    assert juan.exit_code() == 0
