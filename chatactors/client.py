@@ -201,7 +201,8 @@ class _Link:
     async def close(self, why: ChatError | None = None) -> None:
         """Close the socket; whatever still waits for an answer gets ``why`` (ChatClosed by default)."""
         self._stop(why or ChatClosed("this client session is closed"))
-        others = [task for task in self._tasks if task is not asyncio.current_task()]
+        tasks = [*self._tasks, *([self._closing] if self._closing else [])]
+        others = [task for task in tasks if task is not asyncio.current_task()]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)

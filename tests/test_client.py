@@ -360,6 +360,7 @@ def test_frames_the_server_drops_never_shift_the_answers(embedded: Chat) -> None
             pages = await asyncio.gather(*(maria.history(limit=n) for n in range(1, 7)))
             assert [len(page) for page in pages] == [1, 2, 3, 4, 5, 6]
             assert [m.body for m in pages[5]] == [f"m{i}" for i in range(6)]
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # closing left no task behind
 
     try:
         asyncio.run(main())
@@ -373,6 +374,7 @@ def test_frames_out_of_step_are_never_taken_for_answers() -> None:
     stop the client or hand a call another's answer: the client reconnects and asks again."""
     from websockets.sync.server import ServerConnection, serve
 
+    before = set(threading.enumerate())
     logged_in = {"type": "logged_in", "user_id": 1, "username": "juan", "token": "t", "inbox": []}
     asked: list[str] = []
 
@@ -400,6 +402,12 @@ def test_frames_out_of_step_are_never_taken_for_answers() -> None:
             assert juan.inbox == []  # its own answer, on the second socket
             states.wait("resumed")
         fake.shutdown()
+    assert not client_threads(before)  # closed: its loop and its dispatcher are gone
+
+
+def client_threads(before: set[threading.Thread]) -> list[str]:
+    """The client threads started since ``before`` that are still alive."""
+    return [t.name for t in set(threading.enumerate()) - before if t.name.startswith("chatactors-client")]
 
 
 def test_the_async_flavour(served: ServerThread) -> None:
