@@ -529,9 +529,10 @@ def test_odd_command_arguments_and_a_too_long_line_keep_the_client(
     for argument in ("²", "9" * 5000):
         seen = juan.count("-- history with maria: 1 --")
         juan.enter(f"/history {argument}")
-        juan.wait_for("-- history with maria: 1 --", seen=seen)  # the default limit, no traceback
-    juan.enter("x" * 5000)
-    juan.wait_for("! message body is over 4096 characters")
+        # the default limit, no traceback (a long time allowed: a pty echoes 5,000 keys one by one)
+        juan.wait_for("-- history with maria: 1 --", timeout=60, seen=seen)
+    juan.enter("x" * 4097)
+    juan.wait_for("! message body is over 4096 characters", timeout=60)
     juan.wait_for(prompt_is("maria>"))
     juan.enter("sigo")
     juan.wait_for("maria> sigo  ✓ sent")
