@@ -528,9 +528,11 @@ def test_odd_command_arguments_and_a_too_long_line_keep_the_client(
     juan.wait_for(prompt_is("maria>"))
     for argument in ("²", "9" * 5000):
         seen = juan.count("-- history with maria: 1 --")
+        juan.wait_for(prompt_is("maria>"))  # readline reads it: typed ahead, the tty would cut it at 4,095
         juan.enter(f"/history {argument}")
         # the default limit, no traceback (a long time allowed: a pty echoes 5,000 keys one by one)
         juan.wait_for("-- history with maria: 1 --", timeout=60, seen=seen)
+    juan.wait_for(prompt_is("maria>"))
     juan.enter("x" * 4097)
     juan.wait_for("! message body is over 4096 characters", timeout=60)
     juan.wait_for(prompt_is("maria>"))
