@@ -582,9 +582,11 @@ class Session:
     ) -> list[Message]:
         """Messages newest last: direct ones (all, or ``with_user`` only), or a ``room``'s.
 
-        ``before`` (a message id) pages further back.
+        ``before`` (a message id) pages further back. One person or one room, not both.
         """
         self._check_active()
+        if with_user is not None and room is not None:  # else the room would win without a word
+            raise InvalidMessage("history of one conversation or one room, not both")
         check_limit(limit)
         if before is not None:
             check_id(before, "before")

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from chatactors.chat import SYSTEMS, Chat
 from chatactors.client import DEFAULT_URL, Client, ClientSession
-from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary
+from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary, terminal_safe
 from chatactors.errors import (
     AuthenticationError,
     Busy,
@@ -199,6 +199,8 @@ class Screen:
                 pass
 
     def show(self, text: str) -> None:
+        """``text`` on a line of its own; what others wrote cannot reach the terminal as control codes."""
+        text = terminal_safe(text)
         with self.lock:
             if self.interactive and self.reading:
                 typed = self.prompt + self._buffer()
@@ -228,7 +230,7 @@ class Screen:
             line, shown = self.entered
             if self.interactive and not self.reading and shown == self.shown:
                 rows = max(1, math.ceil(len(line) / self.width()))
-                self._write(f"\x1b[{rows}A\r\x1b[J{line}  {text}\n")
+                self._write(f"\x1b[{rows}A\r\x1b[J{terminal_safe(line)}  {terminal_safe(text)}\n")
                 return
         self.show(f"  {text}")
 
@@ -484,7 +486,8 @@ class TerminalClient:
             self.show_list(f"unread with {self.target}, now read", messages)
 
     def history(self, session: ClientSession, rest: str) -> None:
-        limit = int(rest) if rest.isdigit() and 0 < int(rest) <= 200 else 10
+        # isdecimal, not isdigit: int() refuses "²"; and at most 3 digits, as int() refuses 4,301
+        limit = int(rest) if rest.isdecimal() and len(rest) <= 3 and 0 < int(rest) <= 200 else 10
         if self.target.startswith("#"):
             messages = session.history(limit, room=self.target[1:])
         else:

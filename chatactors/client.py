@@ -49,6 +49,7 @@ from chatactors.errors import (
     UsernameTaken,
 )
 from chatactors.gateway.frames import (
+    MAX_READ_IDS,
     Frame,
     error_from_frame,
     message_from_dict,
@@ -75,6 +76,30 @@ PUSHES = frozenset({"message", "receipt", "read_sync", "typing"})  # typing: for
 RETRYABLE = frozenset(
     {"send", "send_room", "history", "inbox", "status", "rooms", "read_by", "members", "join", "ping"}
 )
+# What each request is answered with (or an ``error``): an answer of another type means the answers
+# are no longer in step with the requests (a server that dropped or added one), as does an error
+# naming no request.
+ANSWERS = {
+    "register": "logged_in",
+    "login": "logged_in",
+    "logout": "logged_out",
+    "ping": "pong",
+    "send": "sent",
+    "send_room": "sent",
+    "read": "marked_read",
+    "history": "history",
+    "inbox": "inbox",
+    "status": "status",
+    "presence": "presence",
+    "create_room": "joined",
+    "join": "joined",
+    "leave": "left",
+    "rooms": "rooms",
+    "read_by": "read_by",
+    "members": "members",
+    "search": "results",
+}
+SEEN = 512  # message ids a session remembers, so one listed again after a resume is not handed on twice
 GIVE_UP = frozenset({1008, 1009})  # flood, slow reader, frame too big: resuming would repeat it
 RESUME_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, *(5.0,) * 10)  # about a minute, then give up
 RECEIPT_WINDOW = 0.05  # seconds a receipt waits for the rest of its burst (one frame per message id)
@@ -94,6 +119,20 @@ class _Request:
     frame: Frame
     future: asyncio.Future[Frame]
     sent: bool = False
+    data: bytes = b""  # the frame as sent: encoded before it joins the queue (see _encode)
+
+
+def _encode(frame: Frame) -> bytes:
+    """The frame as JSON, or InvalidMessage as the embedded chat raises for text no database can hold
+    (a lone surrogate) or too long a text: raised before the request is queued, so the answers keep
+    their order. A frame over the server's size limit would close the socket (1009) for good."""
+    try:
+        data = orjson.dumps(frame)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidMessage(f"{frame.get('type')!r} cannot be sent: {exc}") from None
+    if len(data) > LIMITS.max_frame:
+        raise InvalidMessage(f"{frame.get('type')!r} is {len(data)} bytes; a frame holds {LIMITS.max_frame}")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +162,8 @@ class _Link:
         self._bucket = TokenBucket(LIMITS.rate, LIMITS.burst)
         self._tasks: list[asyncio.Task[None]] = []
         self._resuming: _Request | None = None  # the token login of a resume, until it is answered
+        self._unmatched = False  # frames were dropped unanswered: answers cannot be matched until resumed
+        self._closing: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def _connect(self) -> ClientConnection:
@@ -160,7 +201,8 @@ class _Link:
     async def close(self, why: ChatError | None = None) -> None:
         """Close the socket; whatever still waits for an answer gets ``why`` (ChatClosed by default)."""
         self._stop(why or ChatClosed("this client session is closed"))
-        others = [task for task in self._tasks if task is not asyncio.current_task()]
+        tasks = [*self._tasks, *([self._closing] if self._closing else [])]
+        others = [task for task in tasks if task is not asyncio.current_task()]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -172,7 +214,7 @@ class _Link:
         """The answer to ``frame``; an ``error`` answer is raised as its chatactors exception."""
         if self.gone is not None:
             raise self.gone
-        r = _Request(frame, asyncio.get_running_loop().create_future())
+        r = _Request(frame, asyncio.get_running_loop().create_future(), data=_encode(frame))
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._send_lock:
@@ -191,7 +233,7 @@ class _Link:
         r.sent = True
         assert self.ws is not None
         try:
-            await self.ws.send(orjson.dumps(r.frame), text=True)
+            await self.ws.send(r.data or _encode(r.frame), text=True)
         except ConnectionClosed:
             pass  # the reader sees it too, and the resume sends it again if it may be repeated
 
@@ -203,9 +245,13 @@ class _Link:
             try:
                 async for raw in ws:
                     try:
-                        self._frames.put_nowait(orjson.loads(raw))
+                        frame = orjson.loads(raw)
                     except orjson.JSONDecodeError:
-                        log.warning("%s sent a frame that is not JSON: dropped", self.url)
+                        frame = None
+                    if isinstance(frame, dict):
+                        self._frames.put_nowait(frame)
+                    else:  # dropped here: a list or a number would stop the dispatcher
+                        log.warning("%s sent a frame that is not a JSON object: dropped", self.url)
             except ConnectionClosed:
                 pass
             if self.gone is not None:
@@ -252,6 +298,11 @@ class _Link:
             log.exception("%s: pushes that could not be read were dropped", self.url)
 
     def _answer(self, frame: Frame) -> None:
+        if self._unmatched:
+            return  # the request it answers is not known: _lost fails or repeats what waits
+        if self.pending and not self._fits(self.pending[0], frame):
+            self._drop_unmatched(frame)
+            return
         if not self.pending:
             if self.gone is None:  # once ended, the answers to what was pipelined behind it are moot
                 log.warning("an answer nobody asked for: %.40r", frame.get("type"))
@@ -266,11 +317,38 @@ class _Link:
         if r is self._resuming:  # settled now, before the answers pipelined behind it are read
             self._resumed(r.future)
 
+    @staticmethod
+    def _fits(r: _Request, frame: Frame) -> bool:
+        """``frame`` can answer ``r``: its answer's type, or an error that names a request."""
+        kind = frame.get("type")
+        if kind == "error":
+            return "request" in frame
+        return kind == ANSWERS.get(r.frame["type"])
+
+    def _drop_unmatched(self, frame: Frame) -> None:
+        """A frame that cannot answer the oldest request: an error naming no request (the server
+        dropped frames it read, for its rate limit, which a network that bunches frames can trip; a
+        dropped frame is never answered) or an answer of another type. From here answers cannot be
+        matched by order: the socket is closed and resumed like a lost one, a send or a read of
+        state is sent again, anything else raises Unavailable, and no answer goes to a request it
+        does not belong to."""
+        log.warning(
+            "%s answered out of step (%.40r %.60s): reconnecting",
+            self.url,
+            frame.get("type"),
+            frame.get("detail", ""),
+        )
+        self._unmatched, self.ready = True, False  # new requests wait for the resume
+        if self.ws is not None:
+            self._closing = asyncio.get_running_loop().create_task(self.ws.close())
+
     def _lost(self, lost: _Lost) -> None:
         """Everything answered before the loss is settled: what may be repeated waits for the resume."""
+        self._unmatched = False
         may_resume = self.token is not None and lost.code not in GIVE_UP
         error = Unavailable(f"the connection was lost ({lost.code}) before the answer came")
-        self._fail(lambda r: not (may_resume and r.frame["type"] in RETRYABLE), error)
+        # Not sent yet (asked while the socket was down or unmatched): as safe to send later as a read.
+        self._fail(lambda r: not (may_resume and (r.frame["type"] in RETRYABLE or not r.sent)), error)
         for r in self.pending:
             r.sent = False
         lost.handled.set_result(None)
@@ -312,6 +390,9 @@ class _Link:
         error = login.exception()
         if error is None:
             self.on_state("resumed", self.url)
+            # What came while the socket was down was stored, not pushed: 'logged_in' lists the last
+            # 10 received, and the session hands on those it has not seen (a bot answers them too).
+            self._hand_on([{"type": "message", **m} for m in login.result().get("inbox", ())])
         elif isinstance(error, AuthenticationError) and not isinstance(error, TooManyAttempts):
             self._ended(f"could not resume: {error.detail}")
         # else: lost again before the answer; the reader resumes once more
@@ -354,6 +435,7 @@ class AsyncSession:
         self.active = True
         self.ended = ""
         self._message_callbacks: list[MessageCallback] = [print] if echo else []
+        self._seen: deque[int] = deque((m.id for m in self.login_inbox), maxlen=SEEN)  # no message twice
         self._receipt_callbacks: list[ReceiptCallback] = []
         self._read_callbacks: list[ReadCallback] = []
         self._end_callbacks: list[EndCallback] = []
@@ -429,6 +511,13 @@ class AsyncSession:
         """Unread messages, oldest first, now 'leido' (their senders are told)."""
         other = None if with_user is None else _user_ref(with_user, "with_user")
         wanted = None if ids is None else list(ids)
+        if wanted is not None and len(wanted) > MAX_READ_IDS:  # the embedded chat takes any number
+            if other is not None or room is not None or up_to is not None:
+                raise InvalidMessage("read exact ids, or a conversation or room, not both")
+            read: list[Message] = []
+            for start in range(0, len(wanted), MAX_READ_IDS):
+                read += await self.read_messages(ids=wanted[start : start + MAX_READ_IDS])
+            return sorted(read, key=lambda m: m.id)
         return _messages(await self._ask("read", room=room, up_to=up_to, ids=wanted, **{"with": other}))
 
     # -- rooms --------------------------------------------------------------------------------------
@@ -492,7 +581,8 @@ class AsyncSession:
                 self._run(self._receipt_callbacks, receipt)
             run = []
             kind = frame.get("type")
-            if kind == "message":
+            if kind == "message" and frame.get("id") not in self._seen:
+                self._seen.append(frame["id"])
                 self._run(self._message_callbacks, message_from_dict(frame))
             elif kind == "read_sync":
                 self._run(self._read_callbacks, ReadEvent(tuple(int(i) for i in frame["ids"])))

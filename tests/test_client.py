@@ -43,6 +43,7 @@ from chatactors import (
 from chatactors.chat import free_port
 from chatactors.cli import parser, repl_chat
 from chatactors.client import _is_push
+from chatactors.gateway import Limits
 from chatactors.gateway.frames import ERRORS, error_from_frame, receipts_from_frames
 
 
@@ -171,7 +172,56 @@ BAD_CALLS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("leave nothing", lambda chat, juan: juan.leave("nowhere")),
     ("members of nothing", lambda chat, juan: juan.members("nowhere")),
     ("room send, not a member", lambda chat, juan: juan.send_room("nowhere", "hola")),
+    ("history with and room", lambda chat, juan: juan.history(with_user="juan", room="general")),
+    ("history before 0", lambda chat, juan: juan.history(before=0)),
+    ("history limit over 200", lambda chat, juan: juan.history(limit=201)),
+    ("history limit True", lambda chat, juan: juan.history(limit=True)),
+    ("status of id 2**63", lambda chat, juan: juan.status(2**63)),
+    ("status of True", lambda chat, juan: juan.status(True)),
+    ("status of a text", lambda chat, juan: juan.status("1")),
+    ("read_by of -1", lambda chat, juan: juan.read_by(-1)),
+    ("body with NUL", lambda chat, juan: juan.send_message("juan", "a\u0000b")),
+    ("body with a lone surrogate", lambda chat, juan: juan.send_message("juan", "a\ud800")),
+    ("body too long", lambda chat, juan: juan.send_message("juan", "x" * 4097)),
+    ("body over the frame limit", lambda chat, juan: juan.send_message("juan", "x" * 70_000)),
+    ("room name over the frame limit", lambda chat, juan: juan.join("x" * 70_000)),
+    ("body not text", lambda chat, juan: juan.send_message("juan", 42)),
+    ("send to #nowhere", lambda chat, juan: juan.send_message("#nowhere", "hola")),
+    ("send to True", lambda chat, juan: juan.send_message(True, "hola")),
+    ("room name with NUL", lambda chat, juan: juan.join("ab\u0000c")),
+    ("room name a surrogate", lambda chat, juan: juan.create_room("ab\udc00c")),
+    ("room name not text", lambda chat, juan: juan.members(7)),
+    ("members of a room not joined", lambda chat, juan: juan.members(_room_of_another(chat))),
+    ("history of a room not joined", lambda chat, juan: juan.history(room=_room_of_another(chat))),
+    ("read ids not ints", lambda chat, juan: juan.read_messages(ids=["1"])),
+    ("login surrogate name", lambda chat, juan: chat.login("ju\udc00an", PASSWORD)),
+    ("register NUL name", lambda chat, juan: chat.register("ju\u0000an", PASSWORD)),
 ]
+
+
+def test_reading_more_ids_than_a_frame_holds(embedded: Chat, remote: Client) -> None:
+    """A frame names at most 1,000 ids; the embedded chat takes any number, and so does the client."""
+    for chat in (embedded, remote):
+        juan, maria = chat.crear("juan", PASSWORD), chat.crear("maria", PASSWORD)
+        sent = [juan.send_message("maria", f"m{i}").id for i in range(3)]
+        ids = [*range(sent[-1] + 1, sent[-1] + 1500), sent[2], sent[0]]  # the real ones in the 2nd frame
+        assert [m.id for m in maria.read_messages(ids=ids)] == [sent[0], sent[2]]
+        assert [m.id for m in maria.read_messages(ids=ids)] == []  # read already
+        with pytest.raises(InvalidMessage):
+            maria.read_messages(ids=ids, up_to=5)
+        juan.logout()
+        maria.logout()
+
+
+def _room_of_another(chat: Any) -> str:
+    """A room that exists and that juan is not in (made once per chat by ana, who then logs out)."""
+    try:
+        chat.register("ana", PASSWORD)
+    except chatactors.UsernameTaken:
+        return "ajena"
+    with chat.login("ana", PASSWORD) as ana:
+        ana.create_room("ajena")
+    return "ajena"
 
 
 @pytest.mark.parametrize("call", [c for _, c in BAD_CALLS], ids=[name for name, _ in BAD_CALLS])
@@ -291,6 +341,75 @@ def test_a_closed_client_refuses_calls(served: ServerThread) -> None:
         client.login("juan", PASSWORD)
 
 
+def test_frames_the_server_drops_never_shift_the_answers(embedded: Chat) -> None:
+    """A server that drops frames (its rate limit; a network that bunches frames can trip it) answers
+    one of them with an error naming no request and the rest not at all. The client cannot match
+    answers by order past that point: it reconnects and asks again, so each call still gets its own
+    answer, never the one meant for the call before it."""
+    juan = embedded.crear("juan", PASSWORD)
+    embedded.register("maria", PASSWORD)
+    for i in range(6):
+        juan.send_message("maria", f"m{i}")
+    frozen = ServerThread(embedded, limits=Limits(rate=1.0, burst=3), clock=lambda: 0.0).start()
+    states: list[str] = []
+
+    async def main() -> None:
+        async with await chatactors.connect_async(frozen.url, timeout=10) as client:
+            maria = await client.login("maria", PASSWORD)  # 1 of the 3 frames each connection may send
+            maria.on_connection(lambda state, detail: states.append(state))
+            pages = await asyncio.gather(*(maria.history(limit=n) for n in range(1, 7)))
+            assert [len(page) for page in pages] == [1, 2, 3, 4, 5, 6]
+            assert [m.body for m in pages[5]] == [f"m{i}" for i in range(6)]
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # closing left no task behind
+
+    try:
+        asyncio.run(main())
+    finally:
+        frozen.stop()
+    assert "resumed" in states  # it did have to reconnect
+
+
+def test_frames_out_of_step_are_never_taken_for_answers() -> None:
+    """A server that sends a frame that is no JSON object, or an answer of the wrong type, cannot
+    stop the client or hand a call another's answer: the client reconnects and asks again."""
+    from websockets.sync.server import ServerConnection, serve
+
+    before = set(threading.enumerate())
+    logged_in = {"type": "logged_in", "user_id": 1, "username": "juan", "token": "t", "inbox": []}
+    asked: list[str] = []
+
+    def handler(ws: ServerConnection) -> None:
+        for raw in ws:
+            kind = json.loads(raw)["type"]
+            if kind == "ping":
+                ws.send('{"type": "pong"}')
+            elif kind == "login":
+                ws.send(json.dumps(logged_in))
+            elif not asked:  # the first 'inbox' is answered out of step
+                asked.append(kind)
+                ws.send("[1, 2]")
+                ws.send('{"type": "rooms", "rooms": [{"name": "otra"}]}')
+            else:
+                ws.send('{"type": "inbox", "messages": []}')
+
+    with serve(handler, "127.0.0.1", 0) as fake:
+        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{fake.socket.getsockname()[1]}"
+        with connect(url, timeout=10, echo=False, announce_login=False) as client:
+            juan = client.login("juan", PASSWORD)
+            states = States()
+            juan.on_connection(states)
+            assert juan.inbox == []  # its own answer, on the second socket
+            states.wait("resumed")
+        fake.shutdown()
+    assert not client_threads(before)  # closed: its loop and its dispatcher are gone
+
+
+def client_threads(before: set[threading.Thread]) -> list[str]:
+    """The client threads started since ``before`` that are still alive."""
+    return [t.name for t in set(threading.enumerate()) - before if t.name.startswith("chatactors-client")]
+
+
 def test_the_async_flavour(served: ServerThread) -> None:
     async def main() -> None:
         async with await chatactors.connect_async(served.url) as client:
@@ -404,6 +523,34 @@ def test_a_restarted_server_is_resumed_by_token(embedded: Chat) -> None:
         states.wait("resumed")
         juan.send_message("maria", "de vuelta")
         assert pushed.wait_for(1)[0].body == "de vuelta"  # maria's session came back too
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_messages_that_came_while_the_socket_was_down_are_handed_on(embedded: Chat) -> None:
+    """Stored while the server was away, they are not pushed: the resume's inbox lists them, and
+    on_message gets each once (not those it had before)."""
+    server = start_server(embedded)
+    port = server.gateway.port
+    client = connect(server.url, echo=False, announce_login=False)
+    try:
+        maria = client.crear("maria", PASSWORD)
+        juan = embedded.crear("juan", PASSWORD)
+        states, pushed = States(), Inbox()
+        maria.on_connection(states)
+        maria.on_message(pushed)
+        before = juan.send_message("maria", "antes")
+        assert pushed.wait_for(1) == [before]
+        server.stop()
+        states.wait("lost")
+        missed = [juan.send_message("maria", f"mientras {i}") for i in range(2)]  # nobody to push to
+        server = start_server(embedded, port)
+        states.wait("resumed")
+        assert pushed.wait_for(3)[1:] == [m.with_status(ENTREGADO) for m in missed]  # once, in order
+        after = juan.send_message("maria", "después")
+        assert pushed.wait_for(4)[3] == after  # and "antes" was not handed on again
+        juan.logout()
     finally:
         client.close()
         server.stop()

@@ -471,3 +471,72 @@ def test_no_server_at_the_url_is_said_in_one_line() -> None:
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"cannot connect to {url}: no chatactors server answers at {url}")
     assert proc.stdout.count("\n") == 1 and proc.stderr == ""
+
+
+# -- what others write cannot drive the terminal ----------------------------------------------------------
+EVIL = "antes\x1b[2J\x1b[31mrojo\x07\x9b2J\u202eodot\r\ndespués"  # clear screen, colour, bell, C1 CSI, bidi
+EVIL_SHOWN = "antes\\x1b[2J\\x1b[31mrojo\\x07\\x9b2J\\u202eodot\\r\\ndespués"
+
+
+def test_control_characters_in_a_body_are_shown_not_obeyed(
+    chat_server: ServerThread, terminal: Callable[[], Terminal]
+) -> None:
+    """A body with escape sequences from another user reaches the screen as visible text on one line:
+    it cannot clear the screen, recolour it, ring the bell or reorder the line."""
+    chat_server.gateway.chat.register("maria", PASSWORD)
+    juan = terminal()
+    juan.log_in("juan", register=True)
+    maria = Client(chat_server.url)
+    maria.login("maria")
+    maria.send("send", to="juan", body=EVIL, client_id="e1")
+    maria.expect("sent", client_id="e1")
+    screen = juan.wait_for(f"maria: {EVIL_SHOWN}")
+    assert "logged in as juan" in screen  # nothing was cleared
+    maria.close()
+    juan.enter("/quit")
+    assert juan.exit_code() == 0
+
+
+def test_the_screen_and_a_messages_str_escape_control_characters() -> None:
+    """The terminal client's Screen and the REPL's echo (``print(message)``) write no control code
+    they did not make; emoji with joiners and accents are left alone."""
+    import io
+    from datetime import UTC, datetime
+
+    from chatactors.cli import Screen as ClientScreen
+    from chatactors.core.model import ENTREGADO, Message
+
+    out = io.StringIO()
+    ClientScreen(out, interactive=False).show(f"maria: {EVIL} 👨‍👩‍👧 ñ")
+    assert out.getvalue() == f"maria: {EVIL_SHOWN} 👨‍👩‍👧 ñ\n"
+    m = Message(1, 2, "maria", 3, None, EVIL, datetime.now(UTC), ENTREGADO, "juan")
+    assert str(m) == f"[maria -> juan] {EVIL_SHOWN}"
+    assert str(Message(1, 2, "maria", None, "sala", EVIL, datetime.now(UTC), ENTREGADO)) == (
+        f"[sala] maria: {EVIL_SHOWN}"
+    )
+
+
+def test_odd_command_arguments_and_a_too_long_line_keep_the_client(
+    chat_server: ServerThread, terminal: Callable[[], Terminal]
+) -> None:
+    """'/history ²' (a digit int() refuses), a number of 5,000 digits and a line over the body limit
+    each get an answer on the screen; the client goes on with its conversation."""
+    chat_server.gateway.chat.register("maria", PASSWORD)
+    juan = terminal()
+    juan.log_in("juan", register=True)
+    juan.enter("/msg maria hola")
+    juan.wait_for(prompt_is("maria>"))
+    for argument in ("²", "9" * 5000):
+        seen = juan.count("-- history with maria: 1 --")
+        juan.wait_for(prompt_is("maria>"))  # readline reads it: typed ahead, the tty would cut it at 4,095
+        juan.enter(f"/history {argument}")
+        # the default limit, no traceback (a long time allowed: a pty echoes 5,000 keys one by one)
+        juan.wait_for("-- history with maria: 1 --", timeout=60, seen=seen)
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("x" * 4097)
+    juan.wait_for("! message body is over 4096 characters", timeout=60)
+    juan.wait_for(prompt_is("maria>"))
+    juan.enter("sigo")
+    juan.wait_for("maria> sigo  ✓ sent")
+    juan.enter("/quit")
+    assert juan.exit_code() == 0

@@ -5,6 +5,7 @@ test_server.py (whose harness and fixtures this file reuses), bad input included
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,9 +232,41 @@ def test_history_pages_back_with_before(lite: ServerThread, clients: Clients) ->
     for before in (0, -1, "5", True, 2**63):
         maria.send("history", limit=2, before=before, **{"with": "juan"})
         assert maria.error("invalid", request="history"), before
+    maria.send("create_room", room="sala")
+    maria.expect("joined")
+    maria.send("history", room="sala", **{"with": "juan"})  # which one? neither: the room won unsaid
+    assert maria.error("invalid", request="history", room="sala")
 
 
 def test_every_frame_the_server_answers_is_documented(lite: ServerThread) -> None:
     protocol = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     missing = [kind for kind in lite.gateway._handlers if f"### `{kind}`" not in protocol]
     assert missing == []
+
+
+def test_the_page_never_parses_what_it_shows_as_html() -> None:
+    """Bodies, names, search results, members, typing notices and the 'Create room #x?' prompt all
+    reach the page as text (textContent); no sink that parses HTML or runs code may appear in it, so
+    none of them can carry a script (test_browser.py checks payloads in bodies in a real browser)."""
+    static = Path(__file__).resolve().parent.parent / "chatactors" / "static"
+    comment = re.compile(r"(^|\s)//(\s.*)?$")  # "// why", not the "//" of "ws://"
+    script = "\n".join(comment.sub("", line) for line in (static / "app.js").read_text().splitlines())
+    sinks = (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "Function(",
+        'setTimeout("',
+        'setAttribute("on',
+        ".href =",
+        ".src =",
+        "srcdoc",
+        "createContextualFragment",
+        "DOMParser",
+    )
+    assert [sink for sink in sinks if sink in script] == []
+    assert "textContent" in script  # how it does show text
+    page = (static / "index.html").read_text()
+    assert page.count("<script") == 1 and '<script src="/app.js" defer></script>' in page  # no inline code

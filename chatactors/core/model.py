@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -51,6 +52,24 @@ REPR_WIDTH = 100  # a Message's repr fits one terminal line: a REPL list of them
 NAME_WIDTH = 20  # a name in that repr; usernames are at most 32 characters, room names 128
 
 
+# Bidirectional overrides and isolates: shown raw they reorder the rest of the line ("Trojan Source").
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unsafe(c: str) -> bool:
+    return c in _BIDI or unicodedata.category(c) in ("Cc", "Zl", "Zp")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` safe to write to a terminal: control characters (ESC, BEL, CR, newline, C1 such as
+    CSI), line separators and bidi overrides escaped as ``repr`` shows them, so a message body from
+    another user can neither send escape sequences nor break or reorder the line. Emoji, accents and
+    joiners stay as they are."""
+    if not any(_unsafe(c) for c in text):
+        return text
+    return "".join(repr(c)[1:-1] if _unsafe(c) else c for c in text)
+
+
 def one_line(text: str, width: int) -> str:
     """``text`` as one line of at most ``width`` characters: newlines and other unprintable characters
     escaped (as ``repr`` shows them), the rest cut with an ellipsis."""
@@ -80,9 +99,10 @@ class Message:
         return replace(self, status=advance(self.status, status))
 
     def __str__(self) -> str:
+        # What a REPL's echo prints when a message arrives: another user's body, made terminal-safe.
         if self.room is not None:
-            return f"[{self.room}] {self.sender}: {self.body}"
-        return f"[{self.sender} -> {self.recipient}] {self.body}"
+            return f"[{self.room}] {self.sender}: {terminal_safe(self.body)}"
+        return f"[{self.sender} -> {self.recipient}] {terminal_safe(self.body)}"
 
     def __repr__(self) -> str:
         to = f"#{self.room}" if self.room is not None else self.recipient or f"user:{self.recipient_id}"

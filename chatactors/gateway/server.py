@@ -466,6 +466,8 @@ class Gateway:
         room = key_field(frame, "room", required=False)
         before = field(frame, "before", int, required=False)
         limit = limit_field(frame)
+        if with_user is not None and room is not None:
+            raise InvalidMessage("'history' takes 'with' or 'room', not both")
         messages = await self._blocking(
             session.history, limit=limit, before=before, with_user=with_user, room=room
         )
