@@ -46,11 +46,13 @@ from chatactors.errors import (
     UsernameTaken,
     UserNotFound,
 )
+from chatactors.settings import ChatSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Chat",
+    "ChatSettings",
     "Session",
     "connect",
     "connect_async",

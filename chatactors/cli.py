@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from chatactors.chat import SYSTEMS, Chat
+from chatactors.chat import Chat
 from chatactors.client import DEFAULT_URL, Client, ClientSession
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, Message, Receipt, RoomSummary, terminal_safe
 from chatactors.errors import (
@@ -37,6 +37,7 @@ from chatactors.errors import (
     TooManyAttempts,
     Unavailable,
 )
+from chatactors.settings import SYSTEMS
 
 HELP = """\
 commands:

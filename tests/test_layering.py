@@ -2,8 +2,8 @@
 
 From the bottom up: ``core`` (the chat rules: no actors, no I/O) and ``errors``; ``messages``,
 ``storage``, ``ports``, ``transport``; ``actors`` (Thespian shells) and ``cluster`` (the membership
-table and its shell); and the edge, where threads and sockets meet the actors: ``bridge``, ``chat``,
-``server``, ``cli``.
+table and its shell); and the edge, where threads and sockets meet the actors: ``bridge``,
+``settings``, ``node``, ``session``, ``chat``, ``server``, ``cli``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import chatactors
 from chatactors.bridge import drain
 
 PACKAGE = Path(chatactors.__file__).parent
-EDGE = ("chatactors.bridge", "chatactors.chat", "chatactors.gateway", "chatactors.client", "chatactors.cli")
+EDGE = (
+    "chatactors.bridge",
+    "chatactors.settings",
+    "chatactors.node",
+    "chatactors.session",
+    "chatactors.chat",
+    "chatactors.gateway",
+    "chatactors.client",
+    "chatactors.cli",
+)
 # What each layer may not import (a module or anything below it).
 FORBIDDEN = {
     "chatactors.core": (
@@ -45,6 +54,8 @@ FORBIDDEN = {
         "chatactors.transport",
         "chatactors.cluster",
         "chatactors.bridge",
+        "chatactors.node",
+        "chatactors.session",
         "chatactors.chat",
         "chatactors.cli",
         "chatactors.gateway.server",
@@ -115,7 +126,7 @@ def _class(path: Path, name: str) -> ast.ClassDef:
 
 
 def test_a_session_uses_only_public_names_of_its_chat() -> None:
-    session = _class(PACKAGE / "chat.py", "Session")
+    session = _class(PACKAGE / "session.py", "Session")
     private = sorted(
         f"line {node.lineno}: self._chat.{node.attr}"
         for node in ast.walk(session)

@@ -123,9 +123,9 @@ def test_a_system_still_running_after_shutdown_is_killed_as_a_group(make_chat: A
 
     chat: Chat = make_chat(timeout=2.0)  # its teardown finds the system gone: no long wait for an answer
     chat.crear("ana", PASSWORD)
-    root = chat.os_pid(chat._root)
+    root = chat.os_pid(chat._node.root)
     group = transport.actor_group(root)
-    assert group is not None and group != os.getpgrp() and group == chat._actor_group
+    assert group is not None and group != os.getpgrp() and group == chat._node.actor_group
     pids = {root, chat.os_pid(chat.roles.directory), chat.os_pid(chat.roles.persistence)}
     assert chat.admin_port is not None
     assert transport.stop_leftovers(group, transport.advertised_address(), chat.admin_port, timeout=0.1)

@@ -17,6 +17,7 @@ from chatactors import errors
 
 PUBLIC = [
     "Chat",
+    "ChatSettings",
     "Session",
     "connect",
     "connect_async",

@@ -239,7 +239,7 @@ def test_past_the_restart_intensity_the_chat_stops_loudly(
         crash_once(monkeypatch, "persistence")
         with pytest.raises(ChatError):
             chat.os_pid(chat.roles.persistence)
-        wait_until(lambda: chat._stopped_reason, what="the chat to stop")  # the second: too many
+        wait_until(lambda: chat._node.stopped_reason, what="the chat to stop")  # the second: too many
         assert "giving up: persistence exited" in caplog.text
         with pytest.raises(ChatClosed, match="this chat stopped"):
             chat.register("tarde", PASSWORD)

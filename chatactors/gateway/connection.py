@@ -13,10 +13,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from chatactors.bridge import drain
-from chatactors.chat import Session
 from chatactors.errors import RateLimited
 from chatactors.gateway.frames import SHUTDOWN_REASON, Frame, error_frame
 from chatactors.gateway.limits import TokenBucket, TypingGate
+from chatactors.session import Session
 
 if TYPE_CHECKING:
     from chatactors.gateway.server import Gateway

@@ -7,10 +7,11 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from chatactors.chat import Chat, resolve_database_url
+from chatactors.chat import Chat
 from chatactors.dblock import DatabaseLock
 from chatactors.gateway.limits import Limits
 from chatactors.gateway.server import Gateway
+from chatactors.settings import resolve_database_url
 
 
 async def serve_until_signalled(gateway: Gateway, on_ready: Callable[[Gateway], None] | None = None) -> None:

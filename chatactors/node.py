@@ -1,0 +1,216 @@
+"""One node's start and stop: :class:`ChatNode` creates the schema, starts the actor system and the
+root supervisor, and opens the bridge a facade calls the actors through.
+
+Apart from :mod:`chatactors.chat` so a REPL's ``Chat`` and a server node start the same way; it
+prints nothing and knows no sessions: the pushes for them go to the ``on_push`` it is given.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from chatactors import transport
+from chatactors.actors.root import CoreSupervisor
+from chatactors.bridge import Bridge, LoopPost, ProcessBridge, SimpleBridge
+from chatactors.core.model import Address, Kind
+from chatactors.errors import ChatClosed, ChatError, ChatTimeout, Restarting
+from chatactors.messages import (
+    Config,
+    CoreStopped,
+    DropSink,
+    Ping,
+    Push,
+    Reattach,
+    Request,
+    Roles,
+    RolesChanged,
+    StartCore,
+    Watch,
+)
+from chatactors.ports import close_local_port, open_local_port
+from chatactors.settings import ChatSettings
+from chatactors.storage import Store, close_database
+
+log = logging.getLogger("chatactors")
+RESTART_GRACE = 0.5  # seconds a call in flight when a core actor restarted may still be answered
+Attached = Callable[[], tuple[tuple[int, int], ...]]  # (user id, sessions open here) for each user
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the admin's, when none is configured)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _log_defs() -> dict[str, Any]:
+    # Actor processes log warnings to stderr; Thespian's own chatter stays in its file.
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "level": "WARNING"}},
+        "loggers": {"chatactors": {"handlers": ["err"], "level": "WARNING"}},
+    }
+
+
+class ChatNode:
+    """A started node: its actor system, root supervisor, core actors (``roles``) and bridge.
+
+    ``on_push`` receives the pushes for the sessions of whoever started it; ``attached`` says which
+    users have sessions here, for a restarted directory to learn them again. A core actor's restart
+    and the core's stop are handled here. Stopped at interpreter exit if not before.
+    """
+
+    def __init__(self, settings: ChatSettings, on_push: Callable[[Push], None], attached: Attached) -> None:
+        self.settings = settings
+        self.database_url = settings.database_url
+        self.system = settings.system
+        self.stopped_reason: str | None = None  # why the core stopped on its own (CoreStopped)
+        self.actor_group: int | None = None  # what to kill should a stop leave the system running
+        self._on_session_push, self._attached = on_push, attached
+        self._closed = False
+
+        store = Store(self.database_url)
+        try:
+            store.create_schema()
+        finally:
+            store.close()  # forked actor processes open their own connections
+
+        simple = self.system == "simpleSystemBase"
+        self._port_key = f"chat-{id(self)}-{os.getpid()}" if simple else None
+        work_queue = open_local_port(self._port_key) if self._port_key else None
+        self.config = Config(
+            database_url=self.database_url,
+            idle_timeout=settings.idle_timeout,
+            password_profile=settings.password_profile,
+            token_ttl=settings.token_ttl,
+            local_port=self._port_key,
+            login_policy=settings.login_policy,
+        )
+        self.admin_port: int | None = None
+        try:
+            if simple:
+                # logDefs=False: Thespian would otherwise replace the root logger's handlers with its
+                # own, undoing the application's logging set-up (the server's --log-level, a REPL's).
+                self._asys = ActorSystem(self.system, logDefs=False, transientUnique=True)
+            else:
+                self.admin_port = settings.admin_port or free_port()
+                host = (
+                    transport.install()
+                )  # bound sockets, signed frames, no orphans: see chatactors.transport
+                capabilities = transport.system_capabilities(self.admin_port)
+                transport.wait_for_free_port(host, self.admin_port)  # never attach to a stale system
+                self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+        except BaseException:
+            self._release()
+            raise
+        try:
+            self.root, self.roles = self._start_actors()
+            self.bridge: Bridge = (
+                SimpleBridge(self._asys, self._on_push, work_queue)
+                if simple
+                else ProcessBridge(self._asys, self.root, self._on_push)
+            )
+            if simple:
+                self.call(self.root, Watch())
+            else:
+                self.actor_group = transport.actor_group(self.os_pid(self.root))
+        except BaseException:
+            self._asys.shutdown()
+            self._release()
+            raise
+        atexit.register(self.stop)
+
+    def _start_actors(self) -> tuple[Address, Roles]:
+        """The root supervisor, which starts the core actors and keeps them running."""
+        root = self._asys.createActor(CoreSupervisor, globalName="chatactors.root")
+        s = self.settings
+        start = StartCore(
+            req_id=1, config=self.config, max_restarts=s.max_restarts, max_seconds=s.max_seconds
+        )
+        answer = self._asys.ask(root, start, 30)
+        if answer is None or not isinstance(answer.value, Roles):
+            raise ChatTimeout("the core actors did not start within 30 s")
+        return root, answer.value
+
+    # -- calls ---------------------------------------------------------------------------------
+    def call(self, target: Address, request: Request, route: tuple[Kind, int] | None = None) -> Any:
+        """``request``'s reply from ``target`` (routed to a user or room actor by ``route``)."""
+        self._check_running()
+        return self.bridge.call(target, request, self.settings.timeout, route)
+
+    async def call_async(
+        self, post: LoopPost, target: Address, request: Request, route: tuple[Kind, int] | None = None
+    ) -> Any:
+        """:meth:`call` from an asyncio loop: the reply settles a future, no thread waits."""
+        self._check_running()
+        return await self.bridge.call_async(post, target, request, self.settings.timeout, route)
+
+    def _check_running(self) -> None:
+        if self.stopped_reason is not None:
+            raise ChatClosed(f"this chat stopped: {self.stopped_reason}")
+
+    def os_pid(self, address: Address) -> int:
+        """The OS process id an actor runs in (the caller's own on simpleSystemBase)."""
+        return int(self.call(address, Ping()))
+
+    # -- pushes --------------------------------------------------------------------------------
+    def _on_push(self, push: Push | RolesChanged | CoreStopped) -> None:
+        if isinstance(push, RolesChanged):
+            self._roles_changed(push)
+        elif isinstance(push, CoreStopped):
+            self.stopped_reason = push.reason
+            log.critical("the chat's core stopped: %s", push.reason)
+        else:
+            self._on_session_push(push)
+
+    def _roles_changed(self, event: RolesChanged) -> None:
+        """A core actor was restarted: use its new address; a new directory learns our sessions;
+        calls in flight that died with the old actor fail soon (``Restarting``) instead of timing out."""
+        if "directory" in event.changed:
+            # Before the new address is used: the bridge sends in order, so the new directory knows
+            # our sessions before any call of ours reaches it, and no push is missed.
+            self.bridge.send(event.roles.directory, Reattach(self.bridge.address, self._attached()))
+        self.roles = event.roles
+        restarted = ", ".join(event.changed)
+        self.bridge.fail_pending(RESTART_GRACE, Restarting(f"a core actor ({restarted}) restarted; retry"))
+
+    # -- stop ----------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stop(self) -> None:
+        """Stop every actor (and, on multiprocTCPBase, every process). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.bridge.closed:
+                try:
+                    self.call(self.roles.directory, DropSink(sink=self.bridge.address))
+                except ChatError:
+                    pass  # stopping anyway
+            if isinstance(self.bridge, SimpleBridge):
+                self.bridge.run_in_driver(self._asys.shutdown)
+                self.bridge.close()
+            else:
+                self.bridge.close()
+                self._asys.shutdown()
+                assert self.admin_port is not None
+                transport.stop_leftovers(self.actor_group, transport.advertised_address(), self.admin_port)
+        finally:
+            self._release()
+            atexit.unregister(self.stop)
+
+    def _release(self) -> None:
+        close_database(self.database_url)
+        if self._port_key:
+            close_local_port(self._port_key)
