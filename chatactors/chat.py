@@ -72,7 +72,9 @@ def _interactive() -> bool:
 
 
 class Chat:
-    """A running chat: the actor system, its database, and the sessions opened from here.
+    """A running chat: its API, the sessions opened from here and what a REPL prints. The arguments
+    become ``self.settings`` (:meth:`ChatSettings.from_env`); a :class:`ChatNode` started from them
+    runs the actors until :meth:`shutdown`.
 
     ``database_url``: ``sqlite:///file.db`` (default ``sqlite:///chatactors.db``, or
     ``$CHATACTORS_DATABASE_URL``) or ``postgresql://host/db``. ``system``: ``"simpleSystemBase"``

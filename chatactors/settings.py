@@ -35,11 +35,7 @@ def _admin_port(given: int | None, env: Mapping[str, str]) -> int | None:
             given = int(raw) if raw else None
         except ValueError:
             raise ValueError(f"CHATACTORS_ADMIN_PORT must be a port number, not {raw!r}") from None
-    if given is None or given == 0:
-        return None
-    if isinstance(given, bool) or not isinstance(given, int) or not 0 < given < 65536:
-        raise ValueError(f"admin_port must be a port number (1-65535), not {given!r}")
-    return given
+    return None if given is None or given == 0 else given  # checked by ChatSettings itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +62,9 @@ class ChatSettings:
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
             raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
-        if self.admin_port is not None and _admin_port(self.admin_port, {}) is None:
-            raise ValueError("admin_port must be a port number (1-65535) or None")
+        port = self.admin_port
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+            raise ValueError(f"admin_port must be a port number (1-65535) or None, not {port!r}")
 
     @classmethod
     def from_env(
@@ -87,9 +84,7 @@ class ChatSettings:
         Raises ValueError for an unknown system or a bad admin port, TypeError for an unknown option.
         """
         env = os.environ if environ is None else environ
-        chosen = system or env.get("CHATACTORS_SYSTEM") or DEFAULT_SYSTEM
-        if chosen not in SYSTEMS:  # before the admin port, so this is the error a typo shows
-            raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {chosen!r}")
+        chosen = system or env.get("CHATACTORS_SYSTEM") or DEFAULT_SYSTEM  # checked by ChatSettings
         return cls(
             database_url=resolve_database_url(database_url, env),
             system=chosen,
