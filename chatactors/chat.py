@@ -36,7 +36,7 @@ from chatactors.messages import (
     StopActor,
     WhoIsOnline,
 )
-from chatactors.node import ChatNode, free_port
+from chatactors.node import ChatNode
 from chatactors.session import (
     EndCallback,
     MessageCallback,
@@ -47,6 +47,7 @@ from chatactors.session import (
     SessionHost,
 )
 from chatactors.settings import DEFAULT_DATABASE_URL, SYSTEMS, ChatSettings, resolve_database_url
+from chatactors.transport import free_port
 
 __all__ = [  # what importers of chatactors.chat have used, wherever it lives now
     "DEFAULT_DATABASE_URL",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -37,17 +36,11 @@ from chatactors.messages import (
 from chatactors.ports import close_local_port, open_local_port
 from chatactors.settings import ChatSettings
 from chatactors.storage import Store, close_database
+from chatactors.transport import free_port
 
 log = logging.getLogger("chatactors")
 RESTART_GRACE = 0.5  # seconds a call in flight when a core actor restarted may still be answered
 Attached = Callable[[], tuple[tuple[int, int], ...]]  # (user id, sessions open here) for each user
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the admin's, when none is configured)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _log_defs() -> dict[str, Any]:
