@@ -37,7 +37,7 @@ from chatactors.errors import (
     TooManyAttempts,
     Unavailable,
 )
-from chatactors.settings import SYSTEMS
+from chatactors.settings import SYSTEMS, resolve_database_url
 
 HELP = """\
 commands:
@@ -542,6 +542,10 @@ def parser() -> argparse.ArgumentParser:
     )
     _chat_options(repl)
     repl.set_defaults(run=cmd_repl)
+
+    status = sub.add_parser("status", help="the cluster's nodes, from its membership table (PostgreSQL)")
+    status.add_argument("--database-url", default=None, help="the cluster's postgresql://... database")
+    status.set_defaults(run=cmd_status)
     return p
 
 
@@ -555,6 +559,45 @@ def _url_option(p: argparse.ArgumentParser) -> None:
 def _chat_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", default=None, help="sqlite:///file.db (default) or postgresql://...")
     p.add_argument("--system", choices=SYSTEMS, default=None, help="Thespian base (default simpleSystemBase)")
+
+
+# -- status ---------------------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    """The cluster's nodes as its membership table has them: who is in, since when last heard of."""
+    from chatactors.cluster.membership_table import MembershipTable
+    from chatactors.core.membership import ACTIVE, Timing
+
+    try:
+        table = MembershipTable(resolve_database_url(args.database_url))
+    except ChatError as exc:  # ClusterNeedsPostgres: one line, no traceback
+        print(f"chatactors status: {exc.detail or exc}", file=sys.stderr)
+        return 1
+    try:
+        if not table.exists():
+            print("no cluster has run on this database (it has no nodes table)")
+            return 0
+        snapshot = table.read()
+    except ChatError as exc:  # StorageUnavailable
+        print(f"chatactors status: {exc.detail or exc}", file=sys.stderr)
+        return 1
+    finally:
+        table.close()
+    dead_after = Timing().dead_after
+    print(f"{'node':20} {'epoch':>5}  {'state':22} {'heard':>9}  {'link':21}  gateway")
+    live = 0
+    for row in snapshot.rows:
+        age = snapshot.at - row.heartbeat
+        state = row.status
+        if row.status == ACTIVE and age >= dead_after:
+            state = "active, no heartbeat"  # the others mark it dead on their next read
+        elif row.status == ACTIVE:
+            live += 1
+        print(
+            f"{terminal_safe(row.node.node_id)[:20]:20} {row.node.epoch:>5}  {state:22} {age:>7.1f} s"
+            f"  {terminal_safe(row.link)[:21]:21}  {terminal_safe(row.gateway)}"
+        )
+    print(f"{live} node{'' if live == 1 else 's'} live of {len(snapshot.rows)} known")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,6 +60,10 @@ class MembershipTable:
         check_postgres(url)
         self._store = Store(url)
 
+    def exists(self) -> bool:
+        """Whether a cluster ever ran on this database (its ``nodes`` table is there)."""
+        return bool(self._store.run(lambda: self._store.db.table_exists(NodeRecord._meta.table_name)))
+
     def create_schema(self) -> None:
         self._store.run(lambda: self._store.db.create_tables([NodeRecord], safe=True))
 
