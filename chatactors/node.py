@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from thespian.actors import ActorSystem
+from thespian.actors import ActorSystem, InvalidActorAddress
 
 from chatactors import transport
 from chatactors.actors.root import CoreSupervisor
@@ -94,13 +94,7 @@ class ChatNode:
                 # own, undoing the application's logging set-up (the server's --log-level, a REPL's).
                 self._asys = ActorSystem(self.system, logDefs=False, transientUnique=True)
             else:
-                self.admin_port = settings.admin_port or free_port()
-                host = (
-                    transport.install()
-                )  # bound sockets, signed frames, no orphans: see chatactors.transport
-                capabilities = transport.system_capabilities(self.admin_port)
-                transport.wait_for_free_port(host, self.admin_port)  # never attach to a stale system
-                self._asys = ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+                self._asys = self._start_tcp_system(settings.admin_port)
         except BaseException:
             self._release()
             raise
@@ -120,6 +114,25 @@ class ChatNode:
             self._release()
             raise
         atexit.register(self.stop)
+
+    def _start_tcp_system(self, asked: int | None) -> Any:
+        """multiprocTCPBase: the admin on the port asked for, or on a free one. A port we picked
+        ourselves that the admin still could not take (something bound it meanwhile: Thespian then
+        tries for 11 s and gives up) is given up for another, once."""
+        host = transport.install()  # bound sockets, signed frames, no orphans: see chatactors.transport
+        for attempt in (1, 2):
+            self.admin_port = asked or free_port()
+            capabilities = transport.system_capabilities(self.admin_port)
+            transport.wait_for_free_port(host, self.admin_port)  # never attach to a stale system
+            try:
+                return ActorSystem(self.system, capabilities, logDefs=_log_defs(), transientUnique=True)
+            except InvalidActorAddress:
+                if asked or attempt == 2:
+                    raise
+                log.warning(
+                    "the actor system's admin did not start on port %d: trying another", self.admin_port
+                )
+        raise AssertionError("unreachable")
 
     def _start_actors(self) -> tuple[Address, Roles]:
         """The root supervisor, which starts the core actors and keeps them running."""

@@ -396,10 +396,33 @@ def tcp_address(host: str, port: int) -> Any:
     return ActorAddress(IPBase.TCPv4ActorAddress(host, port))
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port free now on the advertised address (for an admin port: tests, a node's link)."""
-    with socket.socket() as s:
-        s.bind((advertised_address(), 0))
+    """A TCP port free now on the advertised address, for a port someone else binds later (an admin).
+
+    Taken below the kernel's ephemeral range: a port from that range, free when picked, can be given
+    to any outgoing connection (a database client, an actor's) before the admin binds it, and
+    Thespian then retries the bind for 11 s and gives up. Nothing takes a port below the range unasked.
+    """
+    low = _ephemeral_low()
+    host = advertised_address()
+    for _ in range(64):
+        port = 10000 + secrets.randbelow(low - 11024) if low > 12000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    with socket.socket() as s:  # no luck below the range: any free port
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

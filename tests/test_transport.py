@@ -388,3 +388,14 @@ def test_sends_queued_behind_one_met_by_a_closing_connection_follow_it() -> None
     finally:
         asys.shutdown()
         peer.server.close()
+
+
+def test_a_free_port_for_an_admin_is_below_the_ephemeral_range_and_bindable() -> None:
+    # A port from the ephemeral range, free when picked, can go to any outgoing connection before the
+    # admin binds it (Thespian then fails to start the system after 11 s).
+    low = transport._ephemeral_low()
+    for _ in range(50):
+        port = transport.free_port()
+        assert port < low
+        with socket.socket() as s:
+            s.bind((transport.advertised_address(), port))
