@@ -156,11 +156,19 @@ def test_older_history_loads_on_scroll_up_with_dates_between_days(
         top = maria.locator("#messages .msg").first.get_attribute("data-id")
         messages.evaluate("box => { box.scrollTop = 0; }")  # the user scrolls to the top
         expect(bodies).to_have_count(shown, timeout=10_000)
-        # the view stays on what was read, at the top of the box, instead of jumping to the oldest
-        offset = maria.locator(f'#messages .msg[data-id="{top}"]').evaluate(
-            "m => m.getBoundingClientRect().top - m.parentElement.getBoundingClientRect().top"
+        # the view stays on what was read, inside the box, instead of jumping to the oldest. Waited
+        # for in the page (the list may be drawn again meanwhile: a receipt, presence), not read once.
+        maria.wait_for_function(
+            """id => {
+                const box = document.querySelector('#messages');
+                const m = box && box.querySelector(`.msg[data-id="${id}"]`);
+                if (!m) return false;
+                const offset = m.getBoundingClientRect().top - box.getBoundingClientRect().top;
+                return offset >= 0 && offset < box.clientHeight;
+            }""",
+            arg=top,
+            timeout=10_000,
         )
-        assert 0 <= offset < messages.evaluate("box => box.clientHeight")
     messages.evaluate("box => { box.scrollTop = 0; }")
     expect(maria.locator("#messages .older.start")).to_have_text("Start of the conversation", timeout=10_000)
     assert bodies.first.text_content() == "m000"
