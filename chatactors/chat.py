@@ -87,6 +87,8 @@ class Chat:
     ``max_restarts`` in ``max_seconds``: the core actors' restart intensity (OTP's); a core actor that
     crashes more often than that stops the chat, loudly, instead of restarting in a loop.
     ``login_policy``: the login throttle's and password-hash pool's settings (:class:`LoginPolicy`).
+    ``cluster``: join the other nodes that share this PostgreSQL database (docs/cluster.md) as node
+    ``node_id`` (default: made up), its link on ``advertise``; a REPL so joined shares their live state.
     """
 
     def __init__(
@@ -104,6 +106,10 @@ class Chat:
         max_restarts: int = 5,
         max_seconds: float = 10.0,
         login_policy: LoginPolicy | None = None,
+        cluster: bool = False,
+        node_id: str | None = None,
+        advertise: str = "127.0.0.1",
+        gateway_url: str = "",
     ) -> None:
         self.settings = ChatSettings.from_env(
             database_url,
@@ -118,6 +124,10 @@ class Chat:
             max_restarts=max_restarts,
             max_seconds=max_seconds,
             login_policy=login_policy,
+            cluster=cluster,
+            node_id=node_id,
+            advertise=advertise,
+            gateway_url=gateway_url,
         )
         self.database_url, self.system = self.settings.database_url, self.settings.system
         self.timeout = timeout

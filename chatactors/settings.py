@@ -58,10 +58,17 @@ class ChatSettings:
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
     echo: bool | None = None
     announce_login: bool = True
+    # A cluster node (docs/cluster.md): PostgreSQL and simpleSystemBase only, checked when it starts.
+    cluster: bool = False
+    node_id: str | None = None  # None: one is made up, unique to this process
+    advertise: str = "127.0.0.1"  # the interface the node's link binds and other nodes reach it on
+    gateway_url: str = ""  # the node's WebSocket URL, listed in the nodes table and in status
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
             raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
+        if self.cluster and self.system != DEFAULT_SYSTEM:
+            raise ValueError("a cluster node runs its actors on simpleSystemBase (one node is one process)")
         port = self.admin_port
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise ValueError(f"admin_port must be a port number (1-65535) or None, not {port!r}")
