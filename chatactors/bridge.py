@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from thespian.actors import Actor, ActorAddress, ActorSystemMessage
+
 from chatactors.core.model import Address, Kind
 from chatactors.errors import ChatClosed, ChatError, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
@@ -308,6 +310,18 @@ class Bridge:
                 item.fail(ChatClosed("this chat is shut down"))
 
 
+class _Outlet(Actor):  # type: ignore[misc]
+    """An address in this system whose mail leaves it: what arrives goes to ``out`` under ``key``
+    (Thespian's own messages, an exit request say, stay here)."""
+
+    key: Any = None
+    out: list[tuple[Any, Any]] | None = None
+
+    def receiveMessage(self, msg: Any, sender: Any) -> None:
+        if self.out is not None and not isinstance(msg, ActorSystemMessage):
+            self.out.append((self.key, msg))
+
+
 class SimpleSystem:
     """The few ``simpleSystemBase`` internals the driver needs, in one place (Thespian 4.0).
 
@@ -321,6 +335,7 @@ class SimpleSystem:
         self._ctx = self._base.external_clone()  # enqueues only; run() runs the actors
         self.address: Address = self._ctx.my_ext_addr
         self._inbox: _Queue[Any] = self._ctx.my_instance.rcvq
+        self._outlets = 0
 
     def tell(self, target: Address, message: Any) -> None:
         """Queue ``message`` for ``target``; it is delivered by the next :meth:`run`."""
@@ -335,6 +350,20 @@ class SimpleSystem:
         """What the actors sent to :attr:`address` so far."""
         return drain(self._inbox)
 
+    def open_outlet(self, key: Any, out: list[tuple[Any, Any]]) -> Address:
+        """A new address whose messages are appended to ``out`` as ``(key, message)`` (a proxy for an
+        actor elsewhere). Only on the driver thread."""
+        self._outlets += 1
+        name = ActorAddress(f"System:Outlet:{self._outlets}")
+        ref = self._base._newRefAndActor(self._base.system, self._base.system.systemAddress, name, _Outlet)
+        self._base.actorRegistry[name.actorAddressString] = ref
+        ref.instance.key, ref.instance.out = key, out
+        return ref.address  # type: ignore[no-any-return]
+
+    def close_outlet(self, address: Address) -> None:
+        """Messages to ``address`` become dead letters from now on."""
+        self._base.actorRegistry[address.actorAddressString] = None  # type: ignore[attr-defined]
+
 
 class SimpleBridge(Bridge):
     """One driver thread owns a ``simpleSystemBase`` system (through :class:`SimpleSystem`)."""
@@ -346,11 +375,21 @@ class SimpleBridge(Bridge):
         self._system = SimpleSystem(asys)
         self.address = self._system.address
         self._work: queue.SimpleQueue[Any] = work if work is not None else queue.SimpleQueue()
+        self.after_run: Callable[[], None] | None = None  # the cluster's: hand on what outlets got
         self._driver = threading.Thread(target=self._drive, name="chatactors-driver", daemon=True)
         self._driver.start()
 
     def _send(self, target: Address, message: Any) -> None:
         self._work.put((target, message))
+
+    @property
+    def system(self) -> SimpleSystem:
+        """The system this bridge drives: touch it only on the driver thread (:meth:`post`)."""
+        return self._system
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the thread that owns the system, soon; nobody waits for it."""
+        self._work.put(fn)
 
     def run_in_driver(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Run ``fn`` on the thread that owns the system (createActor, shutdown)."""
@@ -380,7 +419,10 @@ class SimpleBridge(Bridge):
                 if item is _STOP:
                     stop = True
                 elif callable(item):
-                    item()
+                    try:
+                        item()
+                    except Exception:  # one bad job must not stop the thread every call waits on
+                        log.exception("a job on the actors' thread failed")
                 else:
                     self._system.tell(*item)
             try:
@@ -389,6 +431,11 @@ class SimpleBridge(Bridge):
                 log.exception("the actor system failed while running")
             for message in self._system.received():
                 self._inbound(message)
+            if self.after_run is not None:
+                try:
+                    self.after_run()
+                except Exception:
+                    log.exception("what the actors sent out of this node could not be handed on")
             if stop:
                 return
 

@@ -23,7 +23,6 @@ from chatactors.errors import AuthenticationError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
     GetPid,
-    GetStats,
     LoginResult,
     LoginUser,
     Logout,
@@ -34,7 +33,6 @@ from chatactors.messages import (
     Roles,
     Stats,
     StopActor,
-    WhoIsOnline,
 )
 from chatactors.node import ChatNode
 from chatactors.session import (
@@ -141,6 +139,7 @@ class Chat:
         self._node = ChatNode(self.settings, self._on_push, self._attached)
         self._bridge: Bridge = self._node.bridge
         self.admin_port = self._node.admin_port
+        self.node_id = self._node.node_id  # in a cluster, this node's id; else None
 
     @property
     def roles(self) -> Roles:
@@ -290,8 +289,9 @@ class Chat:
         return found
 
     def stats(self) -> Stats:
-        """How many user and room actors are live, how many users online, lifecycle counters."""
-        return self._call(self.roles.directory, GetStats())  # type: ignore[no-any-return]
+        """How many user and room actors are live, how many users online, lifecycle counters; in a
+        cluster, summed over the nodes, each node's own in ``nodes``."""
+        return self._node.stats()
 
     def whereis(self, user_id: int) -> Pid:
         """The address of the user's live actor, activating it if it hibernates."""
@@ -300,7 +300,7 @@ class Chat:
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""
         ids = tuple(check_id(i, "a user id") for i in user_ids)
-        return set(self._call(self.roles.directory, WhoIsOnline(user_ids=ids)))
+        return self._node.online(ids)
 
     def stop_actor(self, user_id: int) -> bool:
         """Stop the user's live actor, as ``GenServer.stop`` would (roadmap V0.7).

@@ -8,8 +8,11 @@ prints nothing and knows no sessions: the pushes for them go to the ``on_push`` 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
+import secrets
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +21,14 @@ from thespian.actors import ActorSystem, InvalidActorAddress
 from chatactors import transport
 from chatactors.actors.root import CoreSupervisor
 from chatactors.bridge import Bridge, LoopPost, ProcessBridge, SimpleBridge
+from chatactors.cluster.membership_table import check_postgres
 from chatactors.core.model import Address, Kind
 from chatactors.errors import ChatClosed, ChatError, ChatTimeout, Restarting
 from chatactors.messages import (
     Config,
     CoreStopped,
     DropSink,
+    GetStats,
     Ping,
     Push,
     Reattach,
@@ -31,7 +36,9 @@ from chatactors.messages import (
     Roles,
     RolesChanged,
     StartCore,
+    Stats,
     Watch,
+    WhoIsOnline,
 )
 from chatactors.ports import close_local_port, open_local_port
 from chatactors.settings import ChatSettings
@@ -69,6 +76,12 @@ class ChatNode:
         self.actor_group: int | None = None  # what to kill should a stop leave the system running
         self._on_session_push, self._attached = on_push, attached
         self._closed = False
+        self.cluster: Any = None  # chatactors.cluster.node.ClusterNode, when settings.cluster
+        self.peering: Any = None  # chatactors.peering.Peering, likewise
+        if settings.cluster:
+            check_postgres(self.database_url)  # ClusterNeedsPostgres before anything starts
+            if settings.advertise != "127.0.0.1" or "THESPIAN_BASE_IPADDR" not in os.environ:
+                os.environ["THESPIAN_BASE_IPADDR"] = settings.advertise  # where the link binds
 
         store = Store(self.database_url)
         try:
@@ -114,6 +127,71 @@ class ChatNode:
             self._release()
             raise
         atexit.register(self.stop)
+        if settings.cluster:
+            try:
+                self._join_cluster()
+            except BaseException:
+                self.stop()
+                raise
+
+    def _join_cluster(self) -> None:
+        """Join the nodes that share this database: membership, the link, and the border between."""
+        from chatactors.cluster.node import ClusterNode
+        from chatactors.peering import Peering
+
+        assert isinstance(self.bridge, SimpleBridge)
+        s = self.settings
+        node_id = s.node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.peering = Peering(node_id, self.bridge, lambda: self.roles.directory, self._attached)
+        self.cluster = ClusterNode(
+            self.database_url,
+            node_id,
+            s.gateway_url,
+            self.peering.received,
+            self.peering.undelivered,
+            on_ring=self.peering.ring_changed,
+        )
+        self.peering.send = self.cluster.send
+        self.cluster.start()
+
+    @property
+    def node_id(self) -> str | None:
+        """This node's id in the cluster (None when not clustered)."""
+        return self.cluster.node_id if self.cluster is not None else None
+
+    def online(self, user_ids: tuple[int, ...]) -> set[int]:
+        """Which of these users have a live session anywhere: each owner's directory is asked."""
+        groups: dict[str, tuple[Address, list[int]]] = {}  # addresses are unhashable: keyed by name
+        for user_id in user_ids:
+            target = self._directory_of(("user", user_id))
+            groups.setdefault(str(target), (target, []))[1].append(user_id)
+        found: set[int] = set()
+        for target, ids in groups.values():
+            found |= set(self.call(target, WhoIsOnline(user_ids=tuple(ids))))
+        return found
+
+    def _directory_of(self, key: tuple[Kind, int]) -> Address:
+        """The directory of the node that owns ``key`` (ours when not clustered)."""
+        peering = self.peering
+        if peering is None or not len(peering.ring):
+            return self.roles.directory
+        owner = peering.ring.owner(key).node_id
+        return peering.directories.get(owner, self.roles.directory)  # type: ignore[no-any-return]
+
+    def stats(self) -> Stats:
+        """This node's directory's figures; in a cluster, the sum over every node, with each node's
+        own in ``nodes``."""
+        mine: Stats = self.call(self.roles.directory, GetStats())
+        if self.peering is None:
+            return mine
+        per_node = [(self.node_id or "", mine)]
+        for node, directory in sorted(self.peering.directories.items()):
+            try:
+                per_node.append((node, self.call(directory, GetStats())))
+            except ChatTimeout:
+                log.warning("node %s did not answer for its stats", node)
+        total = Stats(*(sum(getattr(s, f) for _, s in per_node) for f in Stats.COUNTS))
+        return dataclasses.replace(total, nodes=tuple(per_node))
 
     def _start_tcp_system(self, asked: int | None) -> Any:
         """multiprocTCPBase: the admin on the port asked for, or on a free one. A port we picked
@@ -180,6 +258,11 @@ class ChatNode:
     def _roles_changed(self, event: RolesChanged) -> None:
         """A core actor was restarted: use its new address; a new directory learns our sessions;
         calls in flight that died with the old actor fail soon (``Restarting``) instead of timing out."""
+        if "directory" in event.changed and self.peering is not None:
+            # The new directory learns the ring first: what it routes next may be another node's.
+            directory, peering, bridge = event.roles.directory, self.peering, self.bridge
+            assert isinstance(bridge, SimpleBridge)
+            bridge.post(lambda: bridge.system.tell(directory, peering.view()))
         if "directory" in event.changed:
             # Before the new address is used: the bridge sends in order, so the new directory knows
             # our sessions before any call of ours reaches it, and no push is missed.
@@ -199,6 +282,8 @@ class ChatNode:
             return
         self._closed = True
         try:
+            if self.cluster is not None:
+                self.cluster.stop()  # leave first: the others stop routing here
             if not self.bridge.closed:
                 try:
                     self.call(self.roles.directory, DropSink(sink=self.bridge.address))

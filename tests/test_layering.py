@@ -3,7 +3,7 @@
 From the bottom up: ``core`` (the chat rules: no actors, no I/O) and ``errors``; ``messages``,
 ``storage``, ``ports``, ``transport``; ``actors`` (Thespian shells) and ``cluster`` (the membership
 table and its shell); and the edge, where threads and sockets meet the actors: ``bridge``,
-``settings``, ``node``, ``session``, ``chat``, ``server``, ``cli``.
+``peering``, ``settings``, ``node``, ``session``, ``chat``, ``server``, ``cli``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from chatactors.bridge import drain
 PACKAGE = Path(chatactors.__file__).parent
 EDGE = (
     "chatactors.bridge",
+    "chatactors.peering",
     "chatactors.settings",
     "chatactors.node",
     "chatactors.session",
@@ -138,7 +139,16 @@ def test_a_session_uses_only_public_names_of_its_chat() -> None:
     assert private == []
 
 
-THESPIAN_INTERNALS = {"_systemBase", "external_clone", "my_instance", "rcvq", "_realizeWakeups", "_runSends"}
+THESPIAN_INTERNALS = {
+    "_systemBase",
+    "external_clone",
+    "my_instance",
+    "rcvq",
+    "_realizeWakeups",
+    "_runSends",
+    "_newRefAndActor",
+    "actorRegistry",
+}
 
 
 # One adapter per base: the bridge's SimpleSystem (simpleSystemBase), and for the cluster link's

@@ -61,9 +61,11 @@ def sample(tp: Any, depth: int = 0) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
+            if depth > 2:  # a type that nests itself (Stats.nodes): stop somewhere
+                return ()
             return (sample(args[0], depth), sample(args[0], depth))
         return tuple(sample(a, depth) for a in args)
-    if origin in (list, dict, set):
+    if origin in (list, dict, set, frozenset):
         return origin()
     if tp is int:
         return 7

@@ -5,6 +5,12 @@ Everything addressed to a user or a room goes through here as ``Route(kind, id, 
 activation. It also knows which sinks (bridges, gateways) hold each user's live sessions, and hands
 them to the actor with every message, so no sink list lives in an actor that may hibernate.
 It is the dead-letter handler too: a message that reached a gone actor is routed again.
+
+In a cluster (docs/cluster.md) each node's directory is a shard: a ``ClusterView`` says which node
+owns each key, and what names a key another node owns (a route, a detach, a notice) goes to that
+node's directory, one hop, through a local proxy (``chatactors/peering.py``). A room's owner asks the
+owners of its members where their sessions are (``WatchMembers``) and hears of changes
+(``MemberSinks``), so the room still fans a message out once per sink: once per node.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from chatactors.messages import (
     Attach,
     ChildExited,
     ChildStarted,
+    ClusterView,
     Configure,
     Detach,
     DropSink,
@@ -30,6 +37,7 @@ from chatactors.messages import (
     GetStats,
     IdleCheck,
     Init,
+    MemberSinks,
     Notify,
     Offline,
     Push,
@@ -46,6 +54,7 @@ from chatactors.messages import (
     StartChild,
     Stats,
     StopActor,
+    WatchMembers,
     WhoIsOnline,
 )
 
@@ -67,6 +76,18 @@ class DirectoryActor(ChatActor):
         # Members of live rooms, so a room learns at once where its members' sessions are.
         self.room_members: dict[int, set[int]] = {}
         self.user_rooms: dict[int, set[int]] = {}
+        # In a cluster: who owns what, and the other shards.
+        self.routes = 0
+        self.view: ClusterView | None = None
+        self.peers: dict[str, Address] = {}
+        # Rooms owned here, waiting for their members' owners to say where their sessions are:
+        # room id -> (part token, nodes still to answer, sinks so far).
+        self.gathering: dict[int, tuple[int, set[str], list[tuple[int, tuple[Address, ...]]]]] = {}
+        self.parts = 0
+        self.watched_on: dict[int, set[str]] = {}  # room id -> nodes watching members for it
+        # Users owned here whose sessions another node's room wants to follow:
+        # user id -> {(watcher name, room id): (watcher, room id, watcher's node)}.
+        self.watchers: dict[int, dict[tuple[str, int], tuple[Address, int, str]]] = {}
 
     def configure(self, msg: Configure) -> None:
         self.idle_timeout = msg.config.idle_timeout
@@ -81,8 +102,39 @@ class DirectoryActor(ChatActor):
             self.send(address, IdleCheck())
         self.wakeupAfter(self._tick())
 
+    # -- the cluster ----------------------------------------------------------------------------------
+    def _away(self, key: Key) -> Address | None:
+        """The directory of the node that owns ``key``, if another does (None: it is ours)."""
+        view = self.view
+        if view is None or not len(view.ring):
+            return None
+        owner = view.ring.owner(key).node_id
+        return None if owner == view.me else self.peers.get(owner)
+
+    def receive_cluster_view(self, msg: ClusterView, sender: Any) -> None:
+        self.view, self.peers = msg, dict(msg.directories)
+        alive = set(msg.ring.node_ids)
+        for key in self.registry.attached_keys():  # keys that moved away: their sessions are the owner's now
+            if self._away(key) is not None:
+                self.registry.forget_sinks(key)
+                self._presence_changed(key[1])
+        for user_id, watching in list(self.watchers.items()):
+            for name, (_, _, node) in list(watching.items()):
+                if node not in alive:
+                    del watching[name]
+            if not watching:
+                del self.watchers[user_id]
+        for room_id, (_, waiting, _) in list(self.gathering.items()):
+            waiting &= alive  # a node that left will not answer
+            self._gathered(room_id)
+
     def receive_route(self, msg: Route, sender: Any) -> None:
         key = (msg.kind, msg.id)
+        away = self._away(key)
+        if away is not None:
+            self.send(away, msg)
+            return
+        self.routes += 1
         if isinstance(msg.body, Attach):
             self.registry.attach(key, msg.body.sink)
             self._presence_changed(msg.id)
@@ -90,6 +142,10 @@ class DirectoryActor(ChatActor):
 
     def receive_detach(self, msg: Detach, sender: Any) -> None:
         key: Key = ("user", msg.user_id)
+        away = self._away(key)
+        if away is not None:
+            self.send(away, msg)
+            return
         self.registry.detach(key, msg.sink)
         if msg.revoked is not None:  # before the reply: the caller's other sessions end first
             for sink in self.registry.sinks(key):
@@ -105,6 +161,9 @@ class DirectoryActor(ChatActor):
     def _presence_changed(self, user_id: int) -> None:
         """Tell the user's live rooms where its sessions are now, and its actor if it went offline."""
         sinks = self.registry.sinks(("user", user_id))
+        if self.view is not None:
+            for watcher, room_id, _ in self.watchers.get(user_id, {}).values():
+                self.send(watcher, MemberSinks(room_id, ((user_id, sinks),), self.view.me))
         for room_id in self.user_rooms.get(user_id, ()):
             address = self.registry.address(("room", room_id))
             if address is not None:
@@ -113,6 +172,10 @@ class DirectoryActor(ChatActor):
             self._apply(self.registry.notify(("user", user_id), Offline(user_id)))
 
     def receive_notify(self, msg: Notify, sender: Any) -> None:
+        away = self._away(("user", msg.user_id))
+        if away is not None:
+            self.send(away, msg)
+            return
         for sink in self.registry.sinks(("user", msg.user_id)):
             self.send(sink, Push((msg.user_id,), msg.event))
 
@@ -145,11 +208,18 @@ class DirectoryActor(ChatActor):
                 self.send(address, ActorExitRequest())  # a newer activation took its place
 
     def receive_reattach(self, msg: Reattach, sender: Any) -> None:
-        """This directory replaced a crashed one: a bridge says which sessions it holds."""
+        """A bridge says which sessions it holds: to a directory that replaced a crashed one, or, in a
+        cluster, to the new owner of users whose owner changed."""
+        away: dict[str, list[tuple[int, int]]] = {}
         for user_id, count in msg.sessions:
+            if self._away(("user", user_id)) is not None:
+                away.setdefault(self._owner(("user", user_id)), []).append((user_id, count))
+                continue
             for _ in range(count):
                 self.registry.attach(("user", user_id), msg.sink)
             self._presence_changed(user_id)
+        for node, sessions in away.items():
+            self.send(self.peers[node], Reattach(msg.sink, tuple(sessions)))
 
     def _start(self, key: Key) -> None:
         """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
@@ -173,12 +243,76 @@ class DirectoryActor(ChatActor):
         self.room_members[msg.room_id] = set(msg.member_ids)
         for user_id in msg.member_ids:
             self.user_rooms.setdefault(user_id, set()).add(msg.room_id)
-        online = tuple(
+        online = [
             (u, self.registry.sinks(("user", u)))
             for u in msg.member_ids
-            if self.registry.is_online(("user", u))
-        )
-        self.send(msg.address, RoomSinks(online, complete=True))
+            if self._away(("user", u)) is None and self.registry.is_online(("user", u))
+        ]
+        remote: dict[str, list[int]] = {}
+        for u in msg.member_ids:
+            if self._away(("user", u)) is not None:
+                remote.setdefault(self._owner(("user", u)), []).append(u)
+        stale = self.watched_on.get(msg.room_id, set()) - set(remote)
+        if not remote and not stale:
+            self.gathering.pop(msg.room_id, None)
+            self.send(msg.address, RoomSinks(tuple(online), complete=True))
+            return
+        self.parts += 1
+        for node in stale:  # members there left the room: stop following them
+            self.send(self.peers[node], WatchMembers(msg.room_id, (), self.myAddress, 0, self._me()))
+        for node, user_ids in remote.items():
+            self.send(
+                self.peers[node],
+                WatchMembers(msg.room_id, tuple(user_ids), self.myAddress, self.parts, self._me()),
+            )
+        self.watched_on[msg.room_id] = set(remote)
+        self.gathering[msg.room_id] = (self.parts, set(remote), online)
+
+    def _me(self) -> str:
+        return self.view.me if self.view is not None else ""
+
+    def _owner(self, key: Key) -> str:
+        assert self.view is not None
+        return self.view.ring.owner(key).node_id
+
+    def receive_watch_members(self, msg: WatchMembers, sender: Any) -> None:
+        """Another node's room follows these members (owned here): say where they are, now and later."""
+        name = (str(msg.watcher), msg.room_id)
+        for watching in self.watchers.values():
+            watching.pop(name, None)
+        for user_id in msg.user_ids:
+            self.watchers.setdefault(user_id, {})[name] = (msg.watcher, msg.room_id, msg.node)
+        self.watchers = {u: w for u, w in self.watchers.items() if w}
+        if msg.part:
+            sinks = tuple(
+                (u, self.registry.sinks(("user", u)))
+                for u in msg.user_ids
+                if self.registry.is_online(("user", u))
+            )
+            self.send(msg.watcher, MemberSinks(msg.room_id, sinks, self._me(), msg.part))
+
+    def receive_member_sinks(self, msg: MemberSinks, sender: Any) -> None:
+        if msg.part == 0:
+            address = self.registry.address(("room", msg.room_id))
+            if address is not None:
+                self.send(address, RoomSinks(msg.sinks, complete=False))
+            return
+        gathering = self.gathering.get(msg.room_id)
+        if gathering is None or gathering[0] != msg.part:
+            return  # an answer to a gathering since replaced
+        gathering[1].discard(msg.node)
+        gathering[2].extend(msg.sinks)
+        self._gathered(msg.room_id)
+
+    def _gathered(self, room_id: int) -> None:
+        """Every owner asked has answered (or left): the room learns where all its members are."""
+        _, waiting, sinks = self.gathering[room_id]
+        if waiting:
+            return
+        del self.gathering[room_id]
+        address = self.registry.address(("room", room_id))
+        if address is not None:
+            self.send(address, RoomSinks(tuple(sinks), complete=True))
 
     def receive_child_started(self, msg: ChildStarted, sender: Any) -> None:
         if self.roles_restarted:  # its Init may carry an address that was replaced meanwhile
@@ -200,6 +334,10 @@ class DirectoryActor(ChatActor):
     def _forget_room(self, room_id: int) -> None:
         for user_id in self.room_members.pop(room_id, set()):
             self.user_rooms.get(user_id, set()).discard(room_id)
+        self.gathering.pop(room_id, None)
+        for node in self.watched_on.pop(room_id, set()):
+            if node in self.peers:
+                self.send(self.peers[node], WatchMembers(room_id, (), self.myAddress, 0, self._me()))
 
     def receive_dead_envelope(self, msg: DeadEnvelope, sender: Any) -> None:
         dead = msg.deadMessage
@@ -215,6 +353,10 @@ class DirectoryActor(ChatActor):
 
     def receive_stop_actor(self, msg: StopActor, sender: Any) -> None:
         """GenServer.stop: what is routed from now on waits here for the next activation."""
+        away = self._away((msg.kind, msg.id))
+        if away is not None:
+            self.send(away, msg)
+            return
         address = self.registry.stop((msg.kind, msg.id))
         if address is not None:
             self.send(address, ActorExitRequest())
@@ -231,6 +373,7 @@ class DirectoryActor(ChatActor):
                 activations=r.activations,
                 retirements=r.retirements,
                 crashes=r.crashes,
+                routes=self.routes,
             ),
         )
 
@@ -266,4 +409,7 @@ class DirectoryActor(ChatActor):
         on(WhoIsOnline, receive_who_is_online),
         on(StopActor, receive_stop_actor),
         on(GetStats, receive_get_stats),
+        on(ClusterView, receive_cluster_view),
+        on(WatchMembers, receive_watch_members),
+        on(MemberSinks, receive_member_sinks),
     )

@@ -231,6 +231,14 @@ class Registry:
         self._sink_addresses.pop(name, None)
         return touched
 
+    def attached_keys(self) -> list[Key]:
+        """Every key with at least one live session."""
+        return list(self._sinks)
+
+    def forget_sinks(self, key: Key) -> None:
+        """Another node owns ``key`` now: its sessions are that node's to know."""
+        self._sinks.pop(key, None)
+
     def sinks(self, key: Key) -> tuple[Address, ...]:
         return tuple(self._sink_addresses[s] for s in self._sinks.get(key, ()))
 

@@ -50,7 +50,15 @@ answers (one per part) would be forgotten by a bridge at the first. Loads (``Loa
 
 from chatactors.core.commit import Fanout
 from chatactors.core.model import Address
-from chatactors.messages.cluster import LinkAck, LinkBatch
+from chatactors.messages.cluster import (
+    ClusterView,
+    Delivery,
+    LinkAck,
+    LinkBatch,
+    MemberSinks,
+    RemoteRef,
+    WatchMembers,
+)
 from chatactors.messages.edge import (
     Batch,
     Deliver,
@@ -231,4 +239,9 @@ __all__ = [
     # cluster
     "LinkBatch",
     "LinkAck",
+    "RemoteRef",
+    "Delivery",
+    "ClusterView",
+    "WatchMembers",
+    "MemberSinks",
 ]

@@ -12,7 +12,7 @@ Every request here is a :class:`Request`; see the package docstring for how it i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from chatactors.core.model import (
     Address,
@@ -119,12 +119,27 @@ class GetStats(Request):
 
 @dataclass(frozen=True, slots=True)
 class Stats:
+    """A directory's figures. In a cluster, ``Chat.stats()`` sums them over the nodes and lists
+    each node's own in ``nodes``; ``routes``: messages routed to a user or room actor (the load)."""
+
     live_users: int
     live_rooms: int
     online_users: int
     activations: int
     retirements: int
     crashes: int
+    routes: int = 0
+    nodes: tuple[tuple[str, Stats], ...] = ()
+
+    COUNTS: ClassVar[tuple[str, ...]] = (
+        "live_users",
+        "live_rooms",
+        "online_users",
+        "activations",
+        "retirements",
+        "crashes",
+        "routes",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,212 @@
+"""Where a node's actors meet the other nodes' actors: addresses rewritten at the border.
+
+The chat actors know nothing of the cluster but the directory's routing: they send to addresses
+(``reply_to``, sinks, ``ack_to``) as they always have. A message that leaves this node has every
+actor address inside it rewritten to a :class:`~chatactors.messages.RemoteRef` (node id, name); the
+node that receives it turns each one back into its own actor's address, or, for an actor on a third
+node or on the sender, into a local *proxy*: an address in its actor system whose mail is sent on to
+that node. So a reply travels back to the bridge that asked, a push to the gateway that holds the
+socket, whatever node the actor that answers runs on, and no simpleSystemBase address ever crosses.
+
+Everything here runs on the thread that drives the node's actors (the bridge's driver), except the
+link's and the membership's callbacks, which only post work to it: no locks around the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from thespian.actors import ActorAddress
+
+from chatactors.bridge import SimpleBridge
+from chatactors.core.model import Address
+from chatactors.core.ring import Ring
+from chatactors.messages import ClusterView, Delivery, DropSink, Reattach, RemoteRef
+
+log = logging.getLogger("chatactors.cluster")
+
+DIRECTORY = "directory"  # the one name a node exports by role: whichever actor is its directory now
+MAX_EXPORTS = 200_000  # names of local actors handed out; the oldest half is forgotten past this
+
+Send = Callable[[str, Any], None]
+Attached = Callable[[], tuple[tuple[int, int], ...]]
+
+
+def rewrite(value: Any, address: Callable[[Any], Any], is_address: Callable[[Any], bool]) -> Any:
+    """``value`` with every address inside it (in dataclass fields, tuples, lists) replaced by
+    ``address(it)``; unchanged parts are the same objects, so a message with no address costs a walk."""
+    if is_address(value):
+        return address(value)
+    if isinstance(value, tuple | list):
+        items = [rewrite(item, address, is_address) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return type(value)(items) if isinstance(value, list) or type(value) is tuple else type(value)(*items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for field in dataclasses.fields(value):
+            old = getattr(value, field.name)
+            new = rewrite(old, address, is_address)
+            if new is not old:
+                changes[field.name] = new
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
+class Peering:
+    """The border of one node: exports, proxies, and the cluster view its directory routes by."""
+
+    def __init__(
+        self, me: str, bridge: SimpleBridge, directory: Callable[[], Address], attached: Attached
+    ) -> None:
+        self.me = me
+        self.bridge = bridge
+        self._directory = directory  # the current directory (a restarted one has a new address)
+        self._attached = attached
+        self.send: Send | None = None  # the cluster node's send, set once it exists
+        self.ring = Ring()
+        self.exports: dict[str, Address] = {}
+        self.proxies: dict[tuple[str, str], Address] = {}
+        self._proxied: dict[str, tuple[str, str]] = {}
+        self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
+        self._out: list[tuple[Any, Any]] = []
+        self._parked: list[Delivery] = []
+        self.dropped = 0  # pushes and replies for nodes that went away
+        bridge.after_run = self.flush
+
+    # -- the link's and the membership's callbacks (other threads): post to the driver ----------------
+    def received(self, node: str, message: Any) -> None:
+        self.bridge.post(lambda: self._deliver(message))
+
+    def undelivered(self, node: str, messages: tuple[Any, ...]) -> None:
+        self.bridge.post(lambda: self._park(node, messages))
+
+    def ring_changed(self, ring: Ring) -> None:
+        self.bridge.post(lambda: self._new_ring(ring))
+
+    # -- addresses across the border -------------------------------------------------------------
+    @staticmethod
+    def is_address(value: Any) -> bool:
+        return isinstance(value, ActorAddress)
+
+    def export(self, address: Any) -> RemoteRef:
+        name = str(address)
+        known = self._proxied.get(name)
+        if known is not None:
+            return RemoteRef(*known)
+        if name == str(self._directory()):
+            return RemoteRef(self.me, DIRECTORY)
+        if name not in self.exports and len(self.exports) >= MAX_EXPORTS:
+            for old in list(self.exports)[: MAX_EXPORTS // 2]:
+                del self.exports[old]
+        self.exports[name] = address
+        return RemoteRef(self.me, name)
+
+    def resolve(self, ref: RemoteRef) -> Address:
+        if ref.node != self.me:
+            return self.proxy(ref.node, ref.name)
+        if ref.name == DIRECTORY:
+            return self._directory()
+        local = self.exports.get(ref.name)
+        # Forgotten (or never ours): a dead letter, as a message to a gone actor would be.
+        return local if local is not None else Address(ActorAddress(f"gone:{ref.name}"))
+
+    def proxy(self, node: str, name: str) -> Address:
+        address = self.proxies.get((node, name))
+        if address is None:
+            address = self.bridge.system.open_outlet((node, name), self._out)
+            self.proxies[node, name] = address
+            self._proxied[str(address)] = (node, name)
+        return address
+
+    # -- out and in -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """After each run of the actors: what they sent to proxies leaves, one link message each."""
+        if not self._out:
+            return
+        out = self._out[:]
+        self._out.clear()  # in place: every outlet appends to this very list
+        for (node, name), message in out:
+            if self.send is None:
+                continue
+            try:
+                wire = rewrite(message, self.export, self.is_address)
+            except Exception:
+                log.exception("could not send %s to node %s", type(message).__name__, node)
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s -> %s/%s: %r", self.me, node, name, wire)
+            self.send(node, Delivery(name, wire))
+
+    def _deliver(self, message: Any) -> None:
+        if not isinstance(message, Delivery):
+            log.warning("a peer sent %r, not a Delivery: dropped", type(message).__name__)
+            return
+        target = self.resolve(RemoteRef(self.me, message.to))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <- %s: %r", self.me, message.to, message.message)
+        self.bridge.system.tell(target, rewrite(message.message, self._resolve_any, self._is_ref))
+
+    def _resolve_any(self, ref: Any) -> Any:
+        return self.resolve(ref)
+
+    @staticmethod
+    def _is_ref(value: Any) -> bool:
+        return isinstance(value, RemoteRef)
+
+    def _park(self, node: str, messages: tuple[Any, ...]) -> None:
+        """What a node that went away did not take: routing goes again once the ring has changed
+        (the directory then finds the key's new owner); pushes and replies for it are dropped, as its
+        sockets and its callers are gone with it."""
+        for message in messages:
+            if isinstance(message, Delivery) and message.to == DIRECTORY:
+                self._parked.append(message)
+            else:
+                self.dropped += 1
+        if node not in self.ring.node_ids:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        parked, self._parked = self._parked, []
+        for message in parked:
+            target = self._directory()
+            self.bridge.system.tell(target, rewrite(message.message, self._resolve_any, self._is_ref))
+
+    # -- the ring --------------------------------------------------------------------------------
+    def _new_ring(self, ring: Ring) -> None:
+        before, self.ring = self.ring, ring
+        alive = set(ring.node_ids)
+        for node in set(before.node_ids) - alive:
+            self._forget(node)
+        self.directories = {n: self.proxy(n, DIRECTORY) for n in ring.node_ids if n != self.me}
+        directory = self._directory()
+        self.bridge.system.tell(directory, ClusterView(self.me, ring, tuple(self.directories.items())))
+        self._unpark()
+        if len(before):
+            # Users with sessions here whose owner changed: their new owner learns these sessions
+            # (the old one, if alive, forgets them when it sees the same ring).
+            moved = tuple(
+                (user_id, count)
+                for user_id, count in self._attached()
+                if before.owner(("user", user_id)).node_id != ring.owner(("user", user_id)).node_id
+            )
+            if moved:
+                self.bridge.system.tell(directory, Reattach(self.bridge.address, moved))
+
+    def _forget(self, node: str) -> None:
+        """``node`` left the ring: the sessions it held are gone, and so are its proxies."""
+        directory = self._directory()
+        for (peer, name), address in list(self.proxies.items()):
+            if peer != node:
+                continue
+            del self.proxies[peer, name]
+            del self._proxied[str(address)]
+            if name != DIRECTORY:  # any of its addresses may be a sink in our directory
+                self.bridge.system.tell(directory, DropSink(sink=address, reply_to=self.bridge.address))
+            self.bridge.system.close_outlet(address)
+
+    def view(self) -> ClusterView:
+        return ClusterView(self.me, self.ring, tuple(self.directories.items()))

@@ -1,0 +1,186 @@
+"""Chat across cluster nodes: three node processes (tests/cluster_chat_peer.py) on one PostgreSQL,
+each a Chat(cluster=True) with its gateway, and WebSocket clients on different nodes.
+
+Ownership is computed here with the ring's own hash, so each case puts the sender's socket, the
+recipient's owner and the recipient's socket where it means to. Loopback only; children killed by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Inbox, poll_until
+
+from chatactors import ENTREGADO, LEIDO, transport
+from chatactors.client import Client, ClientSession, connect
+from chatactors.core.ring import score
+from chatactors.storage import close_database, open_database
+
+PEER = Path(__file__).parent / "cluster_chat_peer.py"
+SECRET = "a-cluster-secret-for-the-chat-tests"
+WAIT = 30.0
+PASSWORD = "secreto123"
+
+
+class Node:
+    """A node process; its stdout read line by line on a thread."""
+
+    def __init__(self, name: str, url: str, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull, **(env or {})}
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER), name, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = json.loads(self.next("READY"))
+        self.port, self.pid = info["port"], info["pid"]
+        self.url = f"ws://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next(self, prefix: str) -> str:
+        while True:
+            line = self.lines.get(timeout=WAIT)
+            if line.startswith(prefix + " "):
+                return line.removeprefix(prefix + " ")
+
+    def ask(self, command: str, prefix: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.next(prefix)
+
+    def ring(self) -> set[str]:
+        return set(filter(None, self.ask("ring", "RING").split(",")))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait_for(10)
+
+    def quit(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait_for(20)
+
+
+def owner(user_id: int, nodes: list[str]) -> str:
+    return max(nodes, key=lambda n: score(("user", user_id), n))
+
+
+@pytest.fixture
+def nodes(pg_url: str) -> Iterator[Callable[..., list[Node]]]:
+    open_database(pg_url).execute_sql("DROP TABLE IF EXISTS nodes")
+    close_database(pg_url)
+    started: list[Node] = []
+    clients: list[Client] = []
+
+    def start(*names: str) -> list[Node]:
+        new = [Node(name, pg_url) for name in names]
+        started.extend(new)
+        everyone = {n.name for n in started if n.proc.poll() is None}
+        for n in started:
+            if n.proc.poll() is None:
+                poll_until(lambda n=n: n.ring() == everyone, WAIT, f"{n.name} to see {sorted(everyone)}")
+        return new
+
+    start.clients = clients  # type: ignore[attr-defined]
+    yield start
+    for client in clients:
+        client.close()
+    for n in started:
+        n.quit() if n.proc.poll() is None else None
+    for n in started:
+        n.kill()
+
+
+def client(nodes: Any, node: Node) -> Client:
+    c = connect(node.url)
+    nodes.clients.append(c)
+    return c
+
+
+def users_owned(nodes: Any, via: Node, names: list[str], ring: list[str]) -> dict[str, tuple[int, str]]:
+    """Register ``names`` through ``via``: each name's id and owner node."""
+    c = client(nodes, via)
+    return {name: (uid, owner(uid, ring)) for name in names for uid in [c.register(name, PASSWORD)]}
+
+
+def test_a_direct_message_across_three_nodes_is_stored_once_pushed_once_and_read(
+    nodes: Any, pg_url: str
+) -> None:
+    a, b, c = nodes("a", "b", "c")
+    ring = ["a", "b", "c"]
+    owned = users_owned(nodes, a, [f"user{i}" for i in range(12)], ring)
+    # The recipient is owned by b; its socket is on c; the sender's socket is on a.
+    recipient = next(name for name, (_, node) in owned.items() if node == "b")
+    sender = next(name for name, (_, node) in owned.items() if name != recipient)
+    ana: ClientSession = client(nodes, a).login(sender, PASSWORD)
+    bruno: ClientSession = client(nodes, c).login(recipient, PASSWORD)
+    arrived, receipts = Inbox(), Inbox()
+    bruno.on_message(arrived)
+    ana.on_receipt(receipts)
+
+    sent = ana.send_message(recipient, "hola across three nodes")
+    [got] = arrived.wait_for(1, WAIT)
+    assert (got.id, got.body, got.sender) == (sent.id, "hola across three nodes", sender)
+    assert ana.status(sent.id) == ENTREGADO
+    marker = ana.send_message(recipient, "marker")  # pushes arrive in order: the first was not repeated
+    assert [m.body for m in arrived.wait_for(2, WAIT)] == ["hola across three nodes", "marker"]
+    assert [m.id for m in bruno.read_messages()] == [sent.id, marker.id]
+    poll_until(lambda: ana.status(sent.id) == LEIDO, WAIT, "leido")
+    poll_until(
+        lambda: any(sent.id in r.message_ids and r.status == LEIDO for r in receipts.items),
+        WAIT,
+        "a leido receipt",
+    )
+    assert all(r.by == recipient for r in receipts.items)
+    rows = (
+        open_database(pg_url)
+        .execute_sql("SELECT count(*) FROM mensajes WHERE body = %s", ("hola across three nodes",))
+        .fetchone()
+    )
+    close_database(pg_url)
+    assert rows[0] == 1
+
+
+def test_a_room_with_members_on_three_nodes_reaches_each_once(nodes: Any) -> None:
+    a, b, c = nodes("a", "b", "c")
+    names = ["ana", "bruno", "carla"]
+    owned = users_owned(nodes, a, names, ["a", "b", "c"])
+    sessions = {
+        name: client(nodes, node).login(name, PASSWORD) for name, node in zip(names, (a, b, c), strict=True)
+    }
+    inboxes = {name: Inbox() for name in names}
+    for name, s in sessions.items():
+        s.on_message(inboxes[name])
+    sessions["ana"].create_room("sala")
+    sessions["bruno"].join("sala")
+    sessions["carla"].join("sala")
+    for name, s in sessions.items():
+        s.send_room("sala", f"from {name}")
+    for name in names:
+        bodies = sorted(m.body for m in inboxes[name].wait_for(2, WAIT))
+        assert bodies == sorted(f"from {other}" for other in names if other != name), (name, owned)
+    marker = sessions["ana"].send_room("sala", "marker")
+    for name in ("bruno", "carla"):
+        got = inboxes[name].wait_for(3, WAIT)
+        assert [m.id for m in got].count(marker.id) == 1 and len(got) == 3  # once each, nothing doubled
