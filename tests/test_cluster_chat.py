@@ -73,13 +73,13 @@ class Node:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait_for(10)
+        self.proc.wait(10)
 
     def quit(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            self.proc.wait_for(20)
+            self.proc.wait(20)
 
 
 def owner(user_id: int, nodes: list[str]) -> str:
