@@ -148,7 +148,10 @@ class _Link:
     """One WebSocket holding one session: requests answered in order, pushes handed on, resumed by token."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        self.url, self.timeout = url, timeout
+        # Several URLs, comma-separated (the nodes of a cluster): the first that answers; a resume
+        # tries the one in use first, then the others in turn.
+        self.urls = tuple(u.strip() for u in url.split(",") if u.strip()) or (url,)
+        self.url, self.timeout = self.urls[0], timeout
         self.ws: ClientConnection | None = None
         self.token: str | None = None  # set once logged in: what a resume logs in with
         self.pending: deque[_Request] = deque()
@@ -167,14 +170,22 @@ class _Link:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def _connect(self) -> ClientConnection:
-        try:
-            return await ws_connect(
-                self.url, open_timeout=self.timeout, max_size=2**22, compression=None, proxy=None
-            )
-        except InvalidURI as exc:
-            raise InvalidMessage(f"not a WebSocket URL: {self.url!r}") from exc
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise Unavailable(f"no chatactors server answers at {self.url}: {exc}") from exc
+        start = self.urls.index(self.url)
+        order = self.urls[start:] + self.urls[:start]
+        error: Exception | None = None
+        for url in order:
+            try:
+                ws = await ws_connect(
+                    url, open_timeout=self.timeout, max_size=2**22, compression=None, proxy=None
+                )
+            except InvalidURI as exc:
+                raise InvalidMessage(f"not a WebSocket URL: {url!r}") from exc
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                error = exc
+                continue
+            self.url = url
+            return ws
+        raise Unavailable(f"no chatactors server answers at {', '.join(order)}: {error}") from error
 
     async def open(self) -> None:
         self.ws = await self._connect()
@@ -1046,6 +1057,9 @@ class ClientSession:
 
 def connect(url: str = DEFAULT_URL, **options: Any) -> Client:
     """A :class:`Client` for the server at ``url``; raises Unavailable if none answers there.
+
+    ``url`` may list several servers, comma-separated (a cluster's nodes): each connection takes the
+    first that answers, and a lost one resumes (by token) on the next that does.
 
     ``options``: ``timeout``, ``echo``, ``announce_login`` (see :class:`Client`)."""
     return Client(url, **options)

@@ -112,8 +112,8 @@ def nodes(pg_url: str) -> Iterator[Callable[..., list[Node]]]:
         n.kill()
 
 
-def client(nodes: Any, node: Node) -> Client:
-    c = connect(node.url)
+def client(nodes: Any, node: Node | str) -> Client:
+    c = connect(node if isinstance(node, str) else node.url)
     nodes.clients.append(c)
     return c
 
@@ -184,3 +184,76 @@ def test_a_room_with_members_on_three_nodes_reaches_each_once(nodes: Any) -> Non
     for name in ("bruno", "carla"):
         got = inboxes[name].wait_for(3, WAIT)
         assert [m.id for m in got].count(marker.id) == 1 and len(got) == 3  # once each, nothing doubled
+
+
+def test_kill_9_of_a_node_under_load_loses_nothing_and_stores_each_send_once(nodes: Any, pg_url: str) -> None:
+    """The first node started dies mid-stream: its clients resume on the others by token and repeat
+    what was unanswered (client_id); its users are activated again on the survivors."""
+    a, b, c = nodes("a", "b", "c")
+    ring = ["a", "b", "c"]
+    owned = users_owned(nodes, b, [f"user{i}" for i in range(16)], ring)
+    by_owner = {n: [name for name, (_, o) in owned.items() if o == n] for n in ring}
+    # Senders whose sockets are on a (they resume on b, then c); one of them is also owned by a.
+    # Recipients: one owned by a (reactivated elsewhere), one owned by c; their sockets on b and c.
+    senders = [by_owner["a"][0], by_owner["b"][0]]
+    recipients = [by_owner["a"][1], by_owner["c"][0]]
+    cluster_url = ",".join(n.url for n in (a, b, c))
+    out = {name: client(nodes, cluster_url).login(name, PASSWORD) for name in senders}
+    resumed: dict[str, list[str]] = {name: [] for name in senders}
+    for name, session in out.items():
+        session.on_connection(
+            lambda state, detail, name=name: state == "resumed" and resumed[name].append(detail)
+        )
+    inbound = {}
+    for name, node in zip(recipients, (b, c), strict=True):
+        session = client(nodes, node).login(name, PASSWORD)
+        inbound[name] = (session, Inbox())
+        session.on_message(inbound[name][1])
+    sent: dict[str, list[int]] = {name: [] for name in senders}
+    errors: list[BaseException] = []
+    half = threading.Event()
+    per_sender = 40
+
+    def load(name: str) -> None:
+        try:
+            for i in range(per_sender):
+                for to in recipients:
+                    sent[name].append(out[name].send_message(to, f"{name} {to} {i}").id)
+                if i == per_sender // 4:
+                    half.set()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(name,)) for name in senders]
+    for t in threads:
+        t.start()
+    assert half.wait(WAIT)
+    a.kill()  # kill -9, mid-stream
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    for name in senders:  # each moved to a survivor (a socket can be lost twice: a resume cut short)
+        assert resumed[name] and a.url not in resumed[name], resumed
+    poll_until(lambda: set(b.ring()) == {"b", "c"}, WAIT, "b to drop a")
+    expected = per_sender * len(recipients)
+    db = open_database(pg_url)
+    for name in senders:
+        assert len(sent[name]) == expected and len(set(sent[name])) == expected
+        rows = db.execute_sql(
+            "SELECT body, count(*) FROM mensajes m JOIN users u ON u.id = m.sender_id "
+            "WHERE u.username = %s GROUP BY body HAVING count(*) > 1",
+            (name,),
+        ).fetchall()
+        assert rows == []  # each send stored exactly once
+        stored = db.execute_sql(
+            "SELECT count(*) FROM mensajes m JOIN users u ON u.id = m.sender_id WHERE u.username = %s",
+            (name,),
+        ).fetchone()[0]
+        assert stored == expected
+    close_database(pg_url)
+    # Nothing acknowledged is lost: every recipient has every message, live or in its history.
+    for name, (session, _) in inbound.items():
+        for sender in senders:
+            ids = {m.id for m in session.history(limit=100, with_user=sender)}
+            mine = [m for i, m in enumerate(sent[sender]) if recipients[i % 2] == name]
+            assert len(mine) == per_sender and set(mine) <= ids
