@@ -144,9 +144,16 @@ class TestWhatAnExitMeans:
 
 
 # -- refusals -----------------------------------------------------------------------------------------
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``argv`` to its end (a refusal, or a supervisor that gives up), its output captured."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL
+    )
+
+
 def refused(argv: list[str], env: dict[str, str]) -> str:
     """The one line a refused ``serve`` prints: exit code 2, nothing else printed, no node started."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    done = run(argv, env)
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert done.stdout == "" and "Traceback" not in done.stderr  # no "node ... ready", no node's lines
     lines = done.stderr.splitlines()
@@ -184,14 +191,7 @@ def test_a_node_that_cannot_start_stops_everything_with_exit_code_1() -> None:
     # up at once rather than restarting what would fail the same way.
     argv = [*SERVE, "--nodes", "2", "--port", "0", "--node-id", "t"]
     argv += ["--database-url", "postgresql://chat@127.0.0.1:1/none?connect_timeout=5"]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env_with(**{SECRET_ENV: SECRET}),
-        stdin=subprocess.DEVNULL,
-    )
+    done = run(argv, env_with(**{SECRET_ENV: SECRET}))
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert (
         "chatactors serve: node t-1 exited (exit code 1) before it served: stopping every node" in done.stderr
@@ -341,3 +341,21 @@ def test_more_restarts_than_the_intensity_stop_every_node(nodes: Nodes) -> None:
     nodes.line(r"^chatactors nodes stopped$")
     poll_until(lambda: not any(alive(pid) for pid in nodes.every_pid), what="every node to exit")
     assert len(nodes.every_pid) == 2 + MAX_RESTARTS and not listeners(nodes.port)
+
+
+def test_a_second_supervisor_on_the_same_port_is_refused(nodes: Nodes, pg_url: str) -> None:
+    # SO_REUSEPORT alone would let it join the first one's nodes, halving their connections.
+    argv = [*SERVE, "--nodes", "2", "--port", str(nodes.port), "--database-url", pg_url]
+    done = run(argv, env_with(**{SECRET_ENV: SECRET}))
+    assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
+    assert done.stderr.startswith(
+        f"chatactors server could not start: 127.0.0.1:{nodes.port} is already in use"
+    )
+    assert all(alive(pid) for pid in nodes.pids.values())
+
+
+def test_nodes_stop_when_their_supervisor_is_killed(nodes: Nodes) -> None:
+    nodes.proc.kill()  # no signal to pass on: each node sees its pipe from the supervisor end
+    nodes.proc.wait(10)
+    poll_until(lambda: not any(alive(pid) for pid in nodes.every_pid), timeout=30, what="every node to exit")
+    assert not listeners(nodes.port)

@@ -202,8 +202,11 @@ def stop_with_supervisor() -> None:
 
 def announce_ready(fd: int, url: str) -> None:
     """Tell the supervisor this node serves at ``url`` (one line on ``fd``, then closed)."""
-    with open(fd, "w", closefd=True) as pipe:
-        pipe.write(url + "\n")
+    try:
+        with open(fd, "w", closefd=True) as pipe:
+            pipe.write(url + "\n")
+    except BrokenPipeError:
+        pass  # the supervisor is gone: stdin's end stops this node
 
 
 # -- the supervisor (processes and threads) ----------------------------------------------------------
@@ -217,9 +220,8 @@ def reserve_port(host: str, port: int) -> socket.socket:
     )[0]
     if port:
         with socket.socket(family, kind, proto) as alone:
-            alone.setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-            )  # as a server binds: TIME_WAIT is fine
+            # As asyncio binds a server: connections of an earlier server in TIME_WAIT do not count.
+            alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             alone.bind(address)
     held = socket.socket(family, kind, proto)
     try:
@@ -334,11 +336,10 @@ class Supervisor:
                 return 0, signal.SIGTERM
 
     def _summary(self) -> None:
-        spec = self.spec
-        where = f"{public_host(spec.host, spec.advertise)}:{spec.port}"
+        where = self.spec.url.removeprefix("ws://")
         self.say(
             f"chatactors: {len(self.ids)} nodes serving ws://{where} (browser: http://{where}/,"
-            f" {spec.database_url}); Ctrl-C (or SIGTERM) stops them"
+            f" {self.spec.database_url}); Ctrl-C (or SIGTERM) stops them"
         )
 
     def say(self, line: str, *, error: bool = False) -> None:
