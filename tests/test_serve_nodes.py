@@ -102,7 +102,7 @@ def test_exit_reasons_name_the_signal() -> None:
 
 class TestWhatAnExitMeans:
     def decide(self, returncode: int, intensity: RestartIntensity, **flags: bool) -> object:
-        options = {"served": True, "stopping": False, **flags}
+        options = {"served": True, **flags}
         return on_exit("n-1", returncode, intensity=intensity, **options)
 
     def test_a_crash_is_restarted_within_the_intensity_then_everything_stops(self) -> None:
@@ -135,12 +135,6 @@ class TestWhatAnExitMeans:
         intensity = RestartIntensity(1, 10.0, FakeClock())
         assert isinstance(self.decide(0, intensity), LeaveNode)  # someone sent that node SIGTERM
         assert isinstance(self.decide(-9, intensity), RestartNode)  # the one restart is still there
-
-    def test_while_stopping_no_exit_is_restarted(self) -> None:
-        intensity = RestartIntensity(5, 10.0, FakeClock())
-        for code in (0, 1, -9):
-            assert isinstance(self.decide(code, intensity, stopping=True), LeaveNode)
-        assert isinstance(self.decide(1, intensity, stopping=True, served=False), LeaveNode)
 
 
 # -- refusals -----------------------------------------------------------------------------------------

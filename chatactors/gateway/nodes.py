@@ -129,14 +129,11 @@ class StopNodes:
 Decision = RestartNode | LeaveNode | StopNodes
 
 
-def on_exit(
-    node: str, returncode: int, *, served: bool, stopping: bool, intensity: RestartIntensity
-) -> Decision:
-    """What a node's exit means. ``served``: this node served at least once; ``stopping``: the
-    parent asked every node to stop. Records a restart in ``intensity`` when it decides one."""
+def on_exit(node: str, returncode: int, *, served: bool, intensity: RestartIntensity) -> Decision:
+    """What the exit of a node nobody asked to stop means (once the supervisor stops them all, exits
+    are only waited for). ``served``: the node served at least once. Records a restart in
+    ``intensity`` when it decides one."""
     why = f"node {node} exited ({exit_reason(returncode)})"
-    if stopping:
-        return LeaveNode(node, why)
     if not served:
         return StopNodes(f"{why} before it served: stopping every node")
     if returncode == 0:
@@ -269,8 +266,8 @@ class Supervisor:
         self.intensity = intensity or RestartIntensity(MAX_RESTARTS, MAX_SECONDS)
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.served: set[str] = set()
-        self.stopping = False
+        self.served: set[str] = set()  # nodes that served at least once
+        self.serving: set[str] = set()  # nodes whose current process serves
         self.announced = False  # the summary line is printed once, when every node first serves
         self._events: queue.SimpleQueue[_Ready | _Exited | _Signalled] = queue.SimpleQueue()
         self._write_lock = threading.Lock()
@@ -283,7 +280,6 @@ class Supervisor:
         try:
             code, forward = self._supervise()
         finally:
-            self.stopping = True
             self._stop_all(forward)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -307,33 +303,46 @@ class Supervisor:
             if child is None or child.pid != event.pid:
                 continue  # from a process already replaced
             if isinstance(event, _Ready):
-                self.served.add(event.node)
-                self.say(f"node {event.node} ready on {event.url} (pid {event.pid})")
-                if waiting:
-                    self._spawn(waiting.pop(0))
-                elif not self.announced:
-                    self.announced = True
-                    self._summary()
+                self._ready(event, waiting)
                 continue
-            del self.children[event.node]
-            if child.stdin is not None:
-                child.stdin.close()
-            decision = on_exit(
-                event.node,
-                event.returncode,
-                served=event.node in self.served,
-                stopping=self.stopping,
-                intensity=self.intensity,
-            )
-            if isinstance(decision, StopNodes):
-                self.say(f"chatactors serve: {decision.why}", error=True)
-                return 1, signal.SIGTERM
-            self.say(decision.why)
-            if isinstance(decision, RestartNode):
-                self._spawn(decision.node)
-            elif not self.children and not waiting:
-                self.say("chatactors serve: every node has stopped")
-                return 0, signal.SIGTERM
+            outcome = self._exited(event, child, waiting)
+            if outcome is not None:
+                return outcome
+
+    def _ready(self, event: _Ready, waiting: list[str]) -> None:
+        self.served.add(event.node)
+        self.serving.add(event.node)
+        self.say(f"node {event.node} ready on {event.url} (pid {event.pid})")
+        if waiting:
+            self._spawn(waiting.pop(0))
+        elif not self.announced and len(self.serving) == len(self.ids):
+            self.announced = True
+            self._summary()
+
+    def _exited(
+        self, event: _Exited, child: subprocess.Popen[bytes], waiting: list[str]
+    ) -> tuple[int, int] | None:
+        """Restart the node, or let it go; (exit code, signal) when the supervisor is done."""
+        del self.children[event.node]
+        self.serving.discard(event.node)
+        if child.stdin is not None:
+            child.stdin.close()
+        decision = on_exit(
+            event.node,
+            event.returncode,
+            served=event.node in self.served,
+            intensity=self.intensity,
+        )
+        if isinstance(decision, StopNodes):
+            self.say(f"chatactors serve: {decision.why}", error=True)
+            return 1, signal.SIGTERM
+        self.say(decision.why)
+        if isinstance(decision, RestartNode):
+            self._spawn(decision.node)
+        elif not self.children and not waiting:
+            self.say("chatactors serve: every node has stopped")
+            return 0, signal.SIGTERM
+        return None
 
     def _summary(self) -> None:
         where = self.spec.url.removeprefix("ws://")
