@@ -5,6 +5,8 @@
     python -m chatactors serve [--host 127.0.0.1] [--port 8765] [--database-url URL]
                                [--system simpleSystemBase|multiprocTCPBase] [--admin-port N]
                                [--log-level DEBUG|INFO|WARNING|ERROR]
+                               [--nodes N|auto] [--cluster] [--advertise ADDR] [--node-id ID]
+                               [--reuse-port]
     python -m chatactors client [--url ws://127.0.0.1:8765]
     python -m chatactors repl [--url ws://127.0.0.1:8765] [--embedded] [--database-url URL] [--system ...]
 """
@@ -69,8 +71,24 @@ def log_to_stderr(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the gateway until SIGINT/SIGTERM; prints where a browser and a terminal can connect."""
+    """Run the gateway until SIGINT/SIGTERM; prints where a browser and a terminal can connect.
+
+    ``--nodes N`` (N > 1) runs N cluster nodes instead, under a supervisor (chatactors.gateway.nodes);
+    a setting no cluster node could start with is refused first, exit code 2, as a bad argument is."""
     from chatactors import gateway as server
+    from chatactors.gateway import nodes
+
+    if args.cluster or args.nodes > 1:
+        why = nodes.refusal(
+            resolve_database_url(args.database_url),
+            args.system or os.environ.get("CHATACTORS_SYSTEM"),
+            os.environ,
+        )
+        if why is not None:
+            print(f"chatactors serve: {why}", file=sys.stderr, flush=True)
+            return 2
+    if args.nodes > 1:
+        return serve_nodes(args)
 
     log_to_stderr(args.log_level)
 
@@ -81,8 +99,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options["idle_timeout"] = args.idle_timeout
     if args.password_profile:
         options["password_profile"] = args.password_profile
+    if args.cluster:
+        options.update(cluster=True, node_id=args.node_id, advertise=args.advertise)
+        if args.port:  # port 0: known once the gateway is bound, after the node joined
+            options["gateway_url"] = f"ws://{nodes.public_host(args.host, args.advertise)}:{args.port}"
+    if args.supervised is not None:
+        nodes.stop_with_supervisor()
 
     def ready(gateway: server.Gateway) -> None:
+        if args.supervised is not None:  # the supervisor prints one line for this node
+            nodes.announce_ready(
+                args.supervised, f"ws://{nodes.public_host(gateway.host, args.advertise)}:{gateway.port}"
+            )
+            return
         chat = gateway.chat
         host = "127.0.0.1" if gateway.host in ("0.0.0.0", "", "::") else gateway.host
         where = f"{host}:{gateway.port}"
@@ -95,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("Ctrl-C (or SIGTERM) stops it.", flush=True)
 
     try:
-        server.run(args.host, args.port, chat_options=options, on_ready=ready)
+        server.run(args.host, args.port, chat_options=options, on_ready=ready, reuse_port=args.reuse_port)
     except KeyboardInterrupt:  # Ctrl-C while starting, before the signal handlers were in place
         print("chatactors server interrupted while starting", flush=True)
         return 130
@@ -105,15 +134,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        print(
-            f"chatactors server could not start: {args.host}:{args.port} is already in use (another "
-            f"server?); choose another port: make run PORT=9000, or chatactors serve --port 9000",
-            file=sys.stderr,
-            flush=True,
-        )
+        port_in_use(args)
         return 1
     print("chatactors server stopped", flush=True)
     return 0
+
+
+def port_in_use(args: argparse.Namespace) -> None:
+    print(
+        f"chatactors server could not start: {args.host}:{args.port} is already in use (another "
+        f"server?); choose another port: make run PORT=9000, or chatactors serve --port 9000",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def serve_nodes(args: argparse.Namespace) -> int:
+    """``--nodes N``: N cluster nodes on one port, supervised (see chatactors.gateway.nodes)."""
+    from chatactors.gateway import nodes
+
+    options = [f"--log-level={args.log_level}"]
+    if args.idle_timeout:
+        options.append(f"--idle-timeout={args.idle_timeout}")
+    if args.password_profile:
+        options.append(f"--password-profile={args.password_profile}")
+    spec = nodes.NodeSpec(
+        args.host, args.port, resolve_database_url(args.database_url), args.advertise, tuple(options)
+    )
+    try:
+        return nodes.supervise(spec, args.nodes, args.node_id)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        port_in_use(args)
+        return 1
 
 
 # -- repl -----------------------------------------------------------------------------------------------
@@ -527,6 +581,32 @@ def parser() -> argparse.ArgumentParser:
         default="INFO",
         help="what the server logs to stderr (default INFO: connections, logins, refusals, cut-offs)",
     )
+    serve.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=1,
+        help="N > 1: N cluster nodes on this port, supervised and restarted (PostgreSQL and "
+        "$CHATACTORS_CLUSTER_SECRET needed); auto: one per CPU (default 1: one plain server)",
+    )
+    serve.add_argument(
+        "--cluster", action="store_true", help="be one node of a cluster on this PostgreSQL database"
+    )
+    serve.add_argument(
+        "--advertise",
+        default="127.0.0.1",
+        help="the address other nodes reach this one on (default 127.0.0.1: nodes of one machine)",
+    )
+    serve.add_argument(
+        "--node-id",
+        default=None,
+        help="this node's id in the cluster (default: made up); with --nodes, their prefix",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other servers that set it too (SO_REUSEPORT; --nodes sets it)",
+    )
+    serve.add_argument("--supervised", type=int, default=None, help=argparse.SUPPRESS)  # set by --nodes
     serve.set_defaults(run=cmd_serve)
 
     client = sub.add_parser("client", help="chat from this terminal")
@@ -554,6 +634,15 @@ def _url_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url", default=default, help=f"the server's WebSocket URL (default {default}, or $CHATACTORS_URL)"
     )
+
+
+def _node_count(text: str) -> int:
+    from chatactors.gateway.nodes import node_count
+
+    try:
+        return node_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _chat_options(p: argparse.ArgumentParser) -> None:

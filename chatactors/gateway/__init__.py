@@ -2,7 +2,8 @@
 
 ``frames`` (the protocol's codec and checks, pure: the Python client uses it too), ``limits`` (what
 one connection may do), ``static`` (the chat page), ``connection`` (one socket's queue and writer),
-``server`` (the :class:`Gateway` and its frame handlers), ``runner`` (a gateway as a process).
+``server`` (the :class:`Gateway` and its frame handlers), ``runner`` (a gateway as a process),
+``nodes`` (N gateways as cluster nodes on one port, supervised: ``chatactors serve --nodes N``).
 """
 
 from chatactors.errors import NotLoggedIn, RateLimited

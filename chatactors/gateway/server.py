@@ -161,7 +161,9 @@ class Gateway:
         return f"ws://{self.host}:{self.port}"
 
     # -- lifecycle --------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Listen; ``reuse_port`` (SO_REUSEPORT) lets other processes that set it too listen on the
+        same port, the kernel spreading new connections over them (``chatactors serve --nodes N``)."""
         self._post = LoopPost(asyncio.get_running_loop())
         self._server = await serve(
             self._serve_connection,
@@ -173,6 +175,7 @@ class Gateway:
             compression="deflate" if self.compression else None,
             close_timeout=2,  # a peer that never answers a close (or an HTTP reply) cannot stall a shutdown
             server_header="chatactors",
+            reuse_port=reuse_port,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("listening on %s", self.url)
