@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ from chatactors.messages import ClusterView, Delivery, DropSink, Reattach, Remot
 log = logging.getLogger("chatactors.cluster")
 
 DIRECTORY = "directory"  # the one name a node exports by role: whichever actor is its directory now
+HOLD = 10.0  # seconds a push or reply waits for a node not in our ring yet
+MAX_HELD = 10_000  # and how many, per node
 MAX_EXPORTS = 200_000  # names of local actors handed out; the oldest half is forgotten past this
 
 Send = Callable[[str, Any], None]
@@ -74,6 +77,7 @@ class Peering:
         self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
         self._out: list[tuple[Any, Any]] = []
         self._parked: list[Delivery] = []
+        self._held: dict[str, tuple[float, list[Any]]] = {}  # node -> (until, what it did not take yet)
         self.dropped = 0  # pushes and replies for nodes that went away
         bridge.after_run = self.flush
 
@@ -158,16 +162,33 @@ class Peering:
         return isinstance(value, RemoteRef)
 
     def _park(self, node: str, messages: tuple[Any, ...]) -> None:
-        """What a node that went away did not take: routing goes again once the ring has changed
-        (the directory then finds the key's new owner); pushes and replies for it are dropped, as its
-        sockets and its callers are gone with it."""
+        """What a node did not take. Routing goes again once the ring has changed (the directory
+        then finds the key's new owner). Pushes and replies wait a little for a node this one has
+        not seen join yet (it answered a node that joined a moment ago); for a node that went away
+        they are dropped then, as its sockets and its callers are gone with it."""
         for message in messages:
             if isinstance(message, Delivery) and message.to == DIRECTORY:
                 self._parked.append(message)
             else:
-                self.dropped += 1
+                held = self._held.setdefault(node, (time.monotonic() + HOLD, []))[1]
+                if len(held) < MAX_HELD:
+                    held.append(message)
+                else:
+                    self.dropped += 1
         if node not in self.ring.node_ids:
             self._unpark()
+
+    def _release_held(self) -> None:
+        """Held messages for nodes in the ring now go; those held too long are dropped."""
+        now = time.monotonic()
+        for node, (deadline, held) in list(self._held.items()):
+            if node in self.ring.node_ids and self.send is not None:
+                del self._held[node]
+                for message in held:
+                    self.send(node, message)
+            elif now > deadline:
+                del self._held[node]
+                self.dropped += len(held)
 
     def _unpark(self) -> None:
         parked, self._parked = self._parked, []
@@ -185,6 +206,7 @@ class Peering:
         directory = self._directory()
         self.bridge.system.tell(directory, ClusterView(self.me, ring, tuple(self.directories.items())))
         self._unpark()
+        self._release_held()
         if len(before):
             # Users with sessions here whose owner changed: their new owner learns these sessions
             # (the old one, if alive, forgets them when it sees the same ring).

@@ -298,7 +298,6 @@ def test_two_nodes_share_one_port_restart_after_kill_9_and_stop_on_sigterm(nodes
     assert not listeners(nodes.port)
 
 
-@pytest.mark.xfail(strict=False, reason="needs cluster routing: a push for a user on another node")
 def test_users_on_different_nodes_chat(nodes: Nodes) -> None:
     # The kernel spreads connections over the nodes by their addresses: with 8 pairs of connections,
     # some pair almost surely has one user on each node (all 16 on one node: 1 chance in 2**15).
