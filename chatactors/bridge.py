@@ -160,6 +160,7 @@ class Bridge:
         self._dispatcher = threading.Thread(target=self._dispatch, name="chatactors-push", daemon=True)
         self._dispatcher.start()
         self.closed = False
+        self.calls = 0  # requests sent so far (a gauge of load: not locked, may miss a count)
 
     # -- to override ---------------------------------------------------------------------------
     def _send(self, target: Address, message: Any) -> None:
@@ -182,6 +183,7 @@ class Bridge:
         if self.closed:
             raise ChatClosed("this chat is shut down")
         req_id = next(self._ids)
+        self.calls += 1
         waiter = _Waiter(threading.current_thread() is self._dispatcher, on_reply)
         with self._lock:
             self._waiters[req_id] = waiter
@@ -211,6 +213,7 @@ class Bridge:
         if self.closed:
             raise ChatClosed("this chat is shut down")
         req_id = next(self._ids)
+        self.calls += 1
         future: asyncio.Future[Any] = post.loop.create_future()
         with self._lock:
             self._waiters[req_id] = _FutureWaiter(future, post)

@@ -666,13 +666,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("no cluster has run on this database (it has no nodes table)")
             return 0
         snapshot = table.read()
+        loads = table.loads()
     except ChatError as exc:  # StorageUnavailable
         print(f"chatactors status: {exc.detail or exc}", file=sys.stderr)
         return 1
     finally:
         table.close()
     dead_after = Timing().dead_after
-    print(f"{'node':20} {'epoch':>5}  {'state':22} {'heard':>9}  {'link':21}  gateway")
+    print(
+        f"{'node':20} {'epoch':>5}  {'state':22} {'heard':>9} {'users':>6} {'req/s':>7}  {'link':21}  gateway"
+    )
     live = 0
     for row in snapshot.rows:
         age = snapshot.at - row.heartbeat
@@ -681,9 +684,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             state = "active, no heartbeat"  # the others mark it dead on their next read
         elif row.status == ACTIVE:
             live += 1
+        users, rate = loads.get(row.node.node_id, (0, 0.0)) if row.status == ACTIVE else (0, 0.0)
         print(
             f"{terminal_safe(row.node.node_id)[:20]:20} {row.node.epoch:>5}  {state:22} {age:>7.1f} s"
-            f"  {terminal_safe(row.link)[:21]:21}  {terminal_safe(row.gateway)}"
+            f" {users:>6} {rate:>7.1f}  {terminal_safe(row.link)[:21]:21}  {terminal_safe(row.gateway)}"
         )
     print(f"{live} node{'' if live == 1 else 's'} live of {len(snapshot.rows)} known")
     return 0

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,7 @@ class ChatNode:
         self._closed = False
         self.cluster: Any = None  # chatactors.cluster.node.ClusterNode, when settings.cluster
         self.peering: Any = None  # chatactors.peering.Peering, likewise
+        self._last_load = (time.monotonic(), 0)
         if settings.cluster:
             check_postgres(self.database_url)  # ClusterNeedsPostgres before anything starts
             if settings.advertise != "127.0.0.1" or "THESPIAN_BASE_IPADDR" not in os.environ:
@@ -150,9 +152,18 @@ class ChatNode:
             self.peering.received,
             self.peering.undelivered,
             on_ring=self.peering.ring_changed,
+            report=self._load,
         )
         self.peering.send = self.cluster.send
         self.cluster.start()
+
+    def _load(self) -> tuple[int, float]:
+        """Sessions held here and requests per second since the last call (the heartbeat's)."""
+        now, calls = time.monotonic(), self.bridge.calls
+        then, before = self._last_load
+        self._last_load = (now, calls)
+        rate = (calls - before) / (now - then) if now > then else 0.0
+        return sum(count for _, count in self._attached()), round(rate, 1)
 
     @property
     def node_id(self) -> str | None:

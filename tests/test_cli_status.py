@@ -46,10 +46,12 @@ def test_status_lists_each_node_with_its_epoch_state_and_last_heartbeat(
     NodeRecord.update(heartbeat=pw.SQL("now() - interval '60 seconds'")).where(
         NodeRecord.node_id == "n4"
     ).execute()  # silent for a minute: not marked dead yet, but not live either
+    assert table.heartbeat(Node("n1", 1), sessions=3, load=12.5)  # what its gateway carries
     run = status(pg_url)
     assert run.returncode == 0, run.stderr
     lines = {line.split()[0]: line.split() for line in run.stdout.splitlines()[1:-1]}
     assert lines["n1"][1:3] == ["1", "active"] and lines["n1"][-1] == "ws://10.0.0.1:8765"
+    assert lines["n1"][5:7] == ["3", "12.5"]  # users and requests per second, after "heard ... s"
     assert lines["n2"][1:3] == ["2", "active"] and "10.0.0.2:4002" in lines["n2"]
     assert lines["n3"][1:3] == ["1", "dead"]
     assert lines["n4"][2:5] == ["active,", "no", "heartbeat"] and float(lines["n4"][5]) >= 60

@@ -257,3 +257,32 @@ def test_kill_9_of_a_node_under_load_loses_nothing_and_stores_each_send_once(nod
             ids = {m.id for m in session.history(limit=100, with_user=sender)}
             mine = [m for i, m in enumerate(sent[sender]) if recipients[i % 2] == name]
             assert len(mine) == per_sender and set(mine) <= ids
+
+
+def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
+    nodes: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iex --remsh: Chat(cluster=True) in this process is one more node; its sessions chat live
+    with users whose sockets are on the servers, and its stats list every node."""
+    a, b = nodes("a", "b")
+    web = client(nodes, b).create("bruno", PASSWORD)
+    arrived = Inbox()
+    web.on_message(arrived)
+    monkeypatch.setenv(transport.SECRET_ENV, SECRET)
+    from chatactors import Chat
+
+    with Chat(pg_url, cluster=True, node_id="repl", password_profile="cheapest", echo=False) as chat:
+        assert chat.node_id == "repl"
+        poll_until(lambda: a.ring() == b.ring() == {"a", "b", "repl"}, WAIT, "the servers to see the REPL")
+        ana = chat.crear("ana", PASSWORD)
+        answers = Inbox()
+        ana.on_message(answers)
+        sent = ana.send_message("bruno", "hola desde el REPL")
+        assert [m.id for m in arrived.wait_for(1, WAIT)] == [sent.id]
+        reply = web.send_message("ana", "hola, REPL")
+        assert [m.id for m in answers.wait_for(1, WAIT)] == [reply.id]
+        assert chat.online([web.user_id, ana.user_id]) == {web.user_id, ana.user_id}
+        stats = chat.stats()
+        assert {node for node, _ in stats.nodes} == {"a", "b", "repl"}
+        assert stats.online_users == 2 == sum(s.online_users for _, s in stats.nodes)
+    poll_until(lambda: a.ring() == {"a", "b"}, WAIT, "the REPL to leave the ring")

@@ -6,6 +6,7 @@ wait behind a busy actor's mailbox, or a loaded node would be declared dead.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from chatactors.core.membership import (
 from chatactors.core.ring import Node
 from chatactors.errors import StorageUnavailable
 
+log = logging.getLogger("chatactors.cluster")
 TICKS_PER_PERIOD = 4  # how often run() ticks: a due heartbeat is late by a quarter period at most
 
 
@@ -37,6 +39,8 @@ class Member:
         self.gateway = gateway
         self._reported: list[Node] = []  # dead letters from other threads (the link's), for step()
         self._lock = threading.Lock()
+        # (sessions, requests per second) written with each heartbeat, for `chatactors status`.
+        self.report: Callable[[], tuple[int, float]] = lambda: (0, 0.0)
 
     def start(self) -> list[Effect]:
         return self.perform(self.membership.start())
@@ -77,7 +81,7 @@ class Member:
             case Join():
                 return m.joined(self.table.join(m.node_id, self.link, self.gateway))
             case WriteHeartbeat(node):
-                return m.heartbeat_written(self.table.heartbeat(node))
+                return m.heartbeat_written(self.table.heartbeat(node, *self._report()))
             case ReadTable():
                 return m.table_read(self.table.read())
             case MarkDead(node):
@@ -87,6 +91,13 @@ class Member:
             case _:
                 out.append(effect)
         return []
+
+    def _report(self) -> tuple[int, float]:
+        try:
+            return self.report()
+        except Exception:  # a figure for status must never cost a heartbeat
+            log.exception("could not read this node's load")
+            return 0, 0.0
 
     def _failed(self, effect: Effect) -> list[Effect]:
         """The database could not be reached: the membership decides what that means (no lease

@@ -37,6 +37,8 @@ class NodeRecord(BaseModel):
     gateway = pw.TextField()  # the WebSocket URL its clients use
     heartbeat = TimestampTZ()
     joined_at = TimestampTZ()
+    sessions = pw.IntegerField(default=0)  # sessions its gateway holds, as of its last heartbeat
+    load = pw.FloatField(default=0.0)  # requests per second from its edge, likewise
 
     class Meta:
         table_name = "nodes"
@@ -65,7 +67,16 @@ class MembershipTable:
         return bool(self._store.run(lambda: self._store.db.table_exists(NodeRecord._meta.table_name)))
 
     def create_schema(self) -> None:
-        self._store.run(lambda: self._store.db.create_tables([NodeRecord], safe=True))
+        def work() -> None:
+            self._store.db.create_tables([NodeRecord], safe=True)
+            # A table made before the load columns (they are only reported, never routed on).
+            for column, kind in (
+                ("sessions", "integer NOT NULL DEFAULT 0"),
+                ("load", "double precision NOT NULL DEFAULT 0"),
+            ):
+                self._store.db.execute_sql(f"ALTER TABLE nodes ADD COLUMN IF NOT EXISTS {column} {kind}")  # type: ignore[no-untyped-call]
+
+        self._store.run(work)
 
     def join(self, node_id: str, link: str, gateway: str) -> int:
         """Insert or revive our row with a new epoch (one more than the row's last); returns it.
@@ -99,9 +110,10 @@ class MembershipTable:
         )
         return int(self._store.run(lambda: list(query.execute()))[0][0])
 
-    def heartbeat(self, node: Node) -> bool:
-        """Stamp our row; False when we were marked dead or superseded by a newer epoch: fenced."""
-        query = NodeRecord.update(heartbeat=pw.SQL("now()")).where(
+    def heartbeat(self, node: Node, sessions: int = 0, load: float = 0.0) -> bool:
+        """Stamp our row (and what we carry now); False when we were marked dead or superseded by a
+        newer epoch: fenced."""
+        query = NodeRecord.update(heartbeat=pw.SQL("now()"), sessions=sessions, load=load).where(
             (NodeRecord.node_id == node.node_id)
             & (NodeRecord.epoch == node.epoch)
             & (NodeRecord.status == ACTIVE)
@@ -148,6 +160,11 @@ class MembershipTable:
             return Snapshot(float(at), rows)
 
         return self._store.run(work)
+
+    def loads(self) -> dict[str, tuple[int, float]]:
+        """Each node's sessions and requests per second, as of its last heartbeat (for status)."""
+        query = NodeRecord.select(NodeRecord.node_id, NodeRecord.sessions, NodeRecord.load).tuples()
+        return self._store.run(lambda: {n: (int(s), float(r)) for n, s, r in query.execute()})
 
     def live(self) -> list[Row]:
         """The rows marked active (some may be stale: ages are for the membership to judge)."""

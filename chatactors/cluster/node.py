@@ -56,10 +56,12 @@ class ClusterNode:
         *,
         timing: Timing | None = None,
         on_ring: Callable[[Ring], None] | None = None,
+        report: Callable[[], tuple[int, float]] | None = None,
     ) -> None:
         check_postgres(database_url)  # ClusterNeedsPostgres before anything starts
         self.database_url, self.node_id, self.gateway = database_url, node_id, gateway
         self.on_message, self.on_undelivered, self.on_ring = on_message, on_undelivered, on_ring
+        self.report = report
         self.timing = timing or Timing()
         self.ring = Ring()
         self.superseded = False
@@ -82,6 +84,8 @@ class ClusterNode:
         table = MembershipTable(self.database_url)
         table.create_schema()
         self.member = Member(table, Membership(self.node_id, timing=self.timing), address, self.gateway)
+        if self.report is not None:
+            self.member.report = self.report
         self._thread = threading.Thread(
             target=self.member.run,
             args=(self._stop, self._effects),
