@@ -286,3 +286,35 @@ def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
         assert {node for node, _ in stats.nodes} == {"a", "b", "repl"}
         assert stats.online_users == 2 == sum(s.online_users for _, s in stats.nodes)
     poll_until(lambda: a.ring() == {"a", "b"}, WAIT, "the REPL to leave the ring")
+
+
+def test_a_returning_node_owns_its_users_again_and_their_sessions_follow(nodes: Any) -> None:
+    """A node killed and started again with its id: a new epoch, its keys back through the ring, and
+    the sessions other nodes hold for its users attached to it again (pushes still arrive)."""
+    a, b, c = nodes("a", "b", "c")
+    owned = users_owned(nodes, b, [f"user{i}" for i in range(12)], ["a", "b", "c"])
+    on_a = next(name for name, (_, node) in owned.items() if node == "a")
+    sender = next(name for name, (_, node) in owned.items() if node == "c")
+    target = client(nodes, b).login(on_a, PASSWORD)  # socket on b, owned by a
+    arrived = Inbox()
+    target.on_message(arrived)
+    writer = client(nodes, c).login(sender, PASSWORD)
+    first = writer.send_message(on_a, "before")
+    a.kill()
+    poll_until(lambda: b.ring() == c.ring() == {"b", "c"}, WAIT, "a to be dropped")
+    second = writer.send_message(on_a, "while a is away")  # its user now owned by b or c
+    [again] = nodes("a")  # same id: a new epoch, and the ring gives it its users back
+    third = writer.send_message(on_a, "a is back")
+    got = [m.id for m in arrived.wait_for(3, WAIT)]
+    assert got == [first.id, second.id, third.id]
+    assert again.ring() == {"a", "b", "c"}
+
+
+def test_a_cluster_on_sqlite_or_on_multiproc_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from chatactors import Chat, ClusterNeedsPostgres
+
+    with pytest.raises(ClusterNeedsPostgres, match="clustering needs PostgreSQL"):
+        Chat(f"sqlite:///{tmp_path}/x.db", cluster=True)
+    assert not (tmp_path / "x.db").exists()  # nothing was opened
+    with pytest.raises(ValueError, match="simpleSystemBase"):
+        Chat("postgresql://127.0.0.1/x", system="multiprocTCPBase", cluster=True)
