@@ -294,6 +294,7 @@ class ChatNode:
         self._closed = True
         try:
             if self.cluster is not None:
+                self.peering.send = None  # nothing more leaves: the link is going
                 self.cluster.stop()  # leave first: the others stop routing here
             if not self.bridge.closed:
                 try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,8 @@ log = logging.getLogger("chatactors.cluster")
 DIRECTORY = "directory"  # the one name a node exports by role: whichever actor is its directory now
 HOLD = 10.0  # seconds a push or reply waits for a node not in our ring yet
 MAX_HELD = 10_000  # and how many, per node
-MAX_EXPORTS = 200_000  # names of local actors handed out; the oldest half is forgotten past this
+MAX_EXPORTS = 200_000
+MAX_PROXIES = 100_000  # names of local actors handed out; the oldest half is forgotten past this
 
 Send = Callable[[str, Any], None]
 Attached = Callable[[], tuple[tuple[int, int], ...]]
@@ -72,7 +74,7 @@ class Peering:
         self.send: Send | None = None  # the cluster node's send, set once it exists
         self.ring = Ring()
         self.exports: dict[str, Address] = {}
-        self.proxies: dict[tuple[str, str], Address] = {}
+        self.proxies: OrderedDict[tuple[str, str], Address] = OrderedDict()
         self._proxied: dict[str, tuple[str, str]] = {}
         self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
         self._out: list[tuple[Any, Any]] = []
@@ -119,11 +121,20 @@ class Peering:
         return local if local is not None else Address(ActorAddress(f"gone:{ref.name}"))
 
     def proxy(self, node: str, name: str) -> Address:
-        address = self.proxies.get((node, name))
-        if address is None:
-            address = self.bridge.system.open_outlet((node, name), self._out)
-            self.proxies[node, name] = address
-            self._proxied[str(address)] = (node, name)
+        """The local stand-in for actor ``name`` on ``node``; the least recently used are closed past
+        MAX_PROXIES (every login's user actor gets one on the node that asked: they would pile up)."""
+        key = (node, name)
+        address = self.proxies.get(key)
+        if address is not None:
+            self.proxies.move_to_end(key)
+            return address
+        address = self.bridge.system.open_outlet(key, self._out)
+        self.proxies[key] = address
+        self._proxied[str(address)] = key
+        while len(self.proxies) > MAX_PROXIES:
+            old_key, old = self.proxies.popitem(last=False)
+            del self._proxied[str(old)]
+            self.bridge.system.close_outlet(old)
         return address
 
     # -- out and in -------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""The border between a node's actors and the link (chatactors/peering.py), on a real
+simpleSystemBase system and a fake link: addresses out and back, proxies, what is held."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from thespian.actors import ActorAddress, ActorSystem
+
+from chatactors import peering as peering_module
+from chatactors.bridge import SimpleBridge
+from chatactors.core.ring import Node, Ring
+from chatactors.messages import Delivery, Push, RemoteRef, Reply, Route
+from chatactors.messages.edge import GetInbox
+from chatactors.peering import Peering, rewrite
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    inner: tuple[Any, ...]
+    plain: int
+
+
+def test_rewrite_reaches_every_address_and_keeps_what_has_none() -> None:
+    a, b = ActorAddress("a"), ActorAddress("b")
+    value = Outer((a, (b, 3), Route("user", 1, GetInbox(user_id=1, reply_to=a))), 7)
+    out = rewrite(value, lambda x: f"<{x}>", lambda x: isinstance(x, ActorAddress))
+    assert out.inner[0] == f"<{a}>" and out.inner[1] == (f"<{b}>", 3)
+    assert out.inner[2].body.reply_to == f"<{a}>" and out.plain == 7
+    untouched = Outer((1, ("x",)), 2)
+    assert rewrite(untouched, str, lambda x: isinstance(x, ActorAddress)) is untouched
+
+
+@pytest.fixture
+def border() -> Iterator[tuple[Peering, list[tuple[str, Any]], queue.SimpleQueue[Any]]]:
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    pushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    bridge = SimpleBridge(asys, pushes.put)
+    sent: list[tuple[str, Any]] = []
+    directory = ActorAddress("no-directory-here")  # what it is told becomes a dead letter
+    p = Peering("a", bridge, lambda: directory, lambda: ((7, 1),))
+    p.send = lambda node, message: sent.append((node, message))
+    yield p, sent, pushes
+    bridge.run_in_driver(asys.shutdown)
+    bridge.close()
+
+
+def on_driver(p: Peering, fn: Any) -> Any:
+    return p.bridge.run_in_driver(fn)
+
+
+def test_an_address_leaves_as_a_ref_and_comes_back_as_itself_or_a_proxy(border: Any) -> None:
+    p, sent, pushes = border
+    ref = on_driver(p, lambda: p.export(p.bridge.address))
+    assert ref == RemoteRef("a", str(p.bridge.address))
+    assert str(on_driver(p, lambda: p.resolve(ref))) == str(p.bridge.address)
+    proxy = on_driver(p, lambda: p.resolve(RemoteRef("b", "x")))
+    assert on_driver(p, lambda: p.export(proxy)) == RemoteRef(
+        "b", "x"
+    )  # a proxy leaves as what it stands for
+    # An actor (here, the bridge itself) sending to the proxy: one Delivery to b, addresses as refs.
+    p.bridge.send(proxy, Reply(3, p.bridge.address))
+    on_driver(p, lambda: None)  # one driver turn: run, then flush
+    on_driver(p, lambda: None)
+    assert sent == [("b", Delivery("x", Reply(3, RemoteRef("a", str(p.bridge.address)))))]
+    # A Delivery for the bridge comes in: its refs become local addresses again.
+    p.received("b", Delivery(str(p.bridge.address), Push((7,), None)))  # type: ignore[arg-type]
+    assert pushes.get(timeout=5) == Push((7,), None)  # type: ignore[arg-type]
+
+
+def test_proxies_past_the_limit_are_closed_oldest_first(border: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    p, _, _ = border
+    monkeypatch.setattr(peering_module, "MAX_PROXIES", 2)
+    first = on_driver(p, lambda: p.proxy("b", "1"))
+    on_driver(p, lambda: p.proxy("b", "2"))
+    on_driver(p, lambda: p.proxy("b", "1"))  # used again: now the newest
+    on_driver(p, lambda: p.proxy("b", "3"))
+    assert list(p.proxies) == [("b", "1"), ("b", "3")]
+    assert str(on_driver(p, lambda: p.proxy("b", "1"))) == str(first)
+
+
+def test_a_reply_for_a_node_not_in_the_ring_waits_for_it_and_routing_goes_again(border: Any) -> None:
+    p, sent, pushes = border
+    reply = Delivery("somewhere", Reply(1, None))
+    p.undelivered("c", (reply,))  # c joined a moment ago: not in our ring yet
+    on_driver(p, lambda: None)
+    assert sent == []
+    p.ring_changed(Ring(frozenset({Node("a", 1), Node("c", 1)})))
+    on_driver(p, lambda: None)
+    assert ("c", reply) in sent
+    assert p.directories.keys() == {"c"} and p.dropped == 0
+
+
+def test_held_messages_for_a_node_that_never_joins_are_dropped_after_a_while(
+    border: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, sent, _ = border
+    monkeypatch.setattr(peering_module, "HOLD", 0.0)
+    p.undelivered("gone", (Delivery("x", Reply(1, None)), Delivery("y", Reply(2, None))))
+    p.ring_changed(Ring(frozenset({Node("a", 1)})))
+    on_driver(p, lambda: None)
+    assert sent == [] and p.dropped == 2
