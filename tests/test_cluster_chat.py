@@ -318,3 +318,23 @@ def test_a_cluster_on_sqlite_or_on_multiproc_is_refused_before_anything_starts(t
     assert not (tmp_path / "x.db").exists()  # nothing was opened
     with pytest.raises(ValueError, match="simpleSystemBase"):
         Chat("postgresql://127.0.0.1/x", system="multiprocTCPBase", cluster=True)
+
+
+def test_a_room_keeps_reaching_its_members_when_their_owner_dies(nodes: Any) -> None:
+    """The room's owner asks the members' new owners where they are once the ring changed."""
+    a, b, c = nodes("a", "b", "c")
+    owned = users_owned(nodes, b, [f"user{i}" for i in range(12)], ["a", "b", "c"])
+    on_a = next(name for name, (_, node) in owned.items() if node == "a")  # owned by the node to die
+    poster = next(name for name, (_, node) in owned.items() if node != "a")
+    member = client(nodes, c).login(on_a, PASSWORD)  # its socket on c
+    arrived = Inbox()
+    member.on_message(arrived)
+    writer = client(nodes, b).login(poster, PASSWORD)
+    writer.create_room("sala")
+    member.join("sala")
+    first = writer.send_room("sala", "before")
+    assert [m.id for m in arrived.wait_for(1, WAIT)] == [first.id]
+    a.kill()
+    poll_until(lambda: b.ring() == c.ring() == {"b", "c"}, WAIT, "a to be dropped")
+    second = writer.send_room("sala", "after")
+    assert [m.id for m in arrived.wait_for(2, WAIT)] == [first.id, second.id]

@@ -16,6 +16,7 @@ owners of its members where their sessions are (``WatchMembers``) and hears of c
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from thespian.actors import ActorExitRequest, DeadEnvelope, WakeupMessage
@@ -119,6 +120,9 @@ class DirectoryActor(ChatActor):
                 self.registry.forget_sinks(key)
                 self._presence_changed(key[1])
         for user_id, watching in list(self.watchers.items()):
+            if self._away(("user", user_id)) is not None:  # its new owner is asked by the room's owner
+                del self.watchers[user_id]
+                continue
             for name, (_, _, node) in list(watching.items()):
                 if node not in alive:
                     del watching[name]
@@ -127,6 +131,11 @@ class DirectoryActor(ChatActor):
         for room_id, (_, waiting, _) in list(self.gathering.items()):
             waiting &= alive  # a node that left will not answer
             self._gathered(room_id)
+        # Members of our live rooms may have new owners: ask again where they all are.
+        for room_id, members in list(self.room_members.items()):
+            address = self.registry.address(("room", room_id))
+            if address is not None and self._away(("room", room_id)) is None:
+                self._locate(room_id, members, address)
 
     def receive_route(self, msg: Route, sender: Any) -> None:
         key = (msg.kind, msg.id)
@@ -243,30 +252,37 @@ class DirectoryActor(ChatActor):
         self.room_members[msg.room_id] = set(msg.member_ids)
         for user_id in msg.member_ids:
             self.user_rooms.setdefault(user_id, set()).add(msg.room_id)
+        self._locate(msg.room_id, msg.member_ids, msg.address)
+
+    def _locate(self, room_id: int, member_ids: Iterable[int], address: Address) -> None:
+        """Tell the room at ``address`` where its members' sessions are: what this shard knows at
+        once, or, when other nodes own some members, once every such node has answered."""
+        member_ids = tuple(member_ids)
         online = [
             (u, self.registry.sinks(("user", u)))
-            for u in msg.member_ids
+            for u in member_ids
             if self._away(("user", u)) is None and self.registry.is_online(("user", u))
         ]
         remote: dict[str, list[int]] = {}
-        for u in msg.member_ids:
+        for u in member_ids:
             if self._away(("user", u)) is not None:
                 remote.setdefault(self._owner(("user", u)), []).append(u)
-        stale = self.watched_on.get(msg.room_id, set()) - set(remote)
+        stale = self.watched_on.get(room_id, set()) - set(remote)
         if not remote and not stale:
-            self.gathering.pop(msg.room_id, None)
-            self.send(msg.address, RoomSinks(tuple(online), complete=True))
+            self.gathering.pop(room_id, None)
+            self.send(address, RoomSinks(tuple(online), complete=True))
             return
         self.parts += 1
-        for node in stale:  # members there left the room: stop following them
-            self.send(self.peers[node], WatchMembers(msg.room_id, (), self.myAddress, 0, self._me()))
+        for node in stale & set(self.peers):  # members there left the room (or moved): stop following
+            self.send(self.peers[node], WatchMembers(room_id, (), self.myAddress, 0, self._me()))
         for node, user_ids in remote.items():
             self.send(
                 self.peers[node],
-                WatchMembers(msg.room_id, tuple(user_ids), self.myAddress, self.parts, self._me()),
+                WatchMembers(room_id, tuple(user_ids), self.myAddress, self.parts, self._me()),
             )
-        self.watched_on[msg.room_id] = set(remote)
-        self.gathering[msg.room_id] = (self.parts, set(remote), online)
+        self.watched_on[room_id] = set(remote)
+        self.gathering[room_id] = (self.parts, set(remote), online)
+        self._gathered(room_id)  # nobody to wait for when only stale watches were ended
 
     def _me(self) -> str:
         return self.view.me if self.view is not None else ""
