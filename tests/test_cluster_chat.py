@@ -13,6 +13,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,10 +210,27 @@ def test_kill_9_of_a_node_under_load_loses_nothing_and_stores_each_send_once(nod
         session = client(nodes, node).login(name, PASSWORD)
         inbound[name] = (session, Inbox())
         session.on_message(inbound[name][1])
+    # A live pair on the survivors (owned by b and c, sockets on b and c), talking throughout.
+    left, right = by_owner["b"][1], by_owner["c"][1]
+    talker = client(nodes, b).login(left, PASSWORD)
+    listener = client(nodes, c).login(right, PASSWORD)
+    arrivals: dict[int, float] = {}
+    listener.on_message(lambda m: arrivals.setdefault(m.id, time.monotonic()))
+    departures: dict[int, float] = {}
     sent: dict[str, list[int]] = {name: [] for name in senders}
     errors: list[BaseException] = []
-    half = threading.Event()
+    half, done = threading.Event(), threading.Event()
     per_sender = 40
+
+    def pair() -> None:
+        try:
+            for i in range(400):  # bounded: at most 400 messages, 10 ms apart, until the load ends
+                if done.wait(0.01):
+                    return
+                start = time.monotonic()
+                departures[talker.send_message(right, f"live {i}").id] = start
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
 
     def load(name: str) -> None:
         try:
@@ -225,13 +243,22 @@ def test_kill_9_of_a_node_under_load_loses_nothing_and_stores_each_send_once(nod
             errors.append(exc)
 
     threads = [threading.Thread(target=load, args=(name,)) for name in senders]
-    for t in threads:
+    live = threading.Thread(target=pair)
+    for t in (*threads, live):
         t.start()
     assert half.wait(WAIT)
     a.kill()  # kill -9, mid-stream
     for t in threads:
         t.join(120)
+    done.set()
+    live.join(30)
     assert errors == []
+    poll_until(lambda: departures.keys() <= arrivals.keys(), WAIT, "the live pair's messages")
+    latencies = sorted(arrivals[i] - departures[i] for i in departures)
+    p99 = latencies[int(len(latencies) * 0.99) - 1 if len(latencies) > 1 else 0] * 1000
+    print(
+        f"live pair during the kill: {len(latencies)} messages, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms"
+    )
     for name in senders:  # each moved to a survivor (a socket can be lost twice: a resume cut short)
         assert resumed[name] and a.url not in resumed[name], resumed
     poll_until(lambda: set(b.ring()) == {"b", "c"}, WAIT, "b to drop a")
