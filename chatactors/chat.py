@@ -295,7 +295,9 @@ class Chat:
 
     def whereis(self, user_id: int) -> Pid:
         """The address of the user's live actor, activating it if it hibernates."""
-        return Pid("user", user_id, self.ask_user(user_id, GetPid(user_id=user_id)))
+        address = self.ask_user(user_id, GetPid(user_id=user_id))
+        node, name = self._node.elsewhere(address)
+        return Pid("user", user_id, address, node, name)
 
     def online(self, user_ids: Iterable[int]) -> set[int]:
         """Which of these users have at least one live session anywhere (presence)."""

@@ -165,6 +165,12 @@ class ChatNode:
         rate = (calls - before) / (now - then) if now > then else 0.0
         return sum(count for _, count in self._attached()), round(rate, 1)
 
+    def elsewhere(self, address: Address) -> tuple[str | None, str | None]:
+        """(node, name) when ``address`` stands for an actor on another node; (None, None) if local."""
+        if self.peering is None:
+            return None, None
+        return self.peering.stands_for(address)  # type: ignore[no-any-return]
+
     @property
     def node_id(self) -> str | None:
         """This node's id in the cluster (None when not clustered)."""

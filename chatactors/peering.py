@@ -137,6 +137,10 @@ class Peering:
             self.bridge.system.close_outlet(old)
         return address
 
+    def stands_for(self, address: Any) -> tuple[str | None, str | None]:
+        """The (node, name) a proxy stands for; (None, None) for a local address. Any thread."""
+        return self._proxied.get(str(address), (None, None))
+
     # -- out and in -------------------------------------------------------------------------------
     def flush(self) -> None:
         """After each run of the actors: what they sent to proxies leaves, one link message each."""

@@ -68,8 +68,12 @@ class Pid:
     kind: Kind
     id: int
     address: Address
+    node: str | None = None  # in a cluster, the node the actor runs on when it is not this one
+    name: str | None = None  # and its address there (``address`` is then a local stand-in)
 
     def __repr__(self) -> str:
+        if self.node is not None:  # #PID<user:7 @node-b/ActorAddr-/A~a~c~a>
+            return f"#PID<{self.kind}:{self.id} @{self.node}/{self.name}>"
         # multiprocTCPBase: the actor's own socket; simpleSystemBase: Thespian's in-process path.
         details = getattr(self.address, "addressDetails", self.address)
         where = getattr(details, "sockname", None)

@@ -300,6 +300,7 @@ def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
 
     with Chat(pg_url, cluster=True, node_id="repl", password_profile="cheapest", echo=False) as chat:
         assert chat.node_id == "repl"
+        assert repr(chat.whereis(web.user_id)).startswith(f"#PID<user:{web.user_id} @")
         poll_until(lambda: a.ring() == b.ring() == {"a", "b", "repl"}, WAIT, "the servers to see the REPL")
         ana = chat.crear("ana", PASSWORD)
         answers = Inbox()
@@ -309,6 +310,11 @@ def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
         reply = web.send_message("ana", "hola, REPL")
         assert [m.id for m in answers.wait_for(1, WAIT)] == [reply.id]
         assert chat.online([web.user_id, ana.user_id]) == {web.user_id, ana.user_id}
+        pid = chat.whereis(web.user_id)  # bruno's actor lives on its owner, which may be this node
+        home = owner(web.user_id, ["a", "b", "repl"])
+        assert pid.node == (None if home == "repl" else home)
+        if pid.node is not None:
+            assert repr(pid).startswith(f"#PID<user:{web.user_id} @{home}/")
         stats = chat.stats()
         assert {node for node, _ in stats.nodes} == {"a", "b", "repl"}
         assert stats.online_users == 2 == sum(s.online_users for _, s in stats.nodes)
