@@ -632,7 +632,9 @@ def parser() -> argparse.ArgumentParser:
 def _url_option(p: argparse.ArgumentParser) -> None:
     default = os.environ.get("CHATACTORS_URL", DEFAULT_URL)
     p.add_argument(
-        "--url", default=default, help=f"the server's WebSocket URL (default {default}, or $CHATACTORS_URL)"
+        "--url",
+        default=default,
+        help=f"the server's WebSocket URL (default {default}, or $CHATACTORS_URL); several, comma-separated: the first that answers, the next on a loss",
     )
 
 
