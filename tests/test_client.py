@@ -330,6 +330,24 @@ def test_nothing_listening_is_unavailable() -> None:
         connect("not a url")
 
 
+def test_several_urls_the_first_that_answers_then_the_next_on_a_loss(embedded: Chat) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}"
+    first, second = start_server(embedded), start_server(embedded)
+    client = connect(f"{dead}, {first.url},{second.url}", echo=False, announce_login=False)
+    try:
+        juan = client.crear("juan", PASSWORD)
+        states = States()
+        juan.on_connection(states)
+        first.stop()  # the one it took: the next in the list is tried, after the dead one
+        assert states.wait("resumed") == second.url
+        assert juan.send_message("juan", "sigo aquí").body == "sigo aquí"
+    finally:
+        client.close()
+        second.stop()
+    with pytest.raises(Unavailable, match=f"no chatactors server answers at {dead}, ws://"):
+        connect(f"{dead},{first.url}")
+
+
 def test_a_closed_client_refuses_calls(served: ServerThread) -> None:
     client = connect(served.url, echo=False, announce_login=False)
     juan = client.crear("juan", PASSWORD)
