@@ -12,7 +12,7 @@ import pytest
 from thespian.actors import ActorAddress, ActorSystem
 
 from chatactors import peering as peering_module
-from chatactors.bridge import SimpleBridge
+from chatactors.bridge import SimpleBridge, SimpleSystem
 from chatactors.core.ring import Node, Ring
 from chatactors.messages import Delivery, Push, RemoteRef, Reply, Route
 from chatactors.messages.edge import GetInbox
@@ -104,3 +104,32 @@ def test_held_messages_for_a_node_that_never_joins_are_dropped_after_a_while(
     p.ring_changed(Ring(frozenset({Node("a", 1)})))
     on_driver(p, lambda: None)
     assert sent == [] and p.dropped == 2
+
+
+def test_a_message_bounced_between_disagreeing_rings_stops_after_max_hops() -> None:
+    """Two nodes whose rings disagree for a moment would pass a key back and forth: the directory
+    forwards a message at most Forwarded.MAX_HOPS times, then serves it where it is."""
+    from chatactors.actors.directory import DirectoryActor
+    from chatactors.core.model import Receipt, Status
+    from chatactors.core.ring import score
+    from chatactors.messages import ClusterView, Forwarded, Notify
+
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        directory = asys.createActor(DirectoryActor)
+        probe = SimpleSystem(asys)  # stands in for node b's directory; run() runs the actors
+
+        def told(message: Any) -> list[Any]:
+            probe.tell(directory, message)
+            probe.run()  # until no actor has anything left to send
+            return probe.received()
+
+        user = next(u for u in range(1, 100) if score(("user", u), "b") > score(("user", u), "a"))
+        ring = Ring(frozenset({Node("a", 1), Node("b", 1)}))
+        assert told(ClusterView("a", ring, (("b", probe.address),))) == []
+        event = Receipt((1,), Status.LEIDO, "x", 2)
+        assert told(Notify(user, event)) == [Forwarded(Notify(user, event), 1)]
+        assert told(Forwarded(Notify(user, event), 1)) == [Forwarded(Notify(user, event), 2)]
+        assert told(Forwarded(Notify(user, event), Forwarded.MAX_HOPS)) == []  # served here: no session
+    finally:
+        asys.shutdown()

@@ -35,6 +35,7 @@ from chatactors.messages import (
     Detach,
     DropSink,
     Envelope,
+    Forwarded,
     GetStats,
     IdleCheck,
     Init,
@@ -79,6 +80,7 @@ class DirectoryActor(ChatActor):
         self.user_rooms: dict[int, set[int]] = {}
         # In a cluster: who owns what, and the other shards.
         self.routes = 0
+        self.hops = 0  # forwards the message being handled has had (Forwarded)
         self.view: ClusterView | None = None
         self.peers: dict[str, Address] = {}
         # Rooms owned here, waiting for their members' owners to say where their sessions are:
@@ -105,12 +107,23 @@ class DirectoryActor(ChatActor):
 
     # -- the cluster ----------------------------------------------------------------------------------
     def _away(self, key: Key) -> Address | None:
-        """The directory of the node that owns ``key``, if another does (None: it is ours)."""
+        """The directory of the node that owns ``key``, if another does (None: it is ours, or the
+        message has bounced enough: it is served here)."""
         view = self.view
-        if view is None or not len(view.ring):
+        if view is None or not len(view.ring) or self.hops >= Forwarded.MAX_HOPS:
             return None
         owner = view.ring.owner(key).node_id
         return None if owner == view.me else self.peers.get(owner)
+
+    def _forward(self, there: Address, message: Any) -> None:
+        self.send(there, Forwarded(message, self.hops + 1))
+
+    def receive_forwarded(self, msg: Forwarded, sender: Any) -> None:
+        self.hops = msg.hops
+        try:
+            self.receiveMessage(msg.message, sender)
+        finally:
+            self.hops = 0
 
     def receive_cluster_view(self, msg: ClusterView, sender: Any) -> None:
         self.view, self.peers = msg, dict(msg.directories)
@@ -141,7 +154,7 @@ class DirectoryActor(ChatActor):
         key = (msg.kind, msg.id)
         away = self._away(key)
         if away is not None:
-            self.send(away, msg)
+            self._forward(away, msg)
             return
         self.routes += 1
         if isinstance(msg.body, Attach):
@@ -153,7 +166,7 @@ class DirectoryActor(ChatActor):
         key: Key = ("user", msg.user_id)
         away = self._away(key)
         if away is not None:
-            self.send(away, msg)
+            self._forward(away, msg)
             return
         self.registry.detach(key, msg.sink)
         if msg.revoked is not None:  # before the reply: the caller's other sessions end first
@@ -183,7 +196,7 @@ class DirectoryActor(ChatActor):
     def receive_notify(self, msg: Notify, sender: Any) -> None:
         away = self._away(("user", msg.user_id))
         if away is not None:
-            self.send(away, msg)
+            self._forward(away, msg)
             return
         for sink in self.registry.sinks(("user", msg.user_id)):
             self.send(sink, Push((msg.user_id,), msg.event))
@@ -228,7 +241,7 @@ class DirectoryActor(ChatActor):
                 self.registry.attach(("user", user_id), msg.sink)
             self._presence_changed(user_id)
         for node, sessions in away.items():
-            self.send(self.peers[node], Reattach(msg.sink, tuple(sessions)))
+            self._forward(self.peers[node], Reattach(msg.sink, tuple(sessions)))
 
     def _start(self, key: Key) -> None:
         """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
@@ -371,7 +384,7 @@ class DirectoryActor(ChatActor):
         """GenServer.stop: what is routed from now on waits here for the next activation."""
         away = self._away((msg.kind, msg.id))
         if away is not None:
-            self.send(away, msg)
+            self._forward(away, msg)
             return
         address = self.registry.stop((msg.kind, msg.id))
         if address is not None:
@@ -426,6 +439,7 @@ class DirectoryActor(ChatActor):
         on(StopActor, receive_stop_actor),
         on(GetStats, receive_get_stats),
         on(ClusterView, receive_cluster_view),
+        on(Forwarded, receive_forwarded),
         on(WatchMembers, receive_watch_members),
         on(MemberSinks, receive_member_sinks),
     )

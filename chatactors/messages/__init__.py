@@ -53,6 +53,7 @@ from chatactors.core.model import Address
 from chatactors.messages.cluster import (
     ClusterView,
     Delivery,
+    Forwarded,
     LinkAck,
     LinkBatch,
     MemberSinks,
@@ -241,6 +242,7 @@ __all__ = [
     "LinkAck",
     "RemoteRef",
     "Delivery",
+    "Forwarded",
     "ClusterView",
     "WatchMembers",
     "MemberSinks",

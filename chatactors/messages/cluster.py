@@ -7,7 +7,7 @@ address; the only address is ``reply_to``, the sending thread's own Thespian TCP
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from chatactors.core.ring import Ring
 
@@ -65,6 +65,18 @@ class ClusterView:
     me: str
     ring: Ring
     directories: tuple[tuple[str, Any], ...]  # (node id, address of the proxy to its directory)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """From one directory to another: ``message`` names a key the receiver owns (the sender's ring
+    says so). ``hops`` counts the forwards: while two nodes' rings disagree for a moment, a message
+    stops bouncing after ``MAX_HOPS`` and is served where it is."""
+
+    message: Any
+    hops: int = 1
+
+    MAX_HOPS: ClassVar[int] = 2
 
 
 @dataclass(frozen=True, slots=True)
