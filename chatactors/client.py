@@ -106,6 +106,17 @@ RECEIPT_WINDOW = 0.05  # seconds a receipt waits for the rest of its burst (one 
 LIMITS = Limits()  # the server's default rate: the client keeps under it, so no frame is dropped
 
 
+def _keepalive(timeout: float) -> float:
+    """Seconds between pings, and for a pong or a close to come: a fifth of a request's ``timeout``
+    (at least a second, so a pause of the server is not taken for a loss).
+
+    A server that goes silent (its host cut off or powered down: no reset, no close) is noticed only
+    by this: so a lost socket is seen, and resumed on another node, before a request's timeout runs
+    out. websockets' defaults (20 s, 20 s, 10 s) outlast it: the request failed with ChatTimeout and
+    the socket was noticed lost some 50 s later."""
+    return max(1.0, timeout / 5)
+
+
 def _delivered_here(callback: Callable[[Any], Any], event: Any) -> None:
     """The asyncio flavour's way to run a callback: on the loop, its failure logged, not raised."""
     try:
@@ -169,14 +180,22 @@ class _Link:
         self._closing: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    async def _connect(self) -> ClientConnection:
+    async def _connect(self, open_timeout: float | None = None) -> ClientConnection:
         start = self.urls.index(self.url)
         order = self.urls[start:] + self.urls[:start]
         error: Exception | None = None
+        beat = _keepalive(self.timeout)
         for url in order:
             try:
                 ws = await ws_connect(
-                    url, open_timeout=self.timeout, max_size=2**22, compression=None, proxy=None
+                    url,
+                    open_timeout=open_timeout or self.timeout,
+                    ping_interval=beat,
+                    ping_timeout=beat,
+                    close_timeout=beat,
+                    max_size=2**22,
+                    compression=None,
+                    proxy=None,
                 )
             except InvalidURI as exc:
                 raise InvalidMessage(f"not a WebSocket URL: {url!r}") from exc
@@ -379,8 +398,8 @@ class _Link:
         """Log in again with the token, then send what waited, in order. False: the server is gone."""
         for delay in RESUME_DELAYS:
             await asyncio.sleep(delay)
-            try:
-                ws = await self._connect()
+            try:  # a silent node (the one just lost, tried first) must not take the request's time
+                ws = await self._connect(_keepalive(self.timeout))
             except Unavailable:
                 continue
             login = _Request(
