@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import USED_ADMIN_PORTS, ChatFactory, Inbox, leftovers, poll_until, postgres_url
+from netns_hosts import Hosts, built_hosts
 
 from chatactors import Chat
 
@@ -84,6 +85,14 @@ def _record_admin_ports() -> Iterator[None]:
     Chat.__init__ = recording_init  # type: ignore[method-assign]
     yield
     Chat.__init__ = original  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def hosts(pg_url: str) -> Iterator[tuple[Hosts, str]]:
+    """Three simulated hosts n1, n2, n3 (netns_hosts.py) and the database URL they reach PostgreSQL by;
+    skipped without root or ``ip netns`` (failed with CI=true), checked to leave nothing behind."""
+    with built_hosts(pg_url, ["n1", "n2", "n3"]) as made:
+        yield made
 
 
 @pytest.fixture
