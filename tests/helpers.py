@@ -105,6 +105,32 @@ class Inbox:
             return list(self.items)
 
 
+class Command:
+    """Unpickling this runs a shell command: the attack an unsigned pickle transport allows."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (self.command,))
+
+
+def send_unsigned(host: str, port: int, obj: Any, timeout: float = 10.0) -> bytes:
+    """``obj`` pickled, unsigned, in Thespian's framing, written to ``host:port`` as a stranger would;
+    returns what came back until the peer closed (a Thespian port answers a refused frame and closes,
+    so once this returns the frame has been read)."""
+    import pickle
+    import socket
+
+    payload = pickle.dumps(obj)
+    answer = b""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"%d>" % len(payload) + payload)
+        while chunk := s.recv(4096):
+            answer += chunk
+    return answer
+
+
 # -- leftovers: what the check at the end of the session (conftest.pytest_sessionfinish) looks for ------
 # Thespian daemonizes its admin (setsid + double fork), so its processes are not descendants of pytest.
 # To recognize them anyway, the session holds an (unlinked) marker file open on a high descriptor:

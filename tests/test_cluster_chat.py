@@ -33,13 +33,16 @@ PASSWORD = "secreto123"
 
 
 class Node:
-    """A node process; its stdout read line by line on a thread."""
+    """A node process; its stdout read line by line on a thread. ``wrap`` prefixes its command (``ip
+    netns exec HOST``); its gateway listens on ``$THESPIAN_BASE_IPADDR`` of ``env`` (127.0.0.1 if unset)."""
 
-    def __init__(self, name: str, url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, url: str, env: dict[str, str] | None = None, wrap: list[str] | None = None
+    ) -> None:
         env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull, **(env or {})}
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), name, url],
+            [*(wrap or []), sys.executable, str(PEER), name, url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -49,7 +52,8 @@ class Node:
         threading.Thread(target=self._read, daemon=True).start()
         info = json.loads(self.next("READY"))
         self.port, self.pid = info["port"], info["pid"]
-        self.url = f"ws://127.0.0.1:{self.port}"
+        self.host = env.get(transport.ADDRESS_ENV) or transport.DEFAULT_ADDRESS
+        self.url = f"ws://{self.host}:{self.port}"
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Command, send_unsigned
 
 from chatactors import transport
 from chatactors.cluster.link import Link, link_address
@@ -62,6 +63,13 @@ class Node:
     def batch(self, kind: str = "GOT") -> tuple[str, list[Any]]:
         node, _, body = self.line(kind).partition(" ")
         return node, json.loads(body)
+
+    def dropped_frame(self) -> str:
+        """The next warning of a frame the transport dropped, from this node's log (its stderr)."""
+        while True:
+            warning = self.line("", self.errors)
+            if "dropped a Thespian frame" in warning:
+                return warning
 
     def command(self, *parts: str) -> None:
         assert self.proc.stdin is not None
@@ -156,10 +164,22 @@ def test_membership_can_give_a_silent_peer_up_at_once(nodes: list[Node]) -> None
 def test_a_batch_signed_with_another_secret_is_dropped_unread(nodes: list[Node]) -> None:
     a = start(nodes, "a")
     start(nodes, "--stranger", a.address, secret="not-the-cluster-secret-at-all")
-    warning = a.line("", a.errors)
-    while "dropped a Thespian frame" not in warning:  # a's log, on its stderr
-        warning = a.line("", a.errors)
-    assert "failed authentication" in warning
+    assert "failed authentication" in a.dropped_frame()
     b = start(nodes, "b")  # the link still works for members
     b.send(a, "b", "member")
     assert a.batch() == ("b", ["member"])  # and the stranger's batch was never delivered
+
+
+def test_an_unsigned_pickle_on_a_link_port_runs_nothing(nodes: list[Node], tmp_path: Path) -> None:
+    """A raw pickle, no MAC at all, from a process outside the cluster (this one): read, dropped,
+    logged, never unpickled; the link goes on serving its members."""
+    a = start(nodes, "a")
+    marker = tmp_path / "code-ran"  # unpickling the payload would create it, in a's process
+    host, _, port = a.address.rpartition(":")
+    send_unsigned(host, int(port), Command(f"touch {marker}"))  # returns once a has read and closed
+    assert not marker.exists()
+    assert "failed authentication" in a.dropped_frame()
+    b = start(nodes, "b")
+    b.send(a, "b", "member")
+    assert a.batch() == ("b", ["member"])
+    assert not marker.exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from chat_process import ChatProcess
-from helpers import IN_CI, listen_endpoints, process_group, socket_inodes
+from helpers import IN_CI, Command, listen_endpoints, process_group, socket_inodes
 from thespian.actors import ActorAddress, ActorSystem, ActorTypeDispatcher
 from thespian.system.transport import IPBase, TCPTransport, streamBuffer
 from thespian.system.transport.IPBase import TCPv4ActorAddress
@@ -233,16 +233,6 @@ for host, port in json.loads(sys.argv[2]):
         results.append([host, port, "refused"])
 print(json.dumps(results))
 """
-
-
-class Command:
-    """Unpickling this runs a shell command: the attack an unsigned pickle transport allows."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (os.system, (self.command,))
 
 
 def run_as_nobody(endpoints: list[tuple[str, int]], payload: bytes) -> list[list[Any]]:
