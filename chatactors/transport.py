@@ -378,7 +378,7 @@ def _first_transmit_step_in_order(self: Any, intent: Any) -> Any:
 def _load_secret() -> bytes:
     shared = os.environ.get(SECRET_ENV)
     if shared is None:
-        return secrets.token_bytes(32)
+        return secrets.token_urlsafe(32).encode()  # printable: a peer this process starts can be given it
     if len(shared) < MIN_SECRET_LENGTH:
         raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
     return shared.encode()
@@ -429,6 +429,12 @@ def free_port() -> int:
 def advertised_address() -> str:
     """The address every Thespian socket binds and advertises."""
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def installed_secret() -> str | None:
+    """The secret this process signs Thespian frames with, once :func:`install` ran (None before):
+    what a peer it starts must be given in ``$CHATACTORS_CLUSTER_SECRET``."""
+    return _secret.decode() if _secret is not None else None
 
 
 def install() -> str:

@@ -28,6 +28,14 @@ from chatactors.storage import close_database, open_database
 
 PEER = Path(__file__).parent / "cluster_chat_peer.py"
 SECRET = "a-cluster-secret-for-the-chat-tests"
+
+
+def secret() -> str:
+    """The nodes' secret: this process's own once its transport is installed (another test module
+    may have done that, with a secret of its own), so a REPL node started here can join them."""
+    return transport.installed_secret() or SECRET
+
+
 WAIT = 30.0
 PASSWORD = "secreto123"
 
@@ -39,7 +47,7 @@ class Node:
     def __init__(
         self, name: str, url: str, env: dict[str, str] | None = None, wrap: list[str] | None = None
     ) -> None:
-        env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull, **(env or {})}
+        env = {**os.environ, transport.SECRET_ENV: secret(), "THESPLOG_FILE": os.devnull, **(env or {})}
         self.name = name
         self.proc = subprocess.Popen(
             [*(wrap or []), sys.executable, str(PEER), name, url],
@@ -299,7 +307,7 @@ def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
     web = client(nodes, b).create("bruno", PASSWORD)
     arrived = Inbox()
     web.on_message(arrived)
-    monkeypatch.setenv(transport.SECRET_ENV, SECRET)
+    monkeypatch.setenv(transport.SECRET_ENV, secret())
     from chatactors import Chat
 
     with Chat(pg_url, cluster=True, node_id="repl", password_profile="cheapest", echo=False) as chat:

@@ -183,3 +183,12 @@ def test_an_unsigned_pickle_on_a_link_port_runs_nothing(nodes: list[Node], tmp_p
     b.send(a, "b", "member")
     assert a.batch() == ("b", ["member"])
     assert not marker.exists()
+
+
+def test_a_link_refuses_to_start_when_this_process_signs_with_another_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transport.install()  # this process's secret is fixed now (from the environment, or made up)
+    monkeypatch.setenv(transport.SECRET_ENV, "x" * 8 + (transport.installed_secret() or "")[:24] + "-other")
+    with pytest.raises(ClusterNeedsSecret, match="signs its frames with another secret"):
+        Link("n", 1, lambda n, m: None, lambda n, m: None).start()

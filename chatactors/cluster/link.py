@@ -87,6 +87,11 @@ class Link:
                 "on every node): the link signs every frame with it"
             )
         transport.install()
+        if transport.installed_secret() != os.environ[transport.SECRET_ENV]:
+            raise ClusterNeedsSecret(
+                f"this process signs its frames with another secret: {transport.SECRET_ENV} was set "
+                "after a multiprocTCPBase system had started in it; set it before anything starts"
+            )
         capabilities = transport.system_capabilities(transport.free_port())
         self._system = ActorSystem("multiprocTCPBase", capabilities, transientUnique=True)
         self._receiver = threading.Thread(target=self._receive, name=f"link-{self.node}-in", daemon=True)
