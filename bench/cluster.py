@@ -1,4 +1,4 @@
-"""Benchmark of a cluster on one machine: one node against ``chatactors serve --nodes 2`` (issue 9).
+"""Benchmark of a cluster on one machine: one node against ``chatactors serve --nodes 2``.
 
 Run ``make bench`` or ``.venv/bin/python bench/cluster.py --help``. The same 1:1 load goes through
 ``chatactors serve --nodes 1`` (one plain node) and ``--nodes 2`` (two cluster nodes on one
