@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/gateway.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	$(PY) bench/recovery.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	$(PY) bench/storage.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
+	$(PY) bench/cluster.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) || rc=1; \
 	exit $$rc
 
 clean:

@@ -462,6 +462,8 @@ class Plan:
     held_share: float = 0.95  # a step holds while delivered >= this share of offered...
     held_p99: float = 1.0  # ...and p99 <= this many seconds
     uvloop: bool = True  # the generator's loop (when installed): it must not be the bottleneck
+    login_parallel: int = 100  # logins at once; `chatactors serve` allows 4 password hashes per address
+    arrivals: bool = False  # also report each message's latency (NaN: lost), for per-pair figures
 
     def users(self, rate: float) -> int:
         n = max(self.min_users, math.ceil(rate / self.per_user))
@@ -559,6 +561,16 @@ def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
     return out
 
 
+def pids_cpu(pids: tuple[int, ...]) -> tuple[float, float]:
+    """CPU seconds (user, system) of several processes together: a server may be several nodes."""
+    user = system = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a node that exited (and was restarted) counts no more
+            one = proc_cpu(pid)
+            user, system = user + one[0], system + one[1]
+    return user, system
+
+
 def proc_switches(pid: int) -> int:
     """Context switches (voluntary and not) of every live thread of a process: hand-offs show here."""
     total = 0
@@ -589,8 +601,10 @@ class LoadGenerator:
     and is sent by user k mod users to its partner. Latency runs from the due time, not the actual send,
     so a generator or a server that falls behind shows in the figures (no coordinated omission)."""
 
-    def __init__(self, url: str, server_pid: int, plan: Plan, report: Callable[[str, Any], None]) -> None:
-        self.url, self.server_pid, self.plan, self.report = url, server_pid, plan, report
+    def __init__(
+        self, url: str, server_pids: tuple[int, ...], plan: Plan, report: Callable[[str, Any], None]
+    ) -> None:
+        self.url, self.server_pids, self.plan, self.report = url, server_pids, plan, report
         self.sockets: list[ClientConnection] = []
         self.readers: list[asyncio.Task[None]] = []
         self.step: _Step | None = None
@@ -639,7 +653,8 @@ class LoadGenerator:
         have = len(self.sockets)
         if users <= have:
             return
-        fresh = await log_in_all(self.url, [self.name(i) for i in range(have, users)])
+        names = [self.name(i) for i in range(have, users)]
+        fresh = await log_in_all(self.url, names, parallel=self.plan.login_parallel)
         self.sockets += fresh
         self.readers += [asyncio.create_task(self._read(ws)) for ws in fresh]
         warm = _Step(next(self.steps), 1.0, users, users)
@@ -690,7 +705,7 @@ class LoadGenerator:
         await self.grow(users)
         planned = max(1, round(rate * plan.seconds))
         step = _Step(next(self.steps), rate, users, planned)
-        cpu0, gen0, sw0 = proc_cpu(self.server_pid), time.process_time(), proc_switches(self.server_pid)
+        cpu0, gen0, sw0 = pids_cpu(self.server_pids), time.process_time(), self._switches()
         step.start = time.perf_counter() + 0.05
         self.step = step
         self.report("started", {"rate": rate})
@@ -703,9 +718,9 @@ class LoadGenerator:
             await asyncio.sleep(0.02)
         ticker.cancel()
         wall = time.perf_counter() - step.start
-        (user1, sys1), gen = proc_cpu(self.server_pid), time.process_time() - gen0
+        (user1, sys1), gen = pids_cpu(self.server_pids), time.process_time() - gen0
         cpu, system = user1 + sys1 - sum(cpu0), sys1 - cpu0[1]
-        switches = proc_switches(self.server_pid) - sw0
+        switches = self._switches() - sw0
         latencies = sorted(a - step.due(k) for k, a in enumerate(step.arrived) if not math.isnan(a))
         elapsed = max(step.last, step.due(planned)) - step.start
         delivered = step.unique / elapsed if elapsed > 0 else 0.0
@@ -734,7 +749,13 @@ class LoadGenerator:
             held=delivered >= plan.held_share * rate and not (p99 > plan.held_p99) and bool(latencies),
         )
         self.step = None
+        if plan.arrivals:
+            late = [a - step.due(k) for k, a in enumerate(step.arrived)]
+            self.report("arrivals", {"rate": rate, "users": users, "latency": late})
         return result
+
+    def _switches(self) -> int:
+        return sum(proc_switches(pid) for pid in self.server_pids)
 
     async def stepup(self, server: str) -> None:
         try:
@@ -752,7 +773,7 @@ class LoadGenerator:
             await asyncio.gather(*self.readers, return_exceptions=True)
 
 
-def loadgen_main(pipe: Pipe, url: str, server_pid: int, plan: Plan, server: str) -> None:
+def loadgen_main(pipe: Pipe, url: str, server_pids: tuple[int, ...], plan: Plan, server: str) -> None:
     """The load generator's process: runs the plan, reports progress and each step on ``pipe``."""
     raise_open_files(1 << 16)
 
@@ -766,7 +787,7 @@ def loadgen_main(pipe: Pipe, url: str, server_pid: int, plan: Plan, server: str)
                 import uvloop
 
                 run = uvloop.run
-        run(LoadGenerator(url, server_pid, plan, report).stepup(server))
+        run(LoadGenerator(url, server_pids, plan, report).stepup(server))
         report("done", None)
     except BaseException as exc:  # told to the parent, which prints it
         report("error", f"{type(exc).__name__}: {exc}")
@@ -774,16 +795,19 @@ def loadgen_main(pipe: Pipe, url: str, server_pid: int, plan: Plan, server: str)
 
 def drive(
     server: str,
-    srv: ServerProcess,
+    url: str,
+    pids: tuple[int, ...],
     plan: Plan,
     on_started: Callable[[float], None] | None = None,
     on_step: Callable[[], None] | None = None,
     round_: int = 1,
+    on_arrivals: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[StepResult]:
-    """Run the load generator against ``srv`` in a process of its own; print a progress line meanwhile."""
+    """Run the load generator against the server at ``url`` (its processes: ``pids``) in a process of
+    its own; print a progress line meanwhile. ``on_arrivals``: each step's latencies (``plan.arrivals``)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=loadgen_main, args=(child, srv.url, srv.pid, plan, server), daemon=True)
+    proc = ctx.Process(target=loadgen_main, args=(child, url, pids, plan, server), daemon=True)
     proc.start()
     results: list[StepResult] = []
     tty = sys.stdout.isatty()
@@ -808,6 +832,8 @@ def drive(
                     shown = time.monotonic()
             elif kind == "started" and on_started is not None:
                 on_started(payload["rate"])
+            elif kind == "arrivals" and on_arrivals is not None:
+                on_arrivals(payload)
             elif kind == "step":
                 if on_step is not None:
                     on_step()
@@ -853,7 +879,7 @@ def stepup_phase(servers: list[str], plan: Plan, pg_url: str, tmp: Path, rounds:
             t0 = time.monotonic()
             with stepup_server(kind, pg_url, tmp, plan.users(max(plan.rates))) as srv:
                 try:
-                    results += drive(kind, srv, plan, round_=round_)
+                    results += drive(kind, srv.url, (srv.pid,), plan, round_=round_)
                 except RuntimeError as exc:
                     print(f"  {kind}: {exc}", flush=True)
             print(f"  ({kind}, round {round_}: {time.monotonic() - t0:.0f} s in all)", flush=True)
@@ -1002,7 +1028,7 @@ def profile_phase(
         with stepup_server(kind, pg_url, tmp, plan.users(rate)) as srv:
             spy = Spy(exe, srv, seconds, out, flags)
             try:
-                results = drive(kind, srv, plan, on_started=spy.start, on_step=spy.stop)
+                results = drive(kind, srv.url, (srv.pid,), plan, on_started=spy.start, on_step=spy.stop)
                 roles = spy.per_role()
             finally:
                 spy.wait()
