@@ -26,11 +26,12 @@ from thespian.actors import ActorAddress
 from chatactors.bridge import SimpleBridge
 from chatactors.core.model import Address
 from chatactors.core.ring import Ring
-from chatactors.messages import ClusterView, Delivery, DropSink, Reattach, RemoteRef
+from chatactors.messages import ClusterView, Delivery, DropSink, Forwarded, Reattach, RemoteRef
 
 log = logging.getLogger("chatactors.cluster")
 
 DIRECTORY = "directory"  # the one name a node exports by role: whichever actor is its directory now
+PARK_RETRY = 5.0  # seconds routing waits for a ring change before it is routed again anyway
 HOLD = 10.0  # seconds a push or reply waits for a node not in our ring yet
 MAX_HELD = 10_000  # and how many, per node
 MAX_EXPORTS = 200_000
@@ -79,6 +80,7 @@ class Peering:
         self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
         self._out: list[tuple[Any, Any]] = []
         self._parked: list[Delivery] = []
+        self._parked_at = 0.0  # when the oldest of them was parked
         self._held: dict[str, tuple[float, list[Any]]] = {}  # node -> (until, what it did not take yet)
         self.dropped = 0  # pushes and replies for nodes that went away
         bridge.after_run = self.flush
@@ -144,6 +146,8 @@ class Peering:
     # -- out and in -------------------------------------------------------------------------------
     def flush(self) -> None:
         """After each run of the actors: what they sent to proxies leaves, one link message each."""
+        if self._parked or self._held:
+            self._retry()
         if not self._out:
             return
         out = self._out[:]
@@ -178,11 +182,15 @@ class Peering:
 
     def _park(self, node: str, messages: tuple[Any, ...]) -> None:
         """What a node did not take. Routing goes again once the ring has changed (the directory
-        then finds the key's new owner). Pushes and replies wait a little for a node this one has
+        then finds the key's new owner), or after PARK_RETRY if it has not (the node is still in the
+        ring: its link gave up under load, say, and a message must not wait for a ring change that
+        may never come). Pushes and replies wait a little for a node this one has
         not seen join yet (it answered a node that joined a moment ago); for a node that went away
         they are dropped then, as its sockets and its callers are gone with it."""
         for message in messages:
             if isinstance(message, Delivery) and message.to == DIRECTORY:
+                if not self._parked:
+                    self._parked_at = time.monotonic()
                 self._parked.append(message)
             else:
                 held = self._held.setdefault(node, (time.monotonic() + HOLD, []))[1]
@@ -194,7 +202,7 @@ class Peering:
             self._unpark()
 
     def _release_held(self) -> None:
-        """Held messages for nodes in the ring now go; those held too long are dropped."""
+        """Held messages for nodes in the ring go (again); those for others held too long are dropped."""
         now = time.monotonic()
         for node, (deadline, held) in list(self._held.items()):
             if node in self.ring.node_ids and self.send is not None:
@@ -208,8 +216,19 @@ class Peering:
     def _unpark(self) -> None:
         parked, self._parked = self._parked, []
         for message in parked:
+            inner = message.message
+            if isinstance(inner, Forwarded):  # routed afresh: its hops count from here again
+                inner = inner.message
             target = self._directory()
-            self.bridge.system.tell(target, rewrite(message.message, self._resolve_any, self._is_ref))
+            self.bridge.system.tell(target, rewrite(inner, self._resolve_any, self._is_ref))
+
+    def _retry(self) -> None:
+        """After each run: what waited too long for a ring change goes again (see :meth:`_park`)."""
+        now = time.monotonic()
+        if self._parked and now - self._parked_at > PARK_RETRY:
+            self._unpark()
+        if any(now > deadline for deadline, _ in self._held.values()):
+            self._release_held()
 
     # -- the ring --------------------------------------------------------------------------------
     def _new_ring(self, ring: Ring) -> None:
