@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ import pytest
 from helpers import Command, send_unsigned
 
 from chatactors import transport
-from chatactors.cluster.link import Link, link_address
+from chatactors.cluster import link as link_module
+from chatactors.cluster.link import MAX_FRAME_BYTES, Link, link_address
 from chatactors.errors import ClusterNeedsSecret
 
 PEER = Path(__file__).parent / "link_peer.py"
@@ -91,6 +93,12 @@ def nodes() -> Iterator[list[Node]]:
     yield started
     for node in started:
         node.kill()
+
+
+@pytest.fixture
+def same_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links in this process sign with the secret it has (a full run installs the transport early)."""
+    monkeypatch.setenv(transport.SECRET_ENV, transport.installed_secret() or SECRET)
 
 
 def start(nodes: list[Node], *args: str, **kw: str) -> Node:
@@ -192,3 +200,34 @@ def test_a_link_refuses_to_start_when_this_process_signs_with_another_secret(
     monkeypatch.setenv(transport.SECRET_ENV, "x" * 8 + (transport.installed_secret() or "")[:24] + "-other")
     with pytest.raises(ClusterNeedsSecret, match="signs its frames with another secret"):
         Link("n", 1, lambda n, m: None, lambda n, m: None).start()
+
+
+def test_a_stopped_link_leaves_no_thread_and_no_socket(same_secret: None) -> None:
+    descriptors = set(os.listdir("/proc/self/fd"))
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    a = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    b = Link("b", 1, lambda n, m: got.put((n, m)), lambda n, m: None)
+    at_b = b.start()
+    a.start()
+    a.send("b", at_b, "hello")
+    assert got.get(timeout=WAIT) == ("a", ("hello",))
+    a.forget("b")  # a forgotten peer's thread is joined too
+    a.stop()
+    b.stop()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("link-")] == []
+    assert set(os.listdir("/proc/self/fd")) <= descriptors
+
+
+def test_a_frame_declaring_more_than_the_limit_closes_its_connection_unread(
+    same_secret: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(link_module, "_drops", transport.DropLog(3600, "link"))  # a fresh rate limit
+    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    host, _, port = link.start().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=WAIT) as s:
+            s.sendall((MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+            assert s.recv(1) == b""  # closed by the link, nothing read past the length
+    finally:
+        link.stop()
+    assert f"declared {MAX_FRAME_BYTES + 1} bytes" in caplog.text

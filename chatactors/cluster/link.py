@@ -124,6 +124,7 @@ class Link:
         self.inbox = Inbox()
         self._listener: socket.socket | None = None
         self._peers: dict[str, _Peer] = {}
+        self._retired: list[_Peer] = []  # given up or forgotten, perhaps still closing: joined at stop
         self._readers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._deliver = threading.Lock()  # one batch at a time into the Inbox and on_batch
@@ -158,6 +159,7 @@ class Link:
         with self._lock:
             peer = self._peers.get(node)
             if peer is None or peer.done:
+                self._retire(peer)
                 peer = self._peers[node] = _Peer(self, node, link_address(link))
                 peer.start()
         peer.put(message)
@@ -166,14 +168,22 @@ class Link:
         """Membership says ``node`` is dead: hand back what it was owed now, stop its thread."""
         with self._lock:
             peer = self._peers.pop(node, None)
+            self._retire(peer)
         if peer is not None:
             peer.give_up()
+
+    def _retire(self, peer: _Peer | None) -> None:
+        """Keep a peer that is going for :meth:`stop` to join (under the lock)."""
+        self._retired = [p for p in self._retired if p.is_alive()]
+        if peer is not None:
+            self._retired.append(peer)
 
     def stop(self) -> None:
         """Close every socket and join every thread the link started."""
         self._stopping.set()
         with self._lock:
-            peers, self._peers = list(self._peers.values()), {}
+            peers, self._peers = [*self._peers.values(), *self._retired], {}
+            self._retired = []
         for peer in peers:
             peer.wake()
         for thread in (*peers, self._acceptor):
@@ -199,7 +209,9 @@ class Link:
                     self._stopping.wait(POLL)  # out of descriptors, say: do not spin
                     continue
                 conn.settimeout(POLL)
-                reader = threading.Thread(target=self._read, args=(conn,), name=f"link-{self.node}-read", daemon=True)
+                reader = threading.Thread(
+                    target=self._read, args=(conn,), name=f"link-{self.node}-read", daemon=True
+                )
                 with self._lock:
                     self._readers = [r for r in self._readers if r.is_alive()]
                     self._readers.append(reader)
