@@ -209,6 +209,7 @@ class Link:
                     self._stopping.wait(POLL)  # out of descriptors, say: do not spin
                     continue
                 conn.settimeout(POLL)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ack leaves at once
                 reader = threading.Thread(
                     target=self._read, args=(conn,), name=f"link-{self.node}-read", daemon=True
                 )
