@@ -147,14 +147,14 @@ class Serve:
         self.reader.join(10)
 
     def processes(self, node: str) -> list[int]:
-        """The node's processes: the node, and its link's Thespian admin (a daemon, child of init,
-        with the node's command line)."""
+        """The node's processes: every live one with the node's command line (the node; before the
+        link ran on sockets, also its link's Thespian admin, a daemon child of init)."""
         if node == ONE_NODE:
             return [self.proc.pid] if self.proc.poll() is None else []
         return _with_argument(f"--node-id={node}")
 
     def left(self) -> int:
-        """Processes of this ``serve`` still running: itself, its nodes and their admins."""
+        """Processes of this ``serve`` still running: itself and its nodes (and any admin of theirs)."""
         return sum(len(self.processes(n)) for n in self.node_pids) + (self.proc.poll() is None)
 
 

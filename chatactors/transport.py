@@ -139,11 +139,12 @@ def loads(data: bytes) -> Any:
     return pickle.loads(payload)
 
 
-class _DropLog:
-    """One WARNING per interval, so a flood of bad frames cannot fill the disk."""
+class DropLog:
+    """One WARNING per interval, so a flood of bad frames cannot fill the disk. ``what`` names the
+    frames in the warning (Thespian's, or the node link's)."""
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
+    def __init__(self, interval: float, what: str = "Thespian") -> None:
+        self.interval, self.what = interval, what
         self._next = 0.0
         self._dropped = 0
 
@@ -154,10 +155,10 @@ class _DropLog:
             return
         more, self._dropped, self._next = self._dropped, 0, now + self.interval
         since = f" ({more} more dropped since the last warning)" if more else ""
-        LOG.warning("dropped a Thespian frame that %s, in pid %d%s", reason, os.getpid(), since)
+        LOG.warning("dropped a %s frame that %s, in pid %d%s", self.what, reason, os.getpid(), since)
 
 
-_drops = _DropLog(LOG_INTERVAL_SECONDS)
+_drops = DropLog(LOG_INTERVAL_SECONDS)
 
 
 class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]

@@ -116,16 +116,16 @@ class Command:
 
 
 def send_unsigned(host: str, port: int, obj: Any, timeout: float = 10.0) -> bytes:
-    """``obj`` pickled, unsigned, in Thespian's framing, written to ``host:port`` as a stranger would;
-    returns what came back until the peer closed (a Thespian port answers a refused frame and closes,
-    so once this returns the frame has been read)."""
+    """``obj`` pickled, unsigned, in a node link's framing (4-byte length, payload), written to
+    ``host:port`` as a stranger would; returns what came back until the peer closed (a link closes
+    the connection of a refused frame, so once this returns the frame has been read)."""
     import pickle
     import socket
 
     payload = pickle.dumps(obj)
     answer = b""
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(b"%d>" % len(payload) + payload)
+        s.sendall(len(payload).to_bytes(4, "big") + payload)
         while chunk := s.recv(4096):
             answer += chunk
     return answer

@@ -5,8 +5,8 @@
 <json list>`` for what a peer never acknowledged. Commands on stdin: ``SEND <node> <link> <json>``,
 ``SENDMANY <node> <link> <count>`` (the integers 0..count-1), ``FORGET <node>``.
 
-``python tests/link_peer.py --stranger HOST:PORT``: sends one LinkBatch to that link, signed with
-its own secret (not the cluster's), prints ``SENDING``, then waits to be killed.
+``python tests/link_peer.py --stranger HOST:PORT``: sends one LinkBatch to that link in the link's
+framing, signed with its own secret (not the cluster's), prints ``SENDING``, then waits to be killed.
 
 A process of its own because the transport's secret is per process: the pytest process may already
 have one of its own (any multiprocTCPBase test started before).
@@ -15,14 +15,13 @@ have one of its own (any multiprocTCPBase test started before).
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 from typing import Any
 
-from thespian.actors import ActorSystem
-
 from chatactors import transport
-from chatactors.cluster.link import Link, link_address
+from chatactors.cluster.link import Link, frame, link_address
 from chatactors.messages import LinkBatch
 
 _say = threading.Lock()
@@ -58,12 +57,9 @@ def node(name: str) -> None:
 
 def stranger(target: str) -> None:
     transport.install()
-    capabilities = transport.system_capabilities(transport.free_port())
-    asys = ActorSystem("multiprocTCPBase", capabilities, transientUnique=True)
-    with asys.private() as ctx:
-        me = transport.tcp_address(*transport.context_address(ctx))
+    with socket.create_connection(link_address(target), timeout=10) as s:
         say("SENDING")
-        ctx.tell(link_address(target), LinkBatch("stranger", 1, 1, ("from a stranger",), me))
+        s.sendall(frame(LinkBatch("stranger", 1, 1, ("from a stranger",))))
         threading.Event().wait()
 
 

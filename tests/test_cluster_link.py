@@ -1,4 +1,4 @@
-"""The node link (chatactors/cluster/link.py) between real processes' Thespian TCP contexts.
+"""The node link (chatactors/cluster/link.py) between real processes, over TCP sockets.
 
 Every node is a process of its own (tests/link_peer.py), driven over stdin and stdout. Loopback
 only; the processes are the test's children, killed by pid.
@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ import pytest
 from helpers import Command, send_unsigned
 
 from chatactors import transport
-from chatactors.cluster.link import Link, link_address
+from chatactors.cluster import link as link_module
+from chatactors.cluster.link import MAX_FRAME_BYTES, Link, link_address
 from chatactors.errors import ClusterNeedsSecret
 
 PEER = Path(__file__).parent / "link_peer.py"
@@ -65,10 +67,10 @@ class Node:
         return node, json.loads(body)
 
     def dropped_frame(self) -> str:
-        """The next warning of a frame the transport dropped, from this node's log (its stderr)."""
+        """The next warning of a frame the link dropped, from this node's log (its stderr)."""
         while True:
             warning = self.line("", self.errors)
-            if "dropped a Thespian frame" in warning:
+            if "dropped a link frame" in warning:
                 return warning
 
     def command(self, *parts: str) -> None:
@@ -93,6 +95,12 @@ def nodes() -> Iterator[list[Node]]:
         node.kill()
 
 
+@pytest.fixture
+def same_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links in this process sign with the secret it has (a full run installs the transport early)."""
+    monkeypatch.setenv(transport.SECRET_ENV, transport.installed_secret() or SECRET)
+
+
 def start(nodes: list[Node], *args: str, **kw: str) -> Node:
     node = Node(*args, **kw)
     nodes.append(node)
@@ -107,7 +115,7 @@ def test_a_link_needs_the_cluster_secret(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_a_link_address_is_built_from_host_and_port_never_unpickled() -> None:
-    assert link_address("127.0.0.1:4000").addressDetails.sockname == ("127.0.0.1", 4000)
+    assert link_address("127.0.0.1:4000") == ("127.0.0.1", 4000)
     for bad in ("127.0.0.1", ":4000", "host:0", "host:65536", "host:x", "gASV..."):
         with pytest.raises(ValueError, match="not a link address"):
             link_address(bad)
@@ -134,7 +142,7 @@ def test_a_killed_peer_is_unreachable_and_what_it_was_owed_comes_back(nodes: lis
     a, b = start(nodes, "a"), start(nodes, "b")
     a.send(b, "b", "before")
     assert b.batch() == ("a", ["before"])
-    b.kill()  # kill -9: no goodbye; its admin follows it
+    b.kill()  # kill -9: no goodbye
     a.send(b, "b", "after 1")
     a.send(b, "b", "after 2")
     lost: list[Any] = []
@@ -192,3 +200,34 @@ def test_a_link_refuses_to_start_when_this_process_signs_with_another_secret(
     monkeypatch.setenv(transport.SECRET_ENV, "x" * 8 + (transport.installed_secret() or "")[:24] + "-other")
     with pytest.raises(ClusterNeedsSecret, match="signs its frames with another secret"):
         Link("n", 1, lambda n, m: None, lambda n, m: None).start()
+
+
+def test_a_stopped_link_leaves_no_thread_and_no_socket(same_secret: None) -> None:
+    descriptors = set(os.listdir("/proc/self/fd"))
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    a = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    b = Link("b", 1, lambda n, m: got.put((n, m)), lambda n, m: None)
+    at_b = b.start()
+    a.start()
+    a.send("b", at_b, "hello")
+    assert got.get(timeout=WAIT) == ("a", ("hello",))
+    a.forget("b")  # a forgotten peer's thread is joined too
+    a.stop()
+    b.stop()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("link-")] == []
+    assert set(os.listdir("/proc/self/fd")) <= descriptors
+
+
+def test_a_frame_declaring_more_than_the_limit_closes_its_connection_unread(
+    same_secret: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(link_module, "_drops", transport.DropLog(3600, "link"))  # a fresh rate limit
+    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    host, _, port = link.start().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=WAIT) as s:
+            s.sendall((MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+            assert s.recv(1) == b""  # closed by the link, nothing read past the length
+    finally:
+        link.stop()
+    assert f"declared {MAX_FRAME_BYTES + 1} bytes" in caplog.text

@@ -151,8 +151,8 @@ THESPIAN_INTERNALS = {
 }
 
 
-# One adapter per base: the bridge's SimpleSystem (simpleSystemBase), and for the cluster link's
-# multiprocTCPBase contexts the transport's context_address.
+# One adapter per base: the bridge's SimpleSystem (simpleSystemBase), and for multiprocTCPBase
+# contexts (bench/link_probe.py, the first node link's basis) the transport's context_address.
 ADAPTERS = {"SimpleSystem", "context_address"}
 
 

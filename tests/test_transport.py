@@ -81,7 +81,7 @@ def test_an_unsigned_pickle_is_dropped_unread_and_logged(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        transport, "_drops", transport._DropLog(3600)
+        transport, "_drops", transport.DropLog(3600)
     )  # a fresh limiter: this drop is the first
     assert received(frame(pickle.dumps(Exploit()))) is None
     assert [r.name for r in caplog.records] == ["chatactors.transport"]
@@ -123,7 +123,7 @@ def test_acks_are_signed_and_unsigned_acks_are_refused() -> None:
 def test_a_flood_of_bad_frames_logs_one_line(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transport, "_drops", transport._DropLog(3600))
+    monkeypatch.setattr(transport, "_drops", transport.DropLog(3600))
     for _ in range(200):
         assert received(frame(pickle.dumps("junk"))) is None
     assert len(caplog.records) == 1

@@ -1,30 +1,34 @@
-"""The node link: this node's messages to the other nodes, over Thespian's TCP transport.
+"""The node link: this node's messages to the other nodes, over plain TCP sockets.
 
-A node runs its chat on simpleSystemBase; beside it, the link starts a transient multiprocTCPBase
-system of its own and talks **context to context** (``bench/link_probe.py``, docs/cluster.md): a
-private context listens for batches, and one thread per peer, with a context of its own, sends that
-peer's batches and waits for their acks. No actor and no admin is on the path, and frames are signed
-by :mod:`chatactors.transport` with the shared ``CHATACTORS_CLUSTER_SECRET``, so a stranger's pickle
-is dropped unread.
+A node runs its chat on simpleSystemBase; beside it, the link listens on one TCP port (the
+advertised address) and keeps one connection to each peer it sends to. A frame is a 4-byte
+big-endian length and a payload signed by :mod:`chatactors.transport` with the shared
+``CHATACTORS_CLUSTER_SECRET`` (HMAC, then pickle): the MAC is checked before anything is unpickled,
+so a stranger's pickle is dropped unread and its connection closed. A batch's ack comes back on the
+connection the batch came in on.
 
-Why a thread per peer: a ``tell`` blocks its caller until the frame is written, up to seconds for a
-dead or cut-off peer; on its own thread, one bad peer stalls only its own queue. Why batches and
-acks: a frame costs ~0.35 ms of CPU each way, so what queues while a batch is in flight leaves in the
-next one; a context is told of no dead letter, so the ack is how the link knows a peer is gone
-(:mod:`chatactors.core.link` has the rules). The link delivers what it receives to ``on_batch`` and
-hands back what a peer never acknowledged to ``on_unreachable``; routing is the node's business.
+Why not Thespian's transport (as before): a frame through a multiprocTCPBase context cost ~1.2 ms of
+CPU (both ends) and a round trip 2.6 ms; a node's link threads took 47 % of its samples and two nodes
+delivered less than one (docs/cluster.md has the figures). Over a socket it is a ``sendall`` and a
+``recv`` each way, and no admin process per node.
+
+Why a thread per peer: a send to a dead or black-holed peer blocks until its socket times out; on
+its own thread, one bad peer stalls only its own queue. Why batches and acks: a frame's cost is
+shared by what queued while the last one was in flight, and the ack is how the link knows a peer is
+gone (:mod:`chatactors.core.link` has the rules). The link delivers what it receives to
+``on_batch`` (one batch at a time) and hands back what a peer never acknowledged to
+``on_unreachable``; routing is the node's business.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
-
-from thespian.actors import ActorSystem
 
 from chatactors import transport
 from chatactors.core.clock import Clock, MonotonicClock
@@ -35,21 +39,67 @@ from chatactors.messages import LinkAck, LinkBatch
 log = logging.getLogger("chatactors.cluster")
 
 OnBatch = Callable[[str, tuple[Any, ...]], None]
-"""``(node, messages)``: what a peer sent, in its order; called on the link's receiving thread."""
+"""``(node, messages)``: what a peer sent, in its order; called one batch at a time."""
 OnUnreachable = Callable[[str, tuple[Any, ...]], None]
 """``(node, messages)``: a peer stopped acknowledging these; some may have arrived (at least once)."""
 
-POLL = 0.2  # seconds a thread listens before it looks at its stop flag
+POLL = 0.2  # seconds a thread waits on a socket before it looks at its stop flag
+LENGTH = struct.Struct(">I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a batch of 1,000 chat messages is well under 10 MB
+READ_CHUNK = 1024 * 1024
+
+_drops = transport.DropLog(transport.LOG_INTERVAL_SECONDS, "link")
 
 
-def link_address(text: str) -> Any:
-    """The Thespian address of a link, from the ``host:port`` the nodes table holds.
-
-    Built, not unpickled: a row of the database is not trusted to run code."""
+def link_address(text: str) -> tuple[str, int]:
+    """``(host, port)`` of a link, from the ``host:port`` the nodes table holds (checked: a row of
+    the database is not trusted)."""
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"not a link address: {text!r}")
-    return transport.tcp_address(host, int(port))
+    return host, int(port)
+
+
+def frame(obj: Any) -> bytes:
+    """``obj`` as it goes on a link's socket: length, then the signed pickle."""
+    data = transport.dumps(obj)
+    return LENGTH.pack(len(data)) + data
+
+
+class FrameTooLarge(ValueError):
+    """A frame declared more than :data:`MAX_FRAME_BYTES`: its connection is closed."""
+
+
+class _Frames:
+    """Frames read off one connection: bytes arrive split anywhere, and a read that times out
+    mid-frame keeps what came so far."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def next(self) -> bytes | None:
+        """The next whole frame's payload (not verified yet), or None if the socket's timeout passed
+        first. Raises ConnectionError when the peer closed, FrameTooLarge on a declared size over
+        the limit."""
+        while True:
+            need = LENGTH.size
+            if len(self.buf) >= LENGTH.size:
+                (size,) = LENGTH.unpack_from(self.buf)
+                if size > MAX_FRAME_BYTES:
+                    raise FrameTooLarge(f"declared {size} bytes (limit {MAX_FRAME_BYTES})")
+                need = LENGTH.size + size
+                if len(self.buf) >= need:
+                    data = bytes(self.buf[LENGTH.size : need])
+                    del self.buf[:need]
+                    return data
+            try:
+                chunk = self.sock.recv(min(max(need - len(self.buf), 4096), READ_CHUNK))
+            except TimeoutError:
+                return None
+            if not chunk:
+                raise ConnectionError("closed by the peer")
+            self.buf += chunk
 
 
 class Link:
@@ -72,12 +122,14 @@ class Link:
         self.clock: Clock = clock or MonotonicClock()
         self.address = ""
         self.inbox = Inbox()
-        self._system: Any = None
+        self._listener: socket.socket | None = None
         self._peers: dict[str, _Peer] = {}
+        self._retired: list[_Peer] = []  # given up or forgotten, perhaps still closing: joined at stop
+        self._readers: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._deliver = threading.Lock()  # one batch at a time into the Inbox and on_batch
         self._stopping = threading.Event()
-        self._ready = threading.Event()
-        self._receiver: threading.Thread | None = None
+        self._acceptor: threading.Thread | None = None
         self.batches_received = 0
 
     def start(self) -> str:
@@ -86,18 +138,20 @@ class Link:
                 f"set {transport.SECRET_ENV} (the same, at least {transport.MIN_SECRET_LENGTH} characters, "
                 "on every node): the link signs every frame with it"
             )
-        transport.install()
+        transport.install()  # loads the secret the frames are signed with
         if transport.installed_secret() != os.environ[transport.SECRET_ENV]:
             raise ClusterNeedsSecret(
                 f"this process signs its frames with another secret: {transport.SECRET_ENV} was set "
-                "after a multiprocTCPBase system had started in it; set it before anything starts"
+                "after the transport was installed in it (a multiprocTCPBase system started); "
+                "set it before anything starts"
             )
-        capabilities = transport.system_capabilities(transport.free_port())
-        self._system = ActorSystem("multiprocTCPBase", capabilities, transientUnique=True)
-        self._receiver = threading.Thread(target=self._receive, name=f"link-{self.node}-in", daemon=True)
-        self._receiver.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the link's receiving context did not start")
+        listener = socket.create_server((transport.advertised_address(), 0))
+        listener.settimeout(POLL)
+        self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self.address = f"{host}:{port}"
+        self._acceptor = threading.Thread(target=self._accept, name=f"link-{self.node}-in", daemon=True)
+        self._acceptor.start()
         return self.address
 
     def send(self, node: str, link: str, message: Any) -> None:
@@ -105,6 +159,7 @@ class Link:
         with self._lock:
             peer = self._peers.get(node)
             if peer is None or peer.done:
+                self._retire(peer)
                 peer = self._peers[node] = _Peer(self, node, link_address(link))
                 peer.start()
         peer.put(message)
@@ -113,51 +168,105 @@ class Link:
         """Membership says ``node`` is dead: hand back what it was owed now, stop its thread."""
         with self._lock:
             peer = self._peers.pop(node, None)
+            self._retire(peer)
         if peer is not None:
             peer.give_up()
 
+    def _retire(self, peer: _Peer | None) -> None:
+        """Keep a peer that is going for :meth:`stop` to join (under the lock)."""
+        self._retired = [p for p in self._retired if p.is_alive()]
+        if peer is not None:
+            self._retired.append(peer)
+
     def stop(self) -> None:
+        """Close every socket and join every thread the link started."""
         self._stopping.set()
         with self._lock:
-            peers, self._peers = list(self._peers.values()), {}
+            peers, self._peers = [*self._peers.values(), *self._retired], {}
+            self._retired = []
         for peer in peers:
             peer.wake()
-        for thread in (*peers, self._receiver):
+        for thread in (*peers, self._acceptor):
             if thread is not None:
                 thread.join(5)
-        if self._system is not None:
-            self._system.shutdown()
-            self._system = None
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.join(5)
 
-    # -- the receiving thread -----------------------------------------------------------------------
-    def _receive(self) -> None:
-        with self._system.private() as ctx:
-            host, port = transport.context_address(ctx)
-            self.address = f"{host}:{port}"
-            self._ready.set()
+    # -- receiving: an accepting thread, a reading thread per connection ---------------------------
+    def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        with listener:
             while not self._stopping.is_set():
-                msg = ctx.listen(timedelta(seconds=POLL))
-                if not isinstance(msg, LinkBatch):
-                    continue  # a timeout, or something that is not ours to read
-                if self.inbox.accept(msg.node, msg.epoch, msg.seq):
-                    self.batches_received += 1
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    log.exception("link %s: accept failed", self.node)
+                    self._stopping.wait(POLL)  # out of descriptors, say: do not spin
+                    continue
+                conn.settimeout(POLL)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ack leaves at once
+                reader = threading.Thread(
+                    target=self._read, args=(conn,), name=f"link-{self.node}-read", daemon=True
+                )
+                with self._lock:
+                    self._readers = [r for r in self._readers if r.is_alive()]
+                    self._readers.append(reader)
+                reader.start()
+
+    def _read(self, conn: socket.socket) -> None:
+        """Batches in, acks out, on one connection; a frame that fails its MAC (or is too large)
+        closes it, unread."""
+        with conn:
+            frames = _Frames(conn)
+            try:
+                while not self._stopping.is_set():
+                    data = frames.next()
+                    if data is None:
+                        continue
                     try:
-                        self.on_batch(msg.node, msg.messages)
-                    except Exception:  # the node's bug must not end the link
-                        log.exception("link %s: a batch from %s failed", self.node, msg.node)
-                ctx.tell(msg.reply_to, LinkAck(self.node, msg.seq))
+                        msg = transport.loads(data)
+                    except transport.FrameRejected:
+                        _drops.dropped("failed authentication (no valid HMAC)")
+                        return
+                    if isinstance(msg, LinkBatch):
+                        conn.sendall(frame(LinkAck(self.node, self._received(msg))))
+            except FrameTooLarge as exc:
+                _drops.dropped(str(exc))
+            except OSError:
+                pass  # the peer closed or reset: its sending thread reconnects
+            except Exception:  # a signed frame that does not unpickle here: a member's bug
+                log.exception("link %s: an unreadable frame", self.node)
+
+    def _received(self, msg: LinkBatch) -> int:
+        """Deliver a new batch (once per sender incarnation); the number to acknowledge."""
+        with self._deliver:
+            if self.inbox.accept(msg.node, msg.epoch, msg.seq):
+                self.batches_received += 1
+                try:
+                    self.on_batch(msg.node, msg.messages)
+                except Exception:  # the node's bug must not end the link
+                    log.exception("link %s: a batch from %s failed", self.node, msg.node)
+        return msg.seq
 
 
 class _Peer(threading.Thread):
-    """One peer's queue and its sending thread: stop and wait, batch by batch."""
+    """One peer's queue and its sending thread: stop and wait, batch by batch, over one connection
+    that is opened on demand and closed on any error (the outbox's resends open it again)."""
 
-    def __init__(self, link: Link, node: str, address: Any) -> None:
+    def __init__(self, link: Link, node: str, address: tuple[str, int]) -> None:
         super().__init__(name=f"link-{link.node}-to-{node}", daemon=True)
         self.link, self.node, self.target = link, node, address
         self.outbox = Outbox(link.clock, link.ack_timeout, link.attempts)
         self.cond = threading.Condition()
         self.sends: list[Send] = []
         self.done = False
+        self.sock: socket.socket | None = None
+        self.frames: _Frames | None = None
 
     def put(self, message: Any) -> None:
         self._apply(self.outbox.put, message)
@@ -188,23 +297,56 @@ class _Peer(threading.Thread):
                 self.link.on_unreachable(self.node, effect.messages)
 
     def run(self) -> None:
-        with self.link._system.private() as ctx:
-            me = transport.tcp_address(*transport.context_address(ctx))
+        try:
             while not self.link._stopping.is_set() and not self.done:
                 with self.cond:
                     if not self.sends and self.outbox.in_flight is None and not self.done:
                         self.cond.wait(POLL)
                     sends, self.sends = self.sends, []
                 for send in sends:
-                    batch = LinkBatch(self.link.node, self.link.epoch, send.seq, send.messages, me)
-                    ctx.tell(self.target, batch)
+                    self._write(LinkBatch(self.link.node, self.link.epoch, send.seq, send.messages))
                 with self.cond:
                     deadline = self.outbox.deadline()
                 if deadline is None:
                     continue
-                wait = max(0.0, min(deadline - self.link.clock.now(), POLL))
-                answer = ctx.listen(timedelta(seconds=wait))
-                if isinstance(answer, LinkAck) and answer.node == self.node:
-                    self._apply(self.outbox.acked, answer.seq)
+                ack = self._ack(max(0.0, min(deadline - self.link.clock.now(), POLL)))
+                if isinstance(ack, LinkAck) and ack.node == self.node:
+                    self._apply(self.outbox.acked, ack.seq)
                 else:
                     self._apply(self.outbox.tick)
+        finally:
+            self._close()
+
+    def _write(self, batch: LinkBatch) -> None:
+        """Send a batch; on failure the connection is closed and the ack will not come: the outbox
+        sends it again (on a new connection) or gives the peer up."""
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(self.target, timeout=self.link.ack_timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.frames = _Frames(self.sock)
+            self.sock.settimeout(self.link.ack_timeout)
+            self.sock.sendall(frame(batch))
+        except OSError as exc:
+            log.debug("link %s: sending to %s failed: %s", self.link.node, self.node, exc)
+            self._close()
+
+    def _ack(self, wait: float) -> Any:
+        """The next frame from the peer within ``wait`` seconds (an ack), or None."""
+        if self.sock is None or self.frames is None:
+            with self.cond:  # no connection: wait for the resend (or for a stop)
+                self.cond.wait(wait)
+            return None
+        try:
+            self.sock.settimeout(max(wait, 0.001))
+            data = self.frames.next()
+            return None if data is None else transport.loads(data)
+        except Exception as exc:  # closed, reset, or a frame we refuse: start afresh
+            log.debug("link %s: the connection to %s failed: %s", self.link.node, self.node, exc)
+            self._close()
+            return None
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.frames = None

@@ -33,7 +33,7 @@ class NodeRecord(BaseModel):
     node_id = pw.CharField(max_length=MAX_NODE_ID, primary_key=True)
     epoch = pw.BigIntegerField()
     status = pw.CharField(max_length=8)  # active, dead or left
-    link = pw.TextField()  # where the node's link listens (its Thespian TCP address)
+    link = pw.TextField()  # where the node's link listens: host:port
     gateway = pw.TextField()  # the WebSocket URL its clients use
     heartbeat = TimestampTZ()
     joined_at = TimestampTZ()

@@ -1,7 +1,7 @@
 """Node to node, over the link (``chatactors/cluster/link.py``): batches and their acknowledgements.
 
-They cross processes and machines, so they carry node ids and plain values, never a simpleSystemBase
-address; the only address is ``reply_to``, the sending thread's own Thespian TCP context.
+They cross processes and machines, so they carry node ids and plain values, never an actor address;
+an ack goes back on the connection its batch came in on, so a batch names no address to answer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ class LinkBatch:
     epoch: int
     seq: int
     messages: tuple[Any, ...]
-    reply_to: Any  # the sender's context: where the ack goes
 
 
 @dataclass(frozen=True, slots=True)
