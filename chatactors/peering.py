@@ -19,6 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from thespian.actors import ActorAddress
@@ -41,25 +42,42 @@ Send = Callable[[str, Any], None]
 Attached = Callable[[], tuple[tuple[int, int], ...]]
 
 
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes, datetime})  # never hold an address
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, looked up once per class
+
+
 def rewrite(value: Any, address: Callable[[Any], Any], is_address: Callable[[Any], bool]) -> Any:
     """``value`` with every address inside it (in dataclass fields, tuples, lists) replaced by
-    ``address(it)``; unchanged parts are the same objects, so a message with no address costs a walk."""
+    ``address(it)``; unchanged parts are the same objects, so a message with no address costs a walk
+    (every message that crosses is walked twice: kept cheap, ~10 us for a routed send)."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
     if is_address(value):
         return address(value)
-    if isinstance(value, tuple | list):
+    if kind is tuple or kind is list:
         items = [rewrite(item, address, is_address) for item in value]
         if all(new is old for new, old in zip(items, value, strict=True)):
             return value
-        return type(value)(items) if isinstance(value, list) or type(value) is tuple else type(value)(*items)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {}
-        for field in dataclasses.fields(value):
-            old = getattr(value, field.name)
-            new = rewrite(old, address, is_address)
-            if new is not old:
-                changes[field.name] = new
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
+        return kind(items)
+    if isinstance(value, tuple):  # a named tuple
+        items = [rewrite(item, address, is_address) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return kind(*items)
+    names = _FIELDS.get(kind)
+    if names is None:
+        dataclass = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value)) if dataclass else ()
+    changes: dict[str, Any] | None = None
+    for name in names:
+        old = getattr(value, name)
+        new = rewrite(old, address, is_address)
+        if new is not old:
+            if changes is None:
+                changes = {}
+            changes[name] = new
+    return dataclasses.replace(value, **changes) if changes else value
 
 
 class Peering:
