@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from typing import Any
+
+from peer_lines import say
 
 from chatactors.cluster.node import ClusterNode
 from chatactors.core.membership import Timing
 from chatactors.core.ring import Ring
-
-_say = threading.Lock()
-
-
-def say(*parts: str) -> None:
-    """One whole line at a time: the membership's and the link's threads both print."""
-    with _say:
-        sys.stdout.write(" ".join(parts) + "\n")
-        sys.stdout.flush()
 
 
 def main(name: str, url: str) -> None:

@@ -5,8 +5,12 @@ tests use. Tests import it as ``helpers``; fixtures stay in conftest.py."""
 from __future__ import annotations
 
 import os
+import queue
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -84,6 +88,39 @@ class Addr:
         return f"Addr({self.name})"
 
     __repr__ = __str__
+
+
+class PeerProcess:
+    """A test's child process, driven line by line over its stdin, its stdout read on a thread into
+    ``lines``. ``wrap`` prefixes its command (``ip netns exec HOST``). Killed by its pid."""
+
+    def __init__(
+        self, script: Path, args: Sequence[str], env: dict[str, str], wrap: list[str] | None = None
+    ) -> None:
+        self.proc = subprocess.Popen(
+            [*(wrap or []), sys.executable, str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def command(self, *parts: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(parts) + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
 
 
 class Inbox:

@@ -20,18 +20,11 @@ import sys
 import threading
 from typing import Any
 
+from peer_lines import say
+
 from chatactors import transport
 from chatactors.cluster.link import Link, frame, link_address
 from chatactors.messages import LinkBatch
-
-_say = threading.Lock()
-
-
-def say(*parts: str) -> None:
-    """One whole line at a time: the link's threads both print."""
-    with _say:
-        sys.stdout.write(" ".join(parts) + "\n")
-        sys.stdout.flush()
 
 
 def node(name: str) -> None:

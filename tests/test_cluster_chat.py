@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Inbox, poll_until
+from helpers import Inbox, PeerProcess, poll_until
 
 from chatactors import ENTREGADO, LEIDO, transport
 from chatactors.client import Client, ClientSession, connect
@@ -40,7 +37,7 @@ WAIT = 30.0
 PASSWORD = "secreto123"
 
 
-class Node:
+class Node(PeerProcess):
     """A node process; its stdout read line by line on a thread. ``wrap`` prefixes its command (``ip
     netns exec HOST``); its gateway listens on ``$THESPIAN_BASE_IPADDR`` of ``env`` (127.0.0.1 if unset)."""
 
@@ -48,25 +45,12 @@ class Node:
         self, name: str, url: str, env: dict[str, str] | None = None, wrap: list[str] | None = None
     ) -> None:
         env = {**os.environ, transport.SECRET_ENV: secret(), "THESPLOG_FILE": os.devnull, **(env or {})}
+        super().__init__(PEER, [name, url], env, wrap)
         self.name = name
-        self.proc = subprocess.Popen(
-            [*(wrap or []), sys.executable, str(PEER), name, url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        threading.Thread(target=self._read, daemon=True).start()
         info = json.loads(self.next("READY"))
         self.port, self.pid = info["port"], info["pid"]
         self.host = env.get(transport.ADDRESS_ENV) or transport.DEFAULT_ADDRESS
         self.url = f"ws://{self.host}:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
 
     def next(self, prefix: str) -> str:
         while True:
@@ -75,18 +59,11 @@ class Node:
                 return line.removeprefix(prefix + " ")
 
     def ask(self, command: str, prefix: str) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
+        self.command(command)
         return self.next(prefix)
 
     def ring(self) -> set[str]:
         return set(filter(None, self.ask("ring", "RING").split(",")))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
     def quit(self) -> None:
         if self.proc.poll() is None:

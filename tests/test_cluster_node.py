@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import PeerProcess
 
 from chatactors import transport
 from chatactors.cluster.node import ClusterNode
@@ -28,31 +25,18 @@ SECRET = "a-cluster-secret-for-the-node-tests"
 WAIT = 30.0
 
 
-class Process:
+class Process(PeerProcess):
     """A node in a child process; ``wrap`` prefixes its command (``ip netns exec HOST``)."""
 
     def __init__(
         self, name: str, url: str, wrap: list[str] | None = None, env: dict[str, str] | None = None
     ) -> None:
         env = {**os.environ, transport.SECRET_ENV: SECRET, "THESPLOG_FILE": os.devnull, **(env or {})}
+        super().__init__(PEER, [name, url], env, wrap)
         self.name = name
-        self.proc = subprocess.Popen(
-            [*(wrap or []), sys.executable, str(PEER), name, url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.seen: list[str] = []
         self.read_up_to: dict[str, int] = {}
-        threading.Thread(target=self._read, daemon=True).start()
         self.line("STARTED")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
 
     def line(self, prefix: str) -> str:
         """The next line of this kind: each kind is read at its own pace, so waiting for one
@@ -72,22 +56,12 @@ class Process:
         while self.line("RING") != want:
             pass
 
-    def command(self, *parts: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(" ".join(parts) + "\n")
-        self.proc.stdin.flush()
-
     def send(self, to: str, message: Any) -> None:
         self.command("SEND", to, json.dumps(message))
 
     def got(self) -> tuple[str, Any]:
         sender, _, body = self.line("GOT").partition(" ")
         return sender, json.loads(body)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 @pytest.fixture
