@@ -48,6 +48,8 @@ WIRE_CODES = {
 OUTSIDE_THE_TREE = {
     # Raised inside Thespian's receive path to drop an unsigned frame; it never reaches a caller.
     "chatactors.transport.FrameRejected",
+    # Raised inside the node link's reader on an oversized length: it closes that connection, unread.
+    "chatactors.cluster.link.FrameTooLarge",
 }
 
 
