@@ -23,7 +23,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from thespian.actors import Actor, ActorAddress, ActorSystemMessage
@@ -313,6 +313,11 @@ class Bridge:
                 item.fail(ChatClosed("this chat is shut down"))
 
 
+def _deadlines(wakeups: list[Any]) -> Iterator[float]:
+    """The deadlines (in Thespian's ``currentTime``) of ``(actor, ExpirationTimer, payload)`` entries."""
+    return (t._time_to_quit for _, t, _ in wakeups if t._time_to_quit is not None)
+
+
 class _Outlet(Actor):  # type: ignore[misc]
     """An address in this system whose mail leaves it: what arrives goes to ``out`` under ``key``
     (Thespian's own messages, an exit request say, stay here)."""
@@ -339,6 +344,30 @@ class SimpleSystem:
         self.address: Address = self._ctx.my_ext_addr
         self._inbox: _Queue[Any] = self._ctx.my_instance.rcvq
         self._outlets = 0
+        # the earliest pending wakeup's deadline (actors created before this may have armed some)
+        self._next_due: float | None = min(_deadlines(self._base._wakeUps), default=None)
+        self._pop_expired = self._base._pop_expired_wakeups
+        self._add_wakeup = self._base._add_wakeup
+        self._base._pop_expired_wakeups = self._pop_expired_wakeups
+        self._base._add_wakeup = self._add_wakeup_noted
+
+    # Thespian looks for expired wakeups before every message it delivers, with a fold of lambdas over
+    # the whole list even when nothing is due: ~10 % of the driver's time under load. The earliest
+    # deadline, kept here, answers "nothing is due" with one comparison.
+
+    def _pop_expired_wakeups(self, now: float) -> list[Any]:
+        due = self._next_due
+        if due is None or now < due:
+            return []
+        expired: list[Any] = self._pop_expired(now)
+        self._next_due = min(_deadlines(self._base._wakeUps), default=None)
+        return expired
+
+    def _add_wakeup_noted(self, from_actor: Any, period: Any, payload: Any) -> None:
+        self._add_wakeup(from_actor, period, payload)
+        due = next(_deadlines(self._base._wakeUps[-1:]), None)
+        if due is not None and (self._next_due is None or due < self._next_due):
+            self._next_due = due
 
     def tell(self, target: Address, message: Any) -> None:
         """Queue ``message`` for ``target``; it is delivered by the next :meth:`run`."""
