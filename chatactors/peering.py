@@ -32,7 +32,8 @@ from chatactors.messages import ClusterView, Delivery, DropSink, Forwarded, Reat
 log = logging.getLogger("chatactors.cluster")
 
 DIRECTORY = "directory"  # the one name a node exports by role: whichever actor is its directory now
-PARK_RETRY = 5.0  # seconds routing waits for a ring change before it is routed again anyway
+PARK_FIRST = 0.25  # seconds routing a node did not take waits before it is routed again, at first
+PARK_RETRY = 5.0  # and at most: the wait doubles while the node keeps not taking it
 HOLD = 10.0  # seconds a push or reply waits for a node not in our ring yet
 MAX_HELD = 10_000  # and how many, per node
 MAX_EXPORTS = 200_000
@@ -99,6 +100,7 @@ class Peering:
         self._out: list[tuple[Any, Any]] = []
         self._parked: list[Delivery] = []
         self._parked_at = 0.0  # when the oldest of them was parked
+        self._park_wait = PARK_FIRST  # how long they wait for a ring change before going again
         self._held: dict[str, tuple[float, list[Any]]] = {}  # node -> (until, what it did not take yet)
         self.dropped = 0  # pushes and replies for nodes that went away
         bridge.after_run = self.flush
@@ -200,15 +202,20 @@ class Peering:
 
     def _park(self, node: str, messages: tuple[Any, ...]) -> None:
         """What a node did not take. Routing goes again once the ring has changed (the directory
-        then finds the key's new owner), or after PARK_RETRY if it has not (the node is still in the
-        ring: its link gave up under load, say, and a message must not wait for a ring change that
-        may never come). Pushes and replies wait a little for a node this one has
-        not seen join yet (it answered a node that joined a moment ago); for a node that went away
-        they are dropped then, as its sockets and its callers are gone with it."""
+        then finds the key's new owner), or after a wait if it has not (the node is still in the
+        ring: its link was not up yet or gave up under load, say, and a message must not wait for a
+        ring change that may never come). The wait starts at PARK_FIRST and doubles up to PARK_RETRY
+        while routing keeps coming back, so a node that is slow to take costs few retries and a
+        moment's hiccup costs a quarter of a second, not five. Pushes and replies wait a little for
+        a node this one has not seen join yet (it answered a node that joined a moment ago); for a
+        node that went away they are dropped then, as its sockets and its callers are gone with it."""
         for message in messages:
             if isinstance(message, Delivery) and message.to == DIRECTORY:
                 if not self._parked:
-                    self._parked_at = time.monotonic()
+                    now = time.monotonic()
+                    if now - self._parked_at > 2 * PARK_RETRY:  # a new episode: retry soon again
+                        self._park_wait = PARK_FIRST
+                    self._parked_at = now
                 self._parked.append(message)
             else:
                 held = self._held.setdefault(node, (time.monotonic() + HOLD, []))[1]
@@ -243,7 +250,8 @@ class Peering:
     def _retry(self) -> None:
         """After each run: what waited too long for a ring change goes again (see :meth:`_park`)."""
         now = time.monotonic()
-        if self._parked and now - self._parked_at > PARK_RETRY:
+        if self._parked and now - self._parked_at > self._park_wait:
+            self._park_wait = min(2 * self._park_wait, PARK_RETRY)
             self._unpark()
         if any(now > deadline for deadline, _ in self._held.values()):
             self._release_held()
@@ -257,6 +265,7 @@ class Peering:
         self.directories = {n: self.proxy(n, DIRECTORY) for n in ring.node_ids if n != self.me}
         directory = self._directory()
         self.bridge.system.tell(directory, ClusterView(self.me, ring, tuple(self.directories.items())))
+        self._park_wait = PARK_FIRST
         self._unpark()
         self._release_held()
         if len(before):

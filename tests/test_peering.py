@@ -133,3 +133,28 @@ def test_a_message_bounced_between_disagreeing_rings_stops_after_max_hops() -> N
         assert told(Forwarded(Notify(user, event), Forwarded.MAX_HOPS)) == []  # served here: no session
     finally:
         asys.shutdown()
+
+
+def test_routing_a_node_did_not_take_goes_again_without_a_ring_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node in the ring whose link did not take a routed message (not up yet, say): the message
+    is routed again after PARK_FIRST, not only at the next ring change."""
+    monkeypatch.setattr(peering_module, "PARK_FIRST", 0.0)
+    monkeypatch.setattr(peering_module, "PARK_RETRY", 3600.0)  # the old flat wait: never, in a test
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    pushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    bridge = SimpleBridge(asys, pushes.put)
+    try:
+        # The local "directory" is the bridge itself, so what is routed again arrives as a push.
+        p = Peering("a", bridge, lambda: bridge.address, lambda: ())
+        p.send = lambda node, message: None
+        p.ring_changed(Ring(frozenset({Node("a", 1), Node("b", 1)})))
+        on_driver(p, lambda: None)
+        p.undelivered("b", (Delivery(peering_module.DIRECTORY, Push((7,), None)),))  # type: ignore[arg-type]
+        on_driver(p, lambda: None)  # parked, then its wait is over: routed again, here
+        on_driver(p, lambda: None)
+        assert pushes.get(timeout=5) == Push((7,), None)  # type: ignore[arg-type]
+    finally:
+        bridge.run_in_driver(asys.shutdown)
+        bridge.close()

@@ -231,6 +231,16 @@ class Nodes:
             if found is not None:
                 return found
 
+    def said(self) -> list[str]:
+        """Every line so far, those not waited for included (for a failure's message)."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return self.output
+            if line is not None:
+                self.output.append(line)
+
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
@@ -314,7 +324,11 @@ def test_users_on_different_nodes_chat(nodes: Nodes) -> None:
         for i, (session, _) in enumerate(pairs):
             session.send_message(f"bruno{i}", f"hola {i}")
         for i, (_, inbox) in enumerate(pairs):
-            assert [m.body for m in inbox.wait_for(1, timeout=5)] == [f"hola {i}"]
+            try:
+                got = inbox.wait_for(1, timeout=5)
+            except AssertionError as exc:
+                raise AssertionError(f"pair {i}: {exc}; the nodes said: {nodes.said()}") from None
+            assert [m.body for m in got] == [f"hola {i}"]
     finally:
         for client in clients:
             client.close()
