@@ -285,3 +285,22 @@ def test_clustering_on_sqlite_is_refused_with_a_clear_error(tmp_path: Path) -> N
             check_postgres(other)
     check_postgres("postgresql://localhost/chat")  # accepted, unopened
     check_postgres("postgres+pool://localhost/chat")
+
+
+def test_a_row_dead_for_long_is_no_longer_read_but_its_epoch_counts_on(table: MembershipTable) -> None:
+    """A cluster of processes with fresh ids reads the rows it needs, not every process it ever ran."""
+    from chatactors.cluster.membership_table import FORGET_AFTER
+
+    for node_id in ("old", "gone", "alive", "late"):
+        table.join(node_id, "l", "g")
+    table.mark_dead(Node("old", 1))
+    table.leave(Node("gone", 1))
+    for node_id in ("old", "gone", "alive"):
+        backdate(node_id, FORGET_AFTER + 60)
+    backdate("late", FORGET_AFTER - 60)
+    table.mark_dead(Node("late", 1))  # dead, but not for long yet
+    rows = {r.node.node_id: r.status for r in table.read().rows}
+    # An active row is read however old its heartbeat (a reader marks it dead); a recent dead one too.
+    assert rows == {"alive": ACTIVE, "late": DEAD}
+    assert table.join("old", "l", "g") == 2  # the row was kept: its id's next epoch
+    assert {r.node for r in table.read().rows if r.node.node_id == "old"} == {Node("old", 2)}

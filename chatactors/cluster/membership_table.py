@@ -21,6 +21,7 @@ from chatactors.errors import ClusterNeedsPostgres
 from chatactors.storage import BaseModel, Store
 
 MAX_NODE_ID = 64
+FORGET_AFTER = 3600  # seconds after its last heartbeat that a dead or departed row is no longer read
 
 
 class TimestampTZ(pw.DateTimeField):
@@ -137,7 +138,13 @@ class MembershipTable:
 
     def read(self) -> Snapshot:
         """Every row by node id, and the database's ``now()`` to age their heartbeats against (one transaction:
-        ``now()`` is its start, so no row read is older than it by a commit made meanwhile)."""
+        ``now()`` is its start, so no row read is older than it by a commit made meanwhile).
+
+        A row dead or left for FORGET_AFTER is not read: every node dropped it from its view seconds
+        after its last heartbeat, and a cluster whose processes take a fresh id each start (the
+        default) would otherwise read one more row every poll for each process it ever ran. The row
+        stays in the table, so its id's next join still gets the next epoch."""
+        forgotten = pw.SQL(f"now() - interval '{FORGET_AFTER} seconds'")
         query = (
             NodeRecord.select(
                 NodeRecord.node_id,
@@ -147,6 +154,7 @@ class MembershipTable:
                 NodeRecord.link,
                 NodeRecord.gateway,
             )
+            .where((NodeRecord.status == ACTIVE) | (NodeRecord.heartbeat > forgotten))
             .order_by(NodeRecord.node_id)
             .tuples()
         )
