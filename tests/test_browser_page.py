@@ -90,12 +90,21 @@ def test_a_phone_gets_two_screens_and_a_desktop_one(open_page: Any, people: Any,
     expect(bubble.locator(".tick")).to_have_attribute("data-status", "entregado", timeout=10_000)
 
     view = WIDTHS[width]["width"]
-    box = bubble.bounding_box()
-    text = bubble.locator(".body").bounding_box()
-    line = float(bubble.locator(".body").evaluate("n => parseFloat(getComputedStyle(n).lineHeight)"))
-    assert box is not None and text is not None
-    assert box["width"] > (230 if phone else 400)  # a bubble, not a one-word column
-    assert text["height"] < 5 * line  # a few lines, not one word each
+    # Measured in one synchronous read of the page: every event (maria's read receipt, say) renders
+    # the pane again, and separate reads could straddle a render and find the bubble replaced.
+    sizes = juan.evaluate(
+        """() => {
+            const bubble = [...document.querySelectorAll("#messages .msg.mine")].pop();
+            const text = bubble.querySelector(".body");
+            return {
+                width: bubble.getBoundingClientRect().width,
+                height: text.getBoundingClientRect().height,
+                line: parseFloat(getComputedStyle(text).lineHeight),
+            };
+        }"""
+    )
+    assert sizes["width"] > (230 if phone else 400)  # a bubble, not a one-word column
+    assert sizes["height"] < 5 * sizes["line"]  # a few lines, not one word each
     composer = juan.locator("#body").bounding_box()
     assert composer is not None and composer["width"] > 0.6 * (view if phone else view - 280)
     if phone:
