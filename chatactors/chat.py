@@ -9,6 +9,7 @@ caller and asynchronous inside: it becomes one request to the actors and waits f
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections import deque
@@ -133,6 +134,7 @@ class Chat:
         self.announce_login = announce_login
         self._sessions: dict[int, list[Session]] = {}
         self._sessions_lock = threading.Lock()
+        self._session_numbers = itertools.count(1)  # each login here: its number at this sink
         self._users: dict[str | int, UserInfo] = {}
         self._revoked: deque[str] = deque(maxlen=REVOKED_REMEMBERED)
         self._closed = False
@@ -160,10 +162,10 @@ class Chat:
     ) -> Any:
         return await self._node.call_async(post, target, request, route)
 
-    def _attached(self) -> tuple[tuple[int, int], ...]:
-        """Each user with sessions opened here, and how many: for a restarted directory."""
+    def _attached(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """Each user with sessions opened here, and their numbers: for a restarted directory."""
         with self._sessions_lock:
-            return tuple((u, len(s)) for u, s in self._sessions.items() if s)
+            return tuple((u, tuple(s._number for s in ss)) for u, ss in self._sessions.items() if ss)
 
     def _on_push(self, push: Push) -> None:
         with self._sessions_lock:
@@ -204,15 +206,17 @@ class Chat:
         passes its peer's IP address; every login typed here counts as one address, ``"local"``.
         Raises AuthenticationError, TooManyAttempts (wait ``retry_after`` seconds) or Busy.
         """
-        sink, where = self._bridge.address, client_address
+        sink, where, number = self._bridge.address, client_address, next(self._session_numbers)
         if token is not None:
-            request = LoginUser(sink=sink, token=check_key(token, "token"), client_address=where)
+            request = LoginUser(
+                sink=sink, token=check_key(token, "token"), client_address=where, session=number
+            )
         elif isinstance(user, bool) or not isinstance(user, (str, int)) or password is None:
             raise InvalidMessage("login(username or user id, password) or login(token=...)")
         else:
             ref, password = check_user_ref(user), check_text(password, "password")
             by = {"user_id": ref} if isinstance(ref, int) else {"username": ref}
-            request = LoginUser(sink=sink, password=password, client_address=where, **by)
+            request = LoginUser(sink=sink, password=password, client_address=where, session=number, **by)
 
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
@@ -260,7 +264,9 @@ class Chat:
             sessions = self._sessions.get(session.user_id, [])
             if session in sessions:
                 sessions.remove(session)
-        request = Logout(user_id=session.user_id, sink=self._bridge.address, token=revoke_token)
+        request = Logout(
+            user_id=session.user_id, sink=self._bridge.address, session=session._number, token=revoke_token
+        )
         self._call(self.roles.login, request)
 
     # -- observation -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from chatactors.transport import free_port
 
 log = logging.getLogger("chatactors")
 RESTART_GRACE = 0.5  # seconds a call in flight when a core actor restarted may still be answered
-Attached = Callable[[], tuple[tuple[int, int], ...]]  # (user id, sessions open here) for each user
+Attached = Callable[[], tuple[tuple[int, tuple[int, ...]], ...]]  # (user id, its sessions' numbers here)
 
 
 def _log_defs() -> dict[str, Any]:
@@ -163,7 +163,7 @@ class ChatNode:
         then, before = self._last_load
         self._last_load = (now, calls)
         rate = (calls - before) / (now - then) if now > then else 0.0
-        return sum(count for _, count in self._attached()), round(rate, 1)
+        return sum(len(numbers) for _, numbers in self._attached()), round(rate, 1)
 
     def elsewhere(self, address: Address) -> tuple[str | None, str | None]:
         """(node, name) when ``address`` stands for an actor on another node; (None, None) if local."""

@@ -40,7 +40,7 @@ MAX_EXPORTS = 200_000
 MAX_PROXIES = 100_000  # names of local actors handed out; the oldest half is forgotten past this
 
 Send = Callable[[str, Any], None]
-Attached = Callable[[], tuple[tuple[int, int], ...]]
+Attached = Callable[[], tuple[tuple[int, tuple[int, ...]], ...]]
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, datetime})  # never hold an address
@@ -272,8 +272,8 @@ class Peering:
             # Users with sessions here whose owner changed: their new owner learns these sessions
             # (the old one, if alive, forgets them when it sees the same ring).
             moved = tuple(
-                (user_id, count)
-                for user_id, count in self._attached()
+                (user_id, numbers)
+                for user_id, numbers in self._attached()
                 if before.owner(("user", user_id)).node_id != ring.owner(("user", user_id)).node_id
             )
             if moved:

@@ -123,6 +123,7 @@ class Session:
         self.user_id = result.user_id
         self.username = result.username
         self.token = result.token
+        self._number = result.session  # its number at this chat's sink (presence counts by it)
         self.login_inbox: tuple[Message, ...] = result.inbox
         default: list[MessageCallback] = [print] if chat.echo else []
         self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default

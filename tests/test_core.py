@@ -200,7 +200,7 @@ class TestRetireHandshake:
 class TestCrashes:
     def test_an_unapproved_exit_of_an_online_user_restarts_it_at_once(self) -> None:
         registry, a1 = live_registry()
-        registry.attach(JUAN, "sink")
+        registry.attach(JUAN, "sink", 1)
         assert registry.exited(JUAN, a1) == [Start(JUAN)]
         assert registry.crashes == 1 and registry.retirements == 0
         assert registry.route(JUAN, "m") == []  # buffered for the restart
@@ -282,39 +282,55 @@ class TestPresence:
     def test_attach_detach_counts_sessions_per_sink(self) -> None:
         registry = Registry()
         sink = Addr("bridge")
-        registry.attach(JUAN, sink)
-        registry.attach(JUAN, Addr("bridge"))  # a second session through the same sink
+        registry.attach(JUAN, sink, 1)
+        registry.attach(JUAN, Addr("bridge"), 2)  # a second session through the same sink
         assert registry.is_online(JUAN) and registry.online() == 1
         assert registry.sinks(JUAN) == (sink,)
-        registry.detach(JUAN, sink)
+        registry.detach(JUAN, sink, 1)
         assert registry.is_online(JUAN)  # one session left
-        registry.detach(JUAN, sink)
+        registry.detach(JUAN, sink, 2)
         assert not registry.is_online(JUAN) and registry.online() == 0
         assert registry.sinks(JUAN) == ()
+
+    def test_a_session_told_twice_is_one_session(self) -> None:
+        """An Attach and a Reattach that crossed it during a ring change both name session 1: after
+        its logout the user is offline, not online with a session that does not exist."""
+        registry = Registry()
+        sink = Addr("bridge")
+        registry.attach(JUAN, sink, 1)  # the Attach, routed to the new owner
+        registry.attach(JUAN, sink, 1)  # the Reattach from the node that holds the socket
+        registry.attach(JUAN, sink, 2)
+        registry.detach(JUAN, sink, 1)
+        assert registry.is_online(JUAN)  # session 2 is still there
+        registry.detach(JUAN, sink, 2)
+        assert not registry.is_online(JUAN)
+        registry.detach(JUAN, sink, 2)  # a repeated Detach changes nothing
+        assert registry.online() == 0
 
     def test_several_sinks_for_one_user(self) -> None:
         registry = Registry()
         b1, b2 = Addr("b1"), Addr("b2")
-        registry.attach(JUAN, b1)
-        registry.attach(JUAN, b2)
+        registry.attach(JUAN, b1, 1)
+        registry.attach(JUAN, b2, 1)  # numbers are per sink: the same number elsewhere is another session
         assert sorted(str(s) for s in registry.sinks(JUAN)) == ["Addr(b1)", "Addr(b2)"]
-        registry.detach(JUAN, b1)
+        registry.detach(JUAN, b1, 1)
         assert registry.sinks(JUAN) == (b2,)
 
-    def test_detach_of_unknown_user_or_sink_is_harmless(self) -> None:
+    def test_detach_of_unknown_user_sink_or_session_is_harmless(self) -> None:
         registry = Registry()
-        registry.detach(JUAN, Addr("nobody"))
-        registry.attach(JUAN, Addr("b1"))
-        registry.detach(JUAN, Addr("b2"))
+        registry.detach(JUAN, Addr("nobody"), 1)
+        registry.attach(JUAN, Addr("b1"), 1)
+        registry.detach(JUAN, Addr("b2"), 1)
+        registry.detach(JUAN, Addr("b1"), 9)
         assert registry.is_online(JUAN)
 
     def test_drop_sink_takes_every_session_it_held_offline(self) -> None:
         registry = Registry()
         gone, other = Addr("gone"), Addr("other")
-        registry.attach(JUAN, gone)
-        registry.attach(JUAN, gone)
-        registry.attach(MARIA, gone)
-        registry.attach(MARIA, other)
+        registry.attach(JUAN, gone, 1)
+        registry.attach(JUAN, gone, 2)
+        registry.attach(MARIA, gone, 3)
+        registry.attach(MARIA, other, 1)
         assert sorted(registry.drop_sink(gone)) == [JUAN, MARIA]  # whose presence changed
         assert not registry.is_online(JUAN)
         assert registry.sinks(MARIA) == (other,)
@@ -322,7 +338,7 @@ class TestPresence:
 
     def test_presence_does_not_start_actors(self) -> None:
         registry = Registry()
-        registry.attach(JUAN, Addr("b1"))
+        registry.attach(JUAN, Addr("b1"), 1)
         assert registry.live() == 0 and registry.activations == 0
 
 

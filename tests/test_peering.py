@@ -158,3 +158,36 @@ def test_routing_a_node_did_not_take_goes_again_without_a_ring_change(
     finally:
         bridge.run_in_driver(asys.shutdown)
         bridge.close()
+
+
+def test_a_session_named_by_both_its_attach_and_a_reattach_counts_once() -> None:
+    """During a ring change a login's Attach can reach the new owner, and then the Reattach of the
+    node holding its socket names the same session again: one session, offline after its logout."""
+    from chatactors.actors.directory import DirectoryActor
+    from chatactors.messages import Detach, Reattach, WhoIsOnline
+
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        directory = asys.createActor(DirectoryActor)
+        probe = SimpleSystem(asys)  # the sink, and the caller of the requests
+
+        def told(message: Any) -> list[Any]:
+            probe.tell(directory, message)
+            probe.run()
+            return probe.received()
+
+        def online() -> Any:
+            [reply] = told(WhoIsOnline(req_id=1, reply_to=probe.address, user_ids=(7,)))
+            return reply.value
+
+        def logout(session: int) -> None:
+            told(Detach(req_id=2, reply_to=probe.address, user_id=7, sink=probe.address, session=session))
+
+        told(Reattach(probe.address, ((7, (1,)),)))  # as session 1's Attach counted it
+        told(Reattach(probe.address, ((7, (1, 2)),)))  # the socket's node: session 1 again, and 2
+        logout(1)
+        assert online() == (7,)  # session 2 is open
+        logout(2)
+        assert online() == ()  # not online with a session counted twice
+    finally:
+        asys.shutdown()

@@ -104,8 +104,8 @@ def test_an_offline_notice_is_a_counted_forward(wired: Wired) -> None:
     [first] = wired.envelopes()
     wired.user.receive_envelope(first, None)
     sink = Addr("gateway")
-    wired.directory.registry.attach(("user", 7), sink)
-    wired.directory.registry.detach(("user", 7), sink)
+    wired.directory.registry.attach(("user", 7), sink, 1)
+    wired.directory.registry.detach(("user", 7), sink, 1)
     wired.directory._presence_changed(7)  # the last session went: the actor is told it is offline
     offline = wired.envelopes()[-1]
     assert isinstance(offline.body.body, m.Offline) and offline.seq == 2

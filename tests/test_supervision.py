@@ -119,7 +119,7 @@ class TestRegistryAfterACoreCrash:
         registry.route(("user", 1), "waiting")  # activating: its start request is lost
         registry.route(("user", 2), "m")
         registry.started(("user", 2), "addr-2")  # live, online
-        registry.attach(("user", 2), "sink")
+        registry.attach(("user", 2), "sink", 1)
         registry.route(("user", 3), "m")
         registry.started(("user", 3), "addr-3")  # live, offline, nothing buffered
         effects = registry.supervisor_lost()

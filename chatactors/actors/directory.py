@@ -158,7 +158,7 @@ class DirectoryActor(ChatActor):
             return
         self.routes += 1
         if isinstance(msg.body, Attach):
-            self.registry.attach(key, msg.body.sink)
+            self.registry.attach(key, msg.body.sink, msg.body.session)
             self._presence_changed(msg.id)
         self._apply(self.registry.route(key, msg.body))
 
@@ -168,7 +168,7 @@ class DirectoryActor(ChatActor):
         if away is not None:
             self._forward(away, msg)
             return
-        self.registry.detach(key, msg.sink)
+        self.registry.detach(key, msg.sink, msg.session)
         if msg.revoked is not None:  # before the reply: the caller's other sessions end first
             for sink in self.registry.sinks(key):
                 self.send(sink, Push((msg.user_id,), TokenRevoked(msg.revoked)))
@@ -232,13 +232,13 @@ class DirectoryActor(ChatActor):
     def receive_reattach(self, msg: Reattach, sender: Any) -> None:
         """A bridge says which sessions it holds: to a directory that replaced a crashed one, or, in a
         cluster, to the new owner of users whose owner changed."""
-        away: dict[str, list[tuple[int, int]]] = {}
-        for user_id, count in msg.sessions:
+        away: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+        for user_id, numbers in msg.sessions:
             if self._away(("user", user_id)) is not None:
-                away.setdefault(self._owner(("user", user_id)), []).append((user_id, count))
+                away.setdefault(self._owner(("user", user_id)), []).append((user_id, numbers))
                 continue
-            for _ in range(count):
-                self.registry.attach(("user", user_id), msg.sink)
+            for number in numbers:
+                self.registry.attach(("user", user_id), msg.sink, number)
             self._presence_changed(user_id)
         for node, sessions in away.items():
             self._forward(self.peers[node], Reattach(msg.sink, tuple(sessions)))

@@ -227,7 +227,14 @@ class LoginService(ChatActor):
 
     def _attach(self, msg: LoginUser, user: UserInfo, token: str) -> None:
         """Logged in: the directory marks the session online and the user's actor answers."""
-        attach = Attach(req_id=msg.req_id, reply_to=msg.reply_to, user_id=user.id, sink=msg.sink, token=token)
+        attach = Attach(
+            req_id=msg.req_id,
+            reply_to=msg.reply_to,
+            user_id=user.id,
+            sink=msg.sink,
+            token=token,
+            session=msg.session,
+        )
         self.send(self.roles.directory, Route("user", user.id, attach))
 
     def receive_logout(self, msg: Logout, sender: Any) -> None:
@@ -236,7 +243,12 @@ class LoginService(ChatActor):
         # Every session holding a revoked token ends, wherever it is: the directory tells the user's sinks.
         revoked = token_hash(msg.token) if msg.token is not None else None
         detach = Detach(
-            req_id=msg.req_id, reply_to=msg.reply_to, user_id=msg.user_id, sink=msg.sink, revoked=revoked
+            req_id=msg.req_id,
+            reply_to=msg.reply_to,
+            user_id=msg.user_id,
+            sink=msg.sink,
+            session=msg.session,
+            revoked=revoked,
         )
         self.send(self.roles.directory, detach)
 

@@ -164,7 +164,7 @@ class UserActor(VirtualActor):
 
     # -- session --------------------------------------------------------------------------------
     def serve_attach(self, msg: Attach, envelope: Envelope) -> None:
-        login = LoginResult(self._me.id, self._me.username, msg.token, self.myAddress, ())
+        login = LoginResult(self._me.id, self._me.username, msg.token, self.myAddress, (), msg.session)
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id, login=login))
 
     def serve_get_inbox(self, msg: GetInbox, envelope: Envelope) -> None:

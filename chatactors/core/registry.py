@@ -21,7 +21,6 @@ Thespian's cannot be hashed.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +75,7 @@ class Registry:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or MonotonicClock()
         self._entries: dict[Key, _Entry] = {}
-        self._sinks: dict[Key, Counter[str]] = {}
+        self._sinks: dict[Key, dict[str, set[int]]] = {}  # key -> sink -> its sessions' numbers
         self._sink_addresses: dict[str, Address] = {}
         self.activations = 0
         self.retirements = 0
@@ -206,18 +205,21 @@ class Registry:
         return sum(1 for k, _ in self._entries if kind in (None, k))
 
     # -- presence -------------------------------------------------------------------------------
-    def attach(self, key: Key, sink: Address) -> None:
+    def attach(self, key: Key, sink: Address, session: int) -> None:
+        """Session number ``session`` at ``sink`` is open; told twice (an Attach and a Reattach that
+        crossed it), it is still one session."""
         self._sink_addresses[str(sink)] = sink
-        self._sinks.setdefault(key, Counter())[str(sink)] += 1
+        self._sinks.setdefault(key, {}).setdefault(str(sink), set()).add(session)
 
-    def detach(self, key: Key, sink: Address) -> None:
-        counter = self._sinks.get(key)
-        if counter is None:
+    def detach(self, key: Key, sink: Address, session: int) -> None:
+        held = self._sinks.get(key)
+        numbers = held.get(str(sink)) if held is not None else None
+        if held is None or numbers is None:
             return
-        counter[str(sink)] -= 1
-        if counter[str(sink)] <= 0:
-            del counter[str(sink)]
-        if not counter:
+        numbers.discard(session)
+        if not numbers:
+            del held[str(sink)]
+        if not held:
             del self._sinks[key]
 
     def drop_sink(self, sink: Address) -> list[Key]:

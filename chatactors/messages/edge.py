@@ -78,6 +78,7 @@ class RegisterUser(Request):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginUser(Request):
     sink: Address
+    session: int = 0  # the session's number at its sink: presence counts sessions, not logins
     username: str | None = None
     user_id: int | None = None
     password: str | None = None
@@ -89,6 +90,7 @@ class LoginUser(Request):
 class Logout(Request):
     user_id: int
     sink: Address
+    session: int = 0
     token: str | None = None
 
 
@@ -101,6 +103,7 @@ class LoginResult:
     token: str
     pid: Address
     inbox: tuple[Message, ...]
+    session: int = 0  # LoginUser's, handed back
 
 
 @dataclass(frozen=True, slots=True)

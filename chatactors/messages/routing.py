@@ -48,6 +48,7 @@ class Attach(Request):
     user_id: int
     sink: Address
     token: str
+    session: int = 0  # its number at ``sink`` (see LoginUser)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +57,7 @@ class Detach(Request):
 
     user_id: int
     sink: Address
+    session: int = 0
     revoked: str | None = None  # a revoked token's hash: the user's sinks end the sessions holding it
 
 

@@ -102,10 +102,12 @@ class Adopt:
 
 @dataclass(frozen=True, slots=True)
 class Reattach:
-    """From a bridge to a restarted directory: the sessions it holds, ``(user_id, count)``."""
+    """From a bridge to a restarted directory, or in a cluster to a user's new owner: the sessions
+    it holds, ``(user_id, session numbers)``. Numbers, not counts: a session the directory already
+    knows (its Attach got there first) is not counted twice."""
 
     sink: Address
-    sessions: tuple[tuple[int, int], ...]
+    sessions: tuple[tuple[int, tuple[int, ...]], ...]
 
 
 # -- the supervisor of user and room actors, and the directory ------------------------------------------
