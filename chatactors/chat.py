@@ -24,6 +24,7 @@ from chatactors.errors import AuthenticationError, InvalidMessage, UsernameTaken
 from chatactors.messages import (
     Config,
     GetPid,
+    HeldSessions,
     LoginResult,
     LoginUser,
     Logout,
@@ -162,7 +163,7 @@ class Chat:
     ) -> Any:
         return await self._node.call_async(post, target, request, route)
 
-    def _attached(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    def _attached(self) -> HeldSessions:
         """Each user with sessions opened here, and their numbers: for a restarted directory."""
         with self._sessions_lock:
             return tuple((u, tuple(s._number for s in ss)) for u, ss in self._sessions.items() if ss)

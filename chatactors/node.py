@@ -30,6 +30,7 @@ from chatactors.messages import (
     CoreStopped,
     DropSink,
     GetStats,
+    HeldSessions,
     Ping,
     Push,
     Reattach,
@@ -48,7 +49,7 @@ from chatactors.transport import free_port
 
 log = logging.getLogger("chatactors")
 RESTART_GRACE = 0.5  # seconds a call in flight when a core actor restarted may still be answered
-Attached = Callable[[], tuple[tuple[int, tuple[int, ...]], ...]]  # (user id, its sessions' numbers here)
+Attached = Callable[[], HeldSessions]
 
 
 def _log_defs() -> dict[str, Any]:

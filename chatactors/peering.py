@@ -27,7 +27,15 @@ from thespian.actors import ActorAddress
 from chatactors.bridge import SimpleBridge
 from chatactors.core.model import Address
 from chatactors.core.ring import Ring
-from chatactors.messages import ClusterView, Delivery, DropSink, Forwarded, Reattach, RemoteRef
+from chatactors.messages import (
+    ClusterView,
+    Delivery,
+    DropSink,
+    Forwarded,
+    HeldSessions,
+    Reattach,
+    RemoteRef,
+)
 
 log = logging.getLogger("chatactors.cluster")
 
@@ -40,7 +48,7 @@ MAX_EXPORTS = 200_000
 MAX_PROXIES = 100_000  # names of local actors handed out; the oldest half is forgotten past this
 
 Send = Callable[[str, Any], None]
-Attached = Callable[[], tuple[tuple[int, tuple[int, ...]], ...]]
+Attached = Callable[[], HeldSessions]
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, datetime})  # never hold an address

@@ -212,9 +212,9 @@ class Registry:
         self._sinks.setdefault(key, {}).setdefault(str(sink), set()).add(session)
 
     def detach(self, key: Key, sink: Address, session: int) -> None:
-        held = self._sinks.get(key)
-        numbers = held.get(str(sink)) if held is not None else None
-        if held is None or numbers is None:
+        held = self._sinks.get(key, {})
+        numbers = held.get(str(sink))
+        if numbers is None:
             return
         numbers.discard(session)
         if not numbers:

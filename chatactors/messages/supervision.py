@@ -100,6 +100,10 @@ class Adopt:
     supervisor: Address
 
 
+HeldSessions = tuple[tuple[int, tuple[int, ...]], ...]
+"""What a bridge holds: ``(user_id, the numbers of that user's sessions at the bridge)`` per user."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reattach:
     """From a bridge to a restarted directory, or in a cluster to a user's new owner: the sessions
@@ -107,7 +111,7 @@ class Reattach:
     knows (its Attach got there first) is not counted twice."""
 
     sink: Address
-    sessions: tuple[tuple[int, tuple[int, ...]], ...]
+    sessions: HeldSessions
 
 
 # -- the supervisor of user and room actors, and the directory ------------------------------------------
