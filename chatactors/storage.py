@@ -88,8 +88,10 @@ class Mensaje(BaseModel):
     """The roadmap's table ``mensajes``: one row per message, a room message stored once."""
 
     sender = pw.ForeignKeyField(User, backref="sent")
-    recipient = pw.ForeignKeyField(User, null=True, backref="received")
-    room = pw.ForeignKeyField(Room, null=True, backref="messages")
+    # No index of their own: (recipient, id) and (room, id) below serve every lookup one would, and
+    # each index is one more B-tree insert per message (two fewer: 26 -> 19 us a row, bench/storage.py).
+    recipient = pw.ForeignKeyField(User, null=True, backref="received", index=False)
+    room = pw.ForeignKeyField(Room, null=True, backref="messages", index=False)
     body = pw.TextField()
     created_at = pw.DateTimeField()
     status = pw.CharField(max_length=10, default=ENVIADO)
@@ -103,6 +105,9 @@ class Mensaje(BaseModel):
             (("sender", "client_id"), True),  # a retried send is stored once
             (("room", "id"), False),  # a room's history
         )
+
+
+REDUNDANT_INDEXES = ("mensaje_recipient_id", "mensaje_room_id")  # what older versions created
 
 
 class Membership(BaseModel):
@@ -254,7 +259,12 @@ class Store:
         mensajes.client_id was varchar(64) while the protocol allowed 128 characters. Widening a
         varchar rewrites nothing on PostgreSQL (a catalog change under a short exclusive lock);
         SQLite never enforces a varchar's length, so there is nothing to change there.
+
+        mensajes had single-column indexes on recipient_id and room_id, the first columns of
+        (recipient_id, id) and (room_id, id): they only slowed every insert down.
         """
+        for index in REDUNDANT_INDEXES:
+            self.db.execute_sql(f'DROP INDEX IF EXISTS "{index}"')
         if not isinstance(self.db, pw.PostgresqlDatabase):
             return
         width = self.db.execute_sql(
@@ -610,23 +620,30 @@ class Store:
     def history(
         self, user_id: int, with_user: str | int | None, limit: int, before: int | None
     ) -> list[Message]:
-        """Direct messages to or from ``user_id`` (optionally only with one person), newest last."""
+        """Direct messages to or from ``user_id`` (optionally only with one person), newest last.
+
+        Received and sent are read apart, each newest first down an index that stops after
+        ``limit`` rows, and merged here: as one OR, SQLite walked the whole table backwards from
+        the newest row (a conversation that went quiet long ago read every row since).
+        """
+
+        def newest(where: pw.Expression) -> list[Mensaje]:
+            if before is not None:
+                where &= Mensaje.id < before
+            return list(Mensaje.select().where(where).order_by(Mensaje.id.desc()).limit(limit))
 
         def work() -> list[Message]:
-            mine = (Mensaje.sender == user_id) | (Mensaje.recipient == user_id)
-            query = Mensaje.select().where(mine & Mensaje.room.is_null())
-            if with_user is not None:
+            if with_user is None:
+                received = Mensaje.recipient == user_id
+                sent = (Mensaje.sender == user_id) & Mensaje.room.is_null()
+            else:
                 other = self.user(with_user)
                 if other is None:
                     raise UserNotFound(f"no user {with_user!r}")
-                query = query.where(
-                    ((Mensaje.sender == user_id) & (Mensaje.recipient == other.id))
-                    | ((Mensaje.sender == other.id) & (Mensaje.recipient == user_id))
-                )
-            if before is not None:
-                query = query.where(Mensaje.id < before)
-            rows = list(query.order_by(Mensaje.id.desc()).limit(limit))
-            return self._decorate(reversed(rows))
+                received = (Mensaje.recipient == user_id) & (Mensaje.sender == other.id)
+                sent = (Mensaje.recipient == other.id) & (Mensaje.sender == user_id)
+            rows = {m.id: m for m in newest(received) + newest(sent)}  # to oneself: in both
+            return self._decorate(sorted(rows.values(), key=lambda m: m.id)[-limit:] if limit else [])
 
         return self.run(work)
 

@@ -21,7 +21,7 @@ from chatactors.errors import (
     UsernameTaken,
     UserNotFound,
 )
-from chatactors.storage import Mensaje, NewMessage, Room, Store, close_database, utcnow
+from chatactors.storage import REDUNDANT_INDEXES, Mensaje, NewMessage, Room, Store, close_database, utcnow
 
 LONG_ID = "k" * MAX_CLIENT_ID  # legal by the protocol; the old column held 64
 
@@ -278,13 +278,16 @@ def test_an_unreachable_database_raises_storage_unavailable() -> None:
 
 
 def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> None:
-    """Sending (the retry check), the inbox, unread messages and a status read must use indexes:
-    each is on every request, and mensajes only grows."""
+    """Sending (the retry check), the inbox, unread messages, a status read, the delivered ticks of
+    a login and both histories must use indexes: each is on every request, and mensajes only grows."""
     users = [store.create_user(f"user{i}", "h") for i in range(12)]
+    sala = store.create_room("sala", users[0].id)
+    store.join_room("sala", users[1].id)
     rows = [
         {
             "sender": users[i % 12].id,
-            "recipient": users[(i * 7 + 1) % 12].id,
+            "recipient": None if i % 5 == 0 else users[(i * 7 + 1) % 12].id,
+            "room": sala.id if i % 5 == 0 else None,
             "body": "x",
             "created_at": utcnow(),
             "status": ENVIADO,
@@ -316,6 +319,10 @@ def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> N
         store.inbox(maria.id)
         store.unread(maria.id)
         store.status(juan.id, m.id)
+        store.run(lambda: store.mark_delivered_by_sender(maria.id))
+        store.history(maria.id, juan.username, 10, None)
+        store.history(maria.id, None, 10, None)
+        store.room_history(maria.id, "sala", 10, None)
     finally:
         store.db.execute_sql = original  # type: ignore[method-assign]
     assert recorded, "no query on mensajes was seen"
@@ -382,6 +389,30 @@ def test_an_isolated_insert_stores_every_good_row_once_and_fails_the_bad_one(sto
     assert [fresh0, fresh1, fresh3, fresh4, fresh5] == [True, False, True, False, True]
     assert [uno.body, dos.body, tres.body] == ["uno", "dos", "tres"]
     assert store.count_messages() == 4  # antes, uno, dos, tres
+
+
+def test_start_up_drops_the_single_column_indexes_older_versions_made(db_url: str) -> None:
+    """(recipient_id) and (room_id) repeat the first column of (recipient_id, id) and (room_id, id):
+    a database an older version made loses them, and keeps the indexes that serve the queries."""
+    old = Store(db_url)
+    try:
+        old.create_schema()
+        for index, column in zip(REDUNDANT_INDEXES, ("recipient_id", "room_id"), strict=True):
+            old.db.execute_sql(f'CREATE INDEX "{index}" ON "mensajes" ("{column}")')
+        assert {i.name for i in old.db.get_indexes("mensajes")} >= set(REDUNDANT_INDEXES)
+    finally:
+        close_database(db_url)
+    store = Store(db_url)
+    try:
+        store.create_schema()
+        store.create_schema()  # a second start finds nothing to drop
+        indexes = {i.name: tuple(i.columns) for i in store.db.get_indexes("mensajes")}
+        assert not set(REDUNDANT_INDEXES) & set(indexes)
+        assert {("recipient_id", "id"), ("room_id", "id"), ("sender_id", "client_id")} <= set(
+            indexes.values()
+        )
+    finally:
+        close_database(db_url)
 
 
 def test_an_old_postgres_client_id_column_is_widened_at_start_up(pg_url: str) -> None:
