@@ -278,8 +278,9 @@ def test_an_unreachable_database_raises_storage_unavailable() -> None:
 
 
 def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> None:
-    """Sending (the retry check), the inbox, unread messages, a status read, the delivered ticks of
-    a login and both histories must use indexes: each is on every request, and mensajes only grows."""
+    """Every query on mensajes a request makes must use an index: sending (the retry check), the
+    inbox, unread messages, a status read, the delivered ticks of a login, both histories, a read
+    receipt (direct and room), the room list and who read a message. mensajes only grows."""
     users = [store.create_user(f"user{i}", "h") for i in range(12)]
     sala = store.create_room("sala", users[0].id)
     store.join_room("sala", users[1].id)
@@ -307,13 +308,14 @@ def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> N
     original = store.db.execute_sql
 
     def recording(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if sql.lstrip().upper().startswith("SELECT") and '"mensajes"' in sql:
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE")) and '"mensajes"' in sql:
             recorded.append((sql, params))
         return original(sql, params, *args, **kwargs)
 
+    juan, maria = users[0], users[1]
+    store.run(lambda: store.mark_delivered_by_sender(maria.id))  # what waited for her last login
     store.db.execute_sql = recording  # type: ignore[method-assign]
     try:
-        juan, maria = users[0], users[1]
         with store.transaction():
             m = store.insert_direct(juan, maria, "hola", "client-42", ENVIADO)
         store.inbox(maria.id)
@@ -322,10 +324,17 @@ def test_hot_queries_do_not_scan_the_whole_table(store: Store, db_url: str) -> N
         store.run(lambda: store.mark_delivered_by_sender(maria.id))
         store.history(maria.id, juan.username, 10, None)
         store.history(maria.id, None, 10, None)
+        store.run(lambda: store.mark_read(maria.id, juan.id, [m.id]))
+        store.room_history(juan.id, "sala", 10, None)
+        store.room_summaries(maria.id)
+        newest = store.room_history(maria.id, "sala", 1, None)[-1].id
+        store.run(lambda: store.mark_room_read(sala.id, maria.id, newest))
+        store.read_by(juan.id, newest)
         store.room_history(maria.id, "sala", 10, None)
     finally:
         store.db.execute_sql = original  # type: ignore[method-assign]
     assert recorded, "no query on mensajes was seen"
+    assert sum(sql.lstrip().upper().startswith("UPDATE") for sql, _ in recorded) >= 3  # receipts, ticks
 
     scans = []
     for sql, params in recorded:
