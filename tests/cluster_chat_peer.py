@@ -42,7 +42,9 @@ async def main(node_id: str, database_url: str) -> None:
             elif line == "stats":
                 stats = await loop.run_in_executor(None, chat.stats)
                 nodes = {n: s.online_users for n, s in stats.nodes}
-                print("STATS " + json.dumps({"online": stats.online_users, "nodes": nodes}), flush=True)
+                retired = {n: s.retirements for n, s in stats.nodes}
+                report = {"online": stats.online_users, "nodes": nodes, "retired": retired}
+                print("STATS " + json.dumps(report), flush=True)
             elif line in ("quit", ""):
                 break
     finally:

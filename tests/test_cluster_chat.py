@@ -312,7 +312,8 @@ def test_a_repl_joins_the_cluster_as_a_node_and_shares_its_live_state(
 
 def test_a_returning_node_owns_its_users_again_and_their_sessions_follow(nodes: Any) -> None:
     """A node killed and started again with its id: a new epoch, its keys back through the ring, and
-    the sessions other nodes hold for its users attached to it again (pushes still arrive)."""
+    the sessions other nodes hold for its users attached to it again (pushes still arrive); the
+    activation its user had on a survivor meanwhile is handed over, not left to idle out."""
     a, b, c = nodes("a", "b", "c")
     owned = users_owned(nodes, b, [f"user{i}" for i in range(12)], ["a", "b", "c"])
     on_a = next(name for name, (_, node) in owned.items() if node == "a")
@@ -325,11 +326,18 @@ def test_a_returning_node_owns_its_users_again_and_their_sessions_follow(nodes: 
     a.kill()
     poll_until(lambda: b.ring() == c.ring() == {"b", "c"}, WAIT, "a to be dropped")
     second = writer.send_message(on_a, "while a is away")  # its user now owned by b or c
+    stand_in = b if owner(owned[on_a][0], ["b", "c"]) == "b" else c
+
+    def retired() -> int:
+        return int(json.loads(stand_in.ask("stats", "STATS"))["retired"][stand_in.name])
+
+    before = retired()  # nothing retires when idle here: the idle timeout is 300 s
     [again] = nodes("a")  # same id: a new epoch, and the ring gives it its users back
     third = writer.send_message(on_a, "a is back")
     got = [m.id for m in arrived.wait_for(3, WAIT)]
     assert got == [first.id, second.id, third.id]
     assert again.ring() == {"a", "b", "c"}
+    poll_until(lambda: retired() > before, WAIT, f"{stand_in.name} to hand {on_a}'s actor over")
 
 
 def test_a_cluster_on_sqlite_or_on_multiproc_is_refused_before_anything_starts(tmp_path: Path) -> None:

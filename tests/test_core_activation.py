@@ -1,5 +1,6 @@
 """One activation of a virtual actor (``core/activation.py``) with no actor system: loading and the
-stash, the two-phase retire handshake, and what a restarted core actor means for it. The same cases
+stash, the two-phase retire handshake, what a restarted core actor means for it, and a hand-over
+to another node. The same cases
 run end to end in test_lifecycle.py and test_supervision.py."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from chatactors.core.activation import (
     FailOutstanding,
     Load,
     Redeliver,
+    Reroute,
     Serve,
 )
 from chatactors.core.clock import FakeClock
@@ -142,3 +144,22 @@ class TestCoreRestarts:
         activation.arrived("m1")
         assert activation.roles_changed(("login", "supervisor")) == []
         assert activation.stash == ["m1"]
+
+
+class TestHandOver:
+    def test_a_loading_activation_sends_its_stash_back_to_be_routed_and_exits(self) -> None:
+        activation, _ = started()
+        activation.arrived("m1")
+        activation.arrived("m2")
+        effects = activation.handed_over()
+        assert effects[:2] == [Reroute("m1"), Reroute("m2")]  # in arrival order, none refused
+        assert [type(e) for e in effects[2:]] == [FailOutstanding, Exit]
+        error = effects[2].error  # type: ignore[union-attr]
+        assert isinstance(error, Restarting) and "another node" in str(error)
+        assert activation.stash == [] and activation.retiring
+
+    def test_a_live_activation_tells_whoever_waits_for_a_reply_to_retry_and_exits(self) -> None:
+        activation, _ = live()
+        activation.idle.started()  # a reply owed to it
+        assert [type(e) for e in activation.handed_over()] == [FailOutstanding, Exit]
+        assert activation.check_retire(may_retire=True) == []  # it is going already

@@ -191,3 +191,47 @@ def test_a_session_named_by_both_its_attach_and_a_reattach_counts_once() -> None
         assert online() == ()  # not online with a session counted twice
     finally:
         asys.shutdown()
+
+
+def test_an_actor_whose_id_moved_to_another_node_is_handed_over_and_gets_nothing_more() -> None:
+    """The ring changed and another node owns a live user now: its actor here is told to go, what
+    is routed for it goes to the owner, and if the id comes back before the actor has gone, what is
+    routed waits for a fresh activation rather than reaching the old state."""
+    from chatactors.actors.directory import DirectoryActor
+    from chatactors.core.ring import score
+    from chatactors.messages import ChildStarted, ClusterView, Forwarded, HandOver
+    from chatactors.messages.routing import Envelope
+
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        directory = asys.createActor(DirectoryActor)
+        probe = SimpleSystem(asys)  # node b's directory
+        out: list[tuple[Any, Any]] = []
+        old = probe.open_outlet("old", out)  # the user's actor on node a
+        late = probe.open_outlet("late", out)  # an actor started for a ring that changed meanwhile
+
+        def told(message: Any) -> list[Any]:
+            probe.tell(directory, message)
+            probe.run()
+            return probe.received()
+
+        user, other = [u for u in range(1, 100) if score(("user", u), "b") > score(("user", u), "a")][:2]
+        alone, both = Ring(frozenset({Node("a", 1)})), Ring(frozenset({Node("a", 1), Node("b", 1)}))
+        told(ClusterView("a", alone, ()))
+        told(ChildStarted("user", user, old))
+        assert told(Route("user", user, "hola")) == []
+        assert [(k, type(m)) for k, m in out] == [("old", Envelope)]
+
+        assert told(ClusterView("a", both, (("b", probe.address),))) == []
+        assert out[1:] == [("old", HandOver())]
+        assert told(Route("user", user, "otra")) == [Forwarded(Route("user", user, "otra"), 1)]
+
+        told(ClusterView("a", alone, ()))  # b left before the old actor had gone
+        assert told(Route("user", user, "vuelve")) == []  # waits for the old actor's exit
+        assert out[2:] == []
+
+        told(ClusterView("a", both, (("b", probe.address),)))
+        told(ChildStarted("user", other, late))  # its start was asked for under the old ring
+        assert out[2:] == [("late", HandOver())]
+    finally:
+        asys.shutdown()

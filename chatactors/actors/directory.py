@@ -37,6 +37,7 @@ from chatactors.messages import (
     Envelope,
     Forwarded,
     GetStats,
+    HandOver,
     IdleCheck,
     Init,
     MemberSinks,
@@ -132,6 +133,9 @@ class DirectoryActor(ChatActor):
             if self._away(key) is not None:
                 self.registry.forget_sinks(key)
                 self._presence_changed(key[1])
+        for key in self.registry.live_keys():  # and their actors are the owner's to start
+            if self._away(key) is not None:
+                self._hand_over(key)
         for user_id, watching in list(self.watchers.items()):
             if self._away(("user", user_id)) is not None:  # its new owner is asked by the room's owner
                 del self.watchers[user_id]
@@ -343,10 +347,20 @@ class DirectoryActor(ChatActor):
         if address is not None:
             self.send(address, RoomSinks(tuple(sinks), complete=True))
 
+    def _hand_over(self, key: Key) -> None:
+        """Another node owns ``key`` now: its actor here goes (what is routed meanwhile waits here,
+        for the case the id comes back before it has gone), so no second copy of its state lives on."""
+        address = self.registry.stop(key)
+        if address is not None:
+            self.send(address, HandOver())
+
     def receive_child_started(self, msg: ChildStarted, sender: Any) -> None:
         if self.roles_restarted:  # its Init may carry an address that was replaced meanwhile
             self.send(msg.address, RolesChanged(self.roles, ()))
-        self._apply(self.registry.started((msg.kind, msg.id), msg.address))
+        key: Key = (msg.kind, msg.id)
+        self._apply(self.registry.started(key, msg.address))
+        if self._away(key) is not None:  # started for a ring that has changed since
+            self._hand_over(key)
 
     def receive_retire_request(self, msg: RetireRequest, sender: Any) -> None:
         received = dict(msg.received).get(self.stream, 0)

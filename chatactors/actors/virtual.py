@@ -24,6 +24,7 @@ from chatactors.core.activation import (
     FailOutstanding,
     Load,
     Redeliver,
+    Reroute,
     Serve,
 )
 from chatactors.core.idle import IdlePolicy
@@ -32,6 +33,7 @@ from chatactors.core.replies import Answer, Refuse
 from chatactors.errors import ChatError, InternalError
 from chatactors.messages import (
     Envelope,
+    HandOver,
     IdleCheck,
     Init,
     Request,
@@ -114,6 +116,9 @@ class VirtualActor(ChatActor):
                 self._serve(effect.message)
             elif isinstance(effect, Redeliver):
                 self.receiveMessage(effect.message, None)
+            elif isinstance(effect, Reroute):
+                message = effect.message  # an Envelope: the Route it came in goes back
+                self.send(self.roles.directory, message.body if isinstance(message, Envelope) else message)
             elif isinstance(effect, Load):
                 self.load()
             elif isinstance(effect, Answer):
@@ -184,6 +189,9 @@ class VirtualActor(ChatActor):
     def receive_idle_check(self, msg: IdleCheck, sender: Any) -> None:
         self.check_retire()
 
+    def receive_hand_over(self, msg: HandOver, sender: Any) -> None:
+        self._perform(self.activation.handed_over())
+
     def ask_to_retire(self) -> None:
         self._perform(self.activation.ask_to_retire())
 
@@ -197,6 +205,7 @@ class VirtualActor(ChatActor):
         on(Init, receive_init),
         on(Envelope, receive_envelope),
         on(IdleCheck, receive_idle_check),
+        on(HandOver, receive_hand_over),
         on(RetireApproved, receive_retire_approved),
         on(RetireDenied, receive_retire_denied),
     )

@@ -60,6 +60,13 @@ class CancelRetire:
 
 
 @dataclass(frozen=True)
+class Reroute:
+    """Send this message (it waited in the stash) back to the directory, to be routed afresh."""
+
+    message: Any
+
+
+@dataclass(frozen=True)
 class Exit:
     """Retire: exit now (the directory buffers from here on)."""
 
@@ -69,7 +76,9 @@ class Crash:
     """Exit now, refusing whatever arrives before the exit: a fresh activation takes over."""
 
 
-Effect = Load | Serve | Redeliver | Refuse | FailOutstanding | AskRetire | CancelRetire | Exit | Crash
+Effect = (
+    Load | Serve | Redeliver | Reroute | Refuse | FailOutstanding | AskRetire | CancelRetire | Exit | Crash
+)
 
 RESTARTS_THAT_LOSE_REPLIES = frozenset({"persistence", "directory"})  # they answer activations
 
@@ -137,6 +146,17 @@ class Activation:
         """The directory holds work for this activation; the next idle check asks again."""
         self.retiring = False
         return []
+
+    def handed_over(self) -> list[Effect]:
+        """Another node owns this id now, and the directory routes nothing more here. What waits
+        for the state goes back to be routed to the owner; a reply this activation waits for would
+        reach an actor that has gone, so its caller is told to retry (a client_id keeps a retried
+        send to one stored message). Staying until idle would keep a second copy of the state,
+        served again if the id came back to this node before the idle timeout."""
+        stash, self.stash = self.stash, []
+        self.retiring = True
+        error = Restarting("this user or room moved to another node; retry")
+        return [*(Reroute(m) for m in stash), FailOutstanding(error), Exit()]
 
     # -- supervision ------------------------------------------------------------------------------
     def roles_changed(self, changed: tuple[str, ...]) -> list[Effect]:

@@ -133,6 +133,10 @@ class Registry:
         entry.state = RETIRING
         return entry.address
 
+    def live_keys(self) -> list[Key]:
+        """Every key whose actor runs here now (not starting, not retiring)."""
+        return [key for key, entry in self._entries.items() if entry.state == LIVE]
+
     def cancel_retire(self, key: Key, address: Address) -> list[Effect]:
         """The actor found new work after asking: it stays, and takes what was buffered."""
         entry = self._entries.get(key)

@@ -100,6 +100,12 @@ class IdleCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class HandOver:
+    """From the directory: another node owns you now (the ring changed). Send what waits for your
+    state back to be routed there, answer what waits for a reply with ``Restarting``, and exit."""
+
+
+@dataclass(frozen=True, slots=True)
 class RetireRequest:
     """From an idle user or room actor to the directory: may I go? ``received``: the highest
     forward number it has had from each directory stream, so the directory can tell if one is still
