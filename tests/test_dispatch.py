@@ -34,8 +34,8 @@ ACTORS = Path(chatactors.actors.__file__).parent
 
 # Every actor: the root's Configure and Ping, RolesChanged, Batch, and Thespian's exit.
 EVERY = {m.Configure, m.Ping, m.RolesChanged, m.Batch, ActorExitRequest}
-# A user's or a room's: Init, what the directory routes and its retiring handshake.
-ACTIVATION = EVERY | {m.Init, m.Envelope, m.IdleCheck, m.RetireApproved, m.RetireDenied}
+# A user's or a room's: Init, what the directory routes, its retiring handshake and a hand-over.
+ACTIVATION = EVERY | {m.Init, m.Envelope, m.IdleCheck, m.HandOver, m.RetireApproved, m.RetireDenied}
 
 RECEIVES: dict[type[ChatActor], set[type]] = {
     CoreSupervisor: EVERY | {m.StartCore, m.Watch, m.WhoAmI, m.Reply, ChildActorExited},

@@ -4,7 +4,8 @@ Sent to the directory by any actor that has something for a user or a room (``Ro
 service (``Attach`` routed to the user's actor, ``Detach``), by the persistence actor (``Notify``) and
 by a room's actor (``RoomMembers``); sent by the directory to a live user or room actor (``Envelope``,
 ``Offline``, ``RoomSinks``, ``IdleCheck``). Retiring is a handshake between the two: ``RetireRequest``,
-then ``RetireApproved`` or ``RetireDenied``, and ``RetireCancelled`` when work came in meanwhile.
+then ``RetireApproved`` or ``RetireDenied``, and ``RetireCancelled`` when work came in meanwhile. In
+a cluster, ``HandOver`` tells an actor whose id another node owns now to go.
 """
 
 from __future__ import annotations
