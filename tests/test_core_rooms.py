@@ -101,6 +101,14 @@ class TestRoomMembership:
         assert state.sinks_arrived((), complete=True) == [Answer("join", "General")]
         assert state.may_retire
 
+    def test_a_room_that_goes_before_the_sinks_are_in_answers_its_joins_as_done(self) -> None:
+        """Handed over to another node, or a core actor restarted: the joins are in the database."""
+        state = live_room(JUAN)
+        state.joined("join", MARIA, active=False)
+        state.joined("join again", MARIA, active=False)
+        assert state.release_joins() == [Answer("join", "General"), Answer("join again", "General")]
+        assert state.release_joins() == [] and state.may_retire
+
     def test_a_leave_forgets_the_member_answers_and_the_room_may_retire(self) -> None:
         state = live_room(JUAN, MARIA, sinks=((1, (A,)), (2, (B,))))
         state.presence(MARIA.id, active=True)

@@ -235,3 +235,71 @@ def test_an_actor_whose_id_moved_to_another_node_is_handed_over_and_gets_nothing
         assert out[2:] == [("late", HandOver())]
     finally:
         asys.shutdown()
+
+
+def test_every_way_an_actor_becomes_live_here_is_handed_over_when_its_id_is_away() -> None:
+    """Not only a start: an actor that was retiring when the ring moved it and then stayed (it found
+    work), and a start asked for what waited while an actor exited, after the ring moved its id (what
+    waited goes to the owner; nothing starts here). A key served here because its message bounced
+    Forwarded.MAX_HOPS times stays until the next ring change."""
+    from chatactors.actors.directory import DirectoryActor
+    from chatactors.core.ring import score
+    from chatactors.messages import (
+        ChildExited,
+        ChildStarted,
+        ClusterView,
+        Config,
+        Configure,
+        Forwarded,
+        HandOver,
+        RetireApproved,
+        RetireCancelled,
+        RetireRequest,
+        Roles,
+        StartChild,
+    )
+    from chatactors.messages.routing import Envelope
+
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        directory = asys.createActor(DirectoryActor)
+        probe = SimpleSystem(asys)  # node b's directory
+        out: list[tuple[Any, Any]] = []
+        stays, goes, bounced, supervisor = (
+            probe.open_outlet(n, out) for n in ("stays", "goes", "bounced", "sup")
+        )
+
+        def told(message: Any) -> list[Any]:
+            probe.tell(directory, message)
+            probe.run()
+            return probe.received()
+
+        def seen(name: str) -> list[Any]:
+            return [m for k, m in out if k == name]
+
+        roles = Roles(directory=directory, supervisor=supervisor, persistence=supervisor, login=supervisor)
+        told(Configure(Config("sqlite://"), roles))
+        u1, u2, u3 = [u for u in range(1, 200) if score(("user", u), "b") > score(("user", u), "a")][:3]
+        alone, both = Ring(frozenset({Node("a", 1)})), Ring(frozenset({Node("a", 1), Node("b", 1)}))
+        told(ClusterView("a", alone, ()))
+        for user, address in ((u1, stays), (u2, goes)):
+            told(ChildStarted("user", user, address))
+            told(RetireRequest("user", user, address))
+            assert seen("stays" if address is stays else "goes") == [RetireApproved()]
+        assert told(Route("user", u2, "waited")) == []  # u2 is retiring: this waits for its exit
+        told(ClusterView("a", both, (("b", probe.address),)))  # both ids are b's now
+
+        told(RetireCancelled("user", u1, stays))  # work came in after it asked: it stays, for now
+        assert seen("stays") == [RetireApproved(), HandOver()]
+
+        assert told(ChildExited("user", u2, goes)) == [Forwarded(Route("user", u2, "waited"), 1)]
+        assert seen("goes") == [RetireApproved()] and seen("sup") == []  # nothing started here
+
+        assert told(Forwarded(Route("user", u3, "rebota"), Forwarded.MAX_HOPS)) == []
+        assert seen("sup") == [StartChild("user", u3)]  # served here: the rings disagree
+        told(ChildStarted("user", u3, bounced))
+        assert [type(m) for m in seen("bounced")] == [Envelope]  # served, not handed over: pinned
+        told(ClusterView("a", both, (("b", probe.address),)))
+        assert seen("bounced")[1:] == [HandOver()]
+    finally:
+        asys.shutdown()

@@ -84,6 +84,9 @@ class DirectoryActor(ChatActor):
         self.hops = 0  # forwards the message being handled has had (Forwarded)
         self.view: ClusterView | None = None
         self.peers: dict[str, Address] = {}
+        # Keys served here only because their message bounced Forwarded.MAX_HOPS times (rings that
+        # disagree for a moment): not handed over until the next ring change, or they would bounce on.
+        self.pinned: set[Key] = set()
         # Rooms owned here, waiting for their members' owners to say where their sessions are:
         # room id -> (part token, nodes still to answer, sinks so far).
         self.gathering: dict[int, tuple[int, set[str], list[tuple[int, tuple[Address, ...]]]]] = {}
@@ -126,8 +129,14 @@ class DirectoryActor(ChatActor):
         finally:
             self.hops = 0
 
+    def _elsewhere(self, key: Key) -> bool:
+        """Another node owns ``key`` by this node's ring, however many hops its message had."""
+        view = self.view
+        return view is not None and len(view.ring) > 0 and view.ring.owner(key).node_id != view.me
+
     def receive_cluster_view(self, msg: ClusterView, sender: Any) -> None:
         self.view, self.peers = msg, dict(msg.directories)
+        self.pinned.clear()
         alive = set(msg.ring.node_ids)
         for key in self.registry.attached_keys():  # keys that moved away: their sessions are the owner's now
             if self._away(key) is not None:
@@ -230,6 +239,7 @@ class DirectoryActor(ChatActor):
         for kind, ident, address in msg.children:
             if self.registry.adopt((kind, ident), address):
                 self.send(address, changed)  # rooms register their members again
+                self._live_here((kind, ident))
             else:
                 self.send(address, ActorExitRequest())  # a newer activation took its place
 
@@ -251,6 +261,13 @@ class DirectoryActor(ChatActor):
         """Activate with a spare if there is one (Init, then what waited, straight to it), else ask
         the supervisor to start an actor."""
         kind, ident = key
+        away = self._away(key)
+        if away is not None:  # the ring moved it while it waited (to exit, say): what waited goes there
+            for message in self.registry.abandon(key):
+                self._forward(away, Route(kind, ident, message))
+            return
+        if self._elsewhere(key):
+            self.pinned.add(key)  # bounced enough: served here until the rings agree
         current = str(self.roles.supervisor)
         spares = self.spares.get(kind, [])
         while spares and spares[0][0] != current:
@@ -262,6 +279,7 @@ class DirectoryActor(ChatActor):
         self.send(address, Init(kind, ident, self.config, self.roles))
         self.send(self.roles.supervisor, Assigned(kind, ident, address))
         self._apply(self.registry.started(key, address))
+        self._live_here(key)
 
     def receive_room_members(self, msg: RoomMembers, sender: Any) -> None:
         for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):
@@ -354,20 +372,28 @@ class DirectoryActor(ChatActor):
         if address is not None:
             self.send(address, HandOver())
 
+    def _live_here(self, key: Key) -> None:
+        """``key``'s actor has just become live here (started, kept after all, adopted): hand it
+        over if the ring has given the key to another node meanwhile."""
+        if key not in self.pinned and self._away(key) is not None:
+            self._hand_over(key)
+
     def receive_child_started(self, msg: ChildStarted, sender: Any) -> None:
         if self.roles_restarted:  # its Init may carry an address that was replaced meanwhile
             self.send(msg.address, RolesChanged(self.roles, ()))
         key: Key = (msg.kind, msg.id)
         self._apply(self.registry.started(key, msg.address))
-        if self._away(key) is not None:  # started for a ring that has changed since
-            self._hand_over(key)
+        self._live_here(key)  # its start may have been asked for under a ring that has changed since
 
     def receive_retire_request(self, msg: RetireRequest, sender: Any) -> None:
         received = dict(msg.received).get(self.stream, 0)
         self._apply(self.registry.retire_request((msg.kind, msg.id), msg.address, received))
 
     def receive_retire_cancelled(self, msg: RetireCancelled, sender: Any) -> None:
-        self._apply(self.registry.cancel_retire((msg.kind, msg.id), msg.address))
+        key: Key = (msg.kind, msg.id)
+        self._apply(self.registry.cancel_retire(key, msg.address))
+        if self.registry.address(key) is not None:
+            self._live_here(key)  # it was retiring when the ring moved it: it was not handed over
 
     def receive_child_exited(self, msg: ChildExited, sender: Any) -> None:
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))

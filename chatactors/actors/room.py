@@ -17,7 +17,7 @@ from typing import Any
 from chatactors.actors.base import on
 from chatactors.actors.virtual import VirtualActor, routed, serves
 from chatactors.core.rooms import CheckRetire, Located, MarkCursor, Register, RoomState, StoreMessage
-from chatactors.errors import RoomNotFound
+from chatactors.errors import ChatError, RoomNotFound
 from chatactors.messages import (
     AdvanceCursor,
     Envelope,
@@ -62,6 +62,9 @@ class RoomActor(VirtualActor):
 
     def may_retire(self) -> bool:
         return self.state.may_retire and self.idle.outstanding == 0
+
+    def fail_outstanding(self, error: ChatError) -> None:
+        self._perform(self.state.release_joins())
 
     # -- effects of the room's state --------------------------------------------------------------
     def perform(self, effect: object) -> None:

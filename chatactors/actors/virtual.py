@@ -190,7 +190,11 @@ class VirtualActor(ChatActor):
         self.check_retire()
 
     def receive_hand_over(self, msg: HandOver, sender: Any) -> None:
-        self._perform(self.activation.handed_over())
+        effects = self.activation.handed_over()
+        try:
+            self._perform(e for e in effects if not isinstance(e, Exit))
+        finally:  # whatever failed, it goes: the directory holds the id's messages until it has
+            self._perform(e for e in effects if isinstance(e, Exit))
 
     def ask_to_retire(self) -> None:
         self._perform(self.activation.ask_to_retire())

@@ -133,6 +133,16 @@ class Registry:
         entry.state = RETIRING
         return entry.address
 
+    def abandon(self, key: Key) -> list[Any]:
+        """Forget an actor that is to start (another node owns ``key`` now); returns what was
+        buffered for it, oldest first, for the caller to send on."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state != ACTIVATING:
+            return []
+        del self._entries[key]
+        self.activations -= 1  # counted when the start was asked for; it never happened
+        return entry.buffer
+
     def live_keys(self) -> list[Key]:
         """Every key whose actor runs here now (not starting, not retiring)."""
         return [key for key, entry in self._entries.items() if entry.state == LIVE]

@@ -118,6 +118,13 @@ class RoomState:
         joins, self.pending_joins = self.pending_joins, []
         return [*effects, *(Answer(request, self.name) for request in joins)]
 
+    def release_joins(self) -> list[RoomEffect]:
+        """The actor goes before its members' sessions are all known (handed over to another node, or
+        a core actor restarted): the joins waiting for them are in the database already, so they are
+        answered as done; the next activation finds the sessions."""
+        joins, self.pending_joins = self.pending_joins, []
+        return [Answer(request, self.name) for request in joins]
+
     # -- membership and activity ----------------------------------------------------------------
     def presence(self, user_id: int, active: bool) -> list[RoomEffect]:
         if active and user_id in self.members:
