@@ -223,7 +223,7 @@ def test_an_actor_whose_id_moved_to_another_node_is_handed_over_and_gets_nothing
         assert [(k, type(m)) for k, m in out] == [("old", Envelope)]
 
         assert told(ClusterView("a", both, (("b", probe.address),))) == []
-        assert out[1:] == [("old", HandOver())]
+        assert out[1:] == [("old", HandOver("user", user))]
         assert told(Route("user", user, "otra")) == [Forwarded(Route("user", user, "otra"), 1)]
 
         told(ClusterView("a", alone, ()))  # b left before the old actor had gone
@@ -232,16 +232,21 @@ def test_an_actor_whose_id_moved_to_another_node_is_handed_over_and_gets_nothing
 
         told(ClusterView("a", both, (("b", probe.address),)))
         told(ChildStarted("user", other, late))  # its start was asked for under the old ring
-        assert out[2:] == [("late", HandOver())]
+        assert out[2:] == [("late", HandOver("user", other))]
     finally:
         asys.shutdown()
 
 
-def test_every_way_an_actor_becomes_live_here_is_handed_over_when_its_id_is_away() -> None:
+def test_every_way_an_actor_becomes_live_here_is_handed_over_when_its_id_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Not only a start: an actor that was retiring when the ring moved it and then stayed (it found
     work), and a start asked for what waited while an actor exited, after the ring moved its id (what
     waited goes to the owner; nothing starts here). A key served here because its message bounced
-    Forwarded.MAX_HOPS times stays until the next ring change."""
+    Forwarded.MAX_HOPS times stays for PIN_GRACE, or until the next ring change."""
+    from thespian.actors import DeadEnvelope, WakeupMessage
+
+    from chatactors.actors import directory as directory_module
     from chatactors.actors.directory import DirectoryActor
     from chatactors.core.ring import score
     from chatactors.messages import (
@@ -290,7 +295,7 @@ def test_every_way_an_actor_becomes_live_here_is_handed_over_when_its_id_is_away
         told(ClusterView("a", both, (("b", probe.address),)))  # both ids are b's now
 
         told(RetireCancelled("user", u1, stays))  # work came in after it asked: it stays, for now
-        assert seen("stays") == [RetireApproved(), HandOver()]
+        assert seen("stays") == [RetireApproved(), HandOver("user", u1)]
 
         assert told(ChildExited("user", u2, goes)) == [Forwarded(Route("user", u2, "waited"), 1)]
         assert seen("goes") == [RetireApproved()] and seen("sup") == []  # nothing started here
@@ -299,7 +304,17 @@ def test_every_way_an_actor_becomes_live_here_is_handed_over_when_its_id_is_away
         assert seen("sup") == [StartChild("user", u3)]  # served here: the rings disagree
         told(ChildStarted("user", u3, bounced))
         assert [type(m) for m in seen("bounced")] == [Envelope]  # served, not handed over: pinned
-        told(ClusterView("a", both, (("b", probe.address),)))
-        assert seen("bounced")[1:] == [HandOver()]
+        told(WakeupMessage(1.0))  # a tick within PIN_GRACE: still pinned
+        assert [type(m) for m in seen("bounced")] == [Envelope]
+        monkeypatch.setattr(directory_module, "PIN_GRACE", 0.0)
+        told(WakeupMessage(1.0))  # past it (b has caught up, and no ring change comes here): checked
+        assert seen("bounced")[1:] == [HandOver("user", u3)]
+
+        # It had gone without a word (its exit never reported): the HandOver comes back as a dead
+        # letter, and what waits for the id (back here now) gets a fresh start.
+        told(ClusterView("a", alone, ()))
+        assert told(Route("user", u3, "vuelve")) == []
+        told(DeadEnvelope(bounced, HandOver("user", u3)))
+        assert seen("sup") == [StartChild("user", u3), StartChild("user", u3)]
     finally:
         asys.shutdown()

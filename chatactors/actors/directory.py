@@ -61,6 +61,8 @@ from chatactors.messages import (
     WhoIsOnline,
 )
 
+PIN_GRACE = 5.0  # seconds a key served here after MAX_HOPS bounces stays before it is checked again
+
 
 class DirectoryActor(ChatActor):
     crash_on_error = True
@@ -85,8 +87,10 @@ class DirectoryActor(ChatActor):
         self.view: ClusterView | None = None
         self.peers: dict[str, Address] = {}
         # Keys served here only because their message bounced Forwarded.MAX_HOPS times (rings that
-        # disagree for a moment): not handed over until the next ring change, or they would bounce on.
-        self.pinned: set[Key] = set()
+        # disagree for a moment), with when: not handed over for PIN_GRACE seconds or until the next
+        # ring change, or they would bounce on; then checked again (the other node may have caught up
+        # while this one's ring stayed as it was, so no ring change comes here).
+        self.pinned: dict[Key, float] = {}
         # Rooms owned here, waiting for their members' owners to say where their sessions are:
         # room id -> (part token, nodes still to answer, sinks so far).
         self.gathering: dict[int, tuple[int, set[str], list[tuple[int, tuple[Address, ...]]]]] = {}
@@ -107,6 +111,12 @@ class DirectoryActor(ChatActor):
     def receive_wakeup_message(self, msg: WakeupMessage, sender: Any) -> None:
         for _, address in self.registry.idle(self.idle_timeout):
             self.send(address, IdleCheck())
+        now = self.registry.clock.now()
+        for key, since in list(self.pinned.items()):
+            if now - since >= PIN_GRACE:
+                del self.pinned[key]
+                if self.registry.address(key) is not None:
+                    self._live_here(key)
         self.wakeupAfter(self._tick())
 
     # -- the cluster ----------------------------------------------------------------------------------
@@ -267,7 +277,7 @@ class DirectoryActor(ChatActor):
                 self._forward(away, Route(kind, ident, message))
             return
         if self._elsewhere(key):
-            self.pinned.add(key)  # bounced enough: served here until the rings agree
+            self.pinned[key] = self.registry.clock.now()  # bounced enough: served here for now
         current = str(self.roles.supervisor)
         spares = self.spares.get(kind, [])
         while spares and spares[0][0] != current:
@@ -370,7 +380,7 @@ class DirectoryActor(ChatActor):
         for the case the id comes back before it has gone), so no second copy of its state lives on."""
         address = self.registry.stop(key)
         if address is not None:
-            self.send(address, HandOver())
+            self.send(address, HandOver(*key))
 
     def _live_here(self, key: Key) -> None:
         """``key``'s actor has just become live here (started, kept after all, adopted): hand it
@@ -396,6 +406,7 @@ class DirectoryActor(ChatActor):
             self._live_here(key)  # it was retiring when the ring moved it: it was not handed over
 
     def receive_child_exited(self, msg: ChildExited, sender: Any) -> None:
+        self.pinned.pop((msg.kind, msg.id), None)
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
         if msg.kind == "room" and self.registry.address(("room", msg.id)) is None:
             self._forget_room(msg.id)
@@ -416,6 +427,8 @@ class DirectoryActor(ChatActor):
             # The actor died before its supervisor told us: forget it, then route afresh.
             self._apply(self.registry.exited(key, msg.deadAddress))
             self._apply(self.registry.route(key, route.body))
+        elif isinstance(dead, HandOver):  # it had gone already (its exit not reported): no exit will be
+            self._apply(self.registry.exited((dead.kind, dead.id), msg.deadAddress))
 
     def receive_who_is_online(self, msg: WhoIsOnline, sender: Any) -> None:
         self.reply(msg, tuple(u for u in msg.user_ids if self.registry.is_online(("user", u))))

@@ -191,10 +191,11 @@ class VirtualActor(ChatActor):
 
     def receive_hand_over(self, msg: HandOver, sender: Any) -> None:
         effects = self.activation.handed_over()
-        try:
-            self._perform(e for e in effects if not isinstance(e, Exit))
-        finally:  # whatever failed, it goes: the directory holds the id's messages until it has
-            self._perform(e for e in effects if isinstance(e, Exit))
+        for effect in effects:  # each on its own: one that fails must not drop the rest, or the exit
+            try:
+                self._perform((effect,))
+            except Exception:
+                log.exception("%s %s: a step of its hand-over failed", self.kind, self.id)
 
     def ask_to_retire(self) -> None:
         self._perform(self.activation.ask_to_retire())

@@ -103,7 +103,11 @@ class IdleCheck:
 @dataclass(frozen=True, slots=True)
 class HandOver:
     """From the directory: another node owns you now (the ring changed). Send what waits for your
-    state back to be routed there, answer what waits for a reply with ``Restarting``, and exit."""
+    state back to be routed there, answer what waits for a reply with ``Restarting``, and exit.
+    Names the actor, so that coming back as a dead letter it tells the directory which has gone."""
+
+    kind: Kind
+    id: int
 
 
 @dataclass(frozen=True, slots=True)
