@@ -289,7 +289,6 @@ class DirectoryActor(ChatActor):
         self.send(address, Init(kind, ident, self.config, self.roles))
         self.send(self.roles.supervisor, Assigned(kind, ident, address))
         self._apply(self.registry.started(key, address))
-        self._live_here(key)
 
     def receive_room_members(self, msg: RoomMembers, sender: Any) -> None:
         for user_id in self.room_members.get(msg.room_id, set()) - set(msg.member_ids):
