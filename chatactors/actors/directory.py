@@ -115,19 +115,16 @@ class DirectoryActor(ChatActor):
         for key, since in list(self.pinned.items()):
             if now - since >= PIN_GRACE:
                 del self.pinned[key]
-                if self.registry.address(key) is not None:
-                    self._live_here(key)
+                self._live_here(key)
         self.wakeupAfter(self._tick())
 
     # -- the cluster ----------------------------------------------------------------------------------
     def _away(self, key: Key) -> Address | None:
         """The directory of the node that owns ``key``, if another does (None: it is ours, or the
         message has bounced enough: it is served here)."""
-        view = self.view
-        if view is None or not len(view.ring) or self.hops >= Forwarded.MAX_HOPS:
+        if self.hops >= Forwarded.MAX_HOPS or not self._elsewhere(key):
             return None
-        owner = view.ring.owner(key).node_id
-        return None if owner == view.me else self.peers.get(owner)
+        return self.peers.get(self._owner(key))
 
     def _forward(self, there: Address, message: Any) -> None:
         self.send(there, Forwarded(message, self.hops + 1))
@@ -142,7 +139,7 @@ class DirectoryActor(ChatActor):
     def _elsewhere(self, key: Key) -> bool:
         """Another node owns ``key`` by this node's ring, however many hops its message had."""
         view = self.view
-        return view is not None and len(view.ring) > 0 and view.ring.owner(key).node_id != view.me
+        return view is not None and len(view.ring) > 0 and self._owner(key) != view.me
 
     def receive_cluster_view(self, msg: ClusterView, sender: Any) -> None:
         self.view, self.peers = msg, dict(msg.directories)
@@ -382,8 +379,9 @@ class DirectoryActor(ChatActor):
             self.send(address, HandOver(*key))
 
     def _live_here(self, key: Key) -> None:
-        """``key``'s actor has just become live here (started, kept after all, adopted): hand it
-        over if the ring has given the key to another node meanwhile."""
+        """``key``'s actor may have just become live here (started, kept after all, adopted, no
+        longer pinned): hand it over if the ring has given the key to another node meanwhile (a key
+        with no live actor here has nothing to hand over: :meth:`_hand_over` does nothing)."""
         if key not in self.pinned and self._away(key) is not None:
             self._hand_over(key)
 
@@ -401,8 +399,7 @@ class DirectoryActor(ChatActor):
     def receive_retire_cancelled(self, msg: RetireCancelled, sender: Any) -> None:
         key: Key = (msg.kind, msg.id)
         self._apply(self.registry.cancel_retire(key, msg.address))
-        if self.registry.address(key) is not None:
-            self._live_here(key)  # it was retiring when the ring moved it: it was not handed over
+        self._live_here(key)  # it was retiring when the ring moved it: it was not handed over
 
     def receive_child_exited(self, msg: ChildExited, sender: Any) -> None:
         self.pinned.pop((msg.kind, msg.id), None)

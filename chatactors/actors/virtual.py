@@ -117,8 +117,7 @@ class VirtualActor(ChatActor):
             elif isinstance(effect, Redeliver):
                 self.receiveMessage(effect.message, None)
             elif isinstance(effect, Reroute):
-                message = effect.message  # an Envelope: the Route it came in goes back
-                self.send(self.roles.directory, message.body if isinstance(message, Envelope) else message)
+                self.send(self.roles.directory, effect.message.body)  # a stashed Envelope's Route
             elif isinstance(effect, Load):
                 self.load()
             elif isinstance(effect, Answer):
