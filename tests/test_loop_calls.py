@@ -210,3 +210,29 @@ def test_frames_queued_in_one_loop_turn_leave_in_order_in_one_write(server: Serv
         assert len(writes) == 1 and writes[0].count(b'"pong"') == 3
     finally:
         juan.close()
+
+
+def test_a_frame_that_cannot_be_written_closes_only_its_own_socket(server: ServerThread) -> None:
+    """The flusher writes every socket's frames in one callback: a failure on one (a bug: a frame
+    orjson cannot encode) closes that socket with 1011 and the others' frames still leave."""
+    juan, maria = Client(server.url), Client(server.url)
+    try:
+        juan.register("juan")
+        maria.register("maria")
+        conns = {c.session.username: c for c in server.gateway.connections if c.session is not None}
+        done = ThreadFuture[None]()
+
+        def one_turn() -> None:
+            conns["juan"].push({"type": "pong", "bad": object()})
+            conns["maria"].push({"type": "pong", "n": 1})
+            done.set_result(None)
+
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(one_turn)
+        done.result(10)
+        assert maria.expect("pong")["n"] == 1
+        assert juan.closed_with() == (1011, "internal error")
+        maria.alive()
+    finally:
+        juan.close()
+        maria.close()

@@ -965,6 +965,26 @@ def test_a_flood_closes_the_socket(
     assert len(logged(caplog, r"flooding: closed \(10 frames dropped in a row\)")) == 1
 
 
+def _reader_left_behind(
+    server: ServerThread, clients: Callable[[str], Client], name: str, histories: int
+) -> tuple[Client, Client]:
+    """``name`` on a socket with a small receive buffer, reading nothing: 50 big messages from
+    ``writer``, then ``histories`` requests for them (about 200 KB of answer each)."""
+    tiny = socket.create_connection(("127.0.0.1", server.gateway.port))
+    tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning to 32 MB
+    reader = Client(server.url, sock=tiny, max_queue=1)
+    writer = clients(server.url)
+    reader.register(name)
+    writer.register("writer")
+    for i in range(50):
+        big = base64.b64encode(os.urandom(3000)).decode()  # 4,000 characters that do not compress
+        writer.send("send", to=name, body=big, client_id=f"w{i}")
+        writer.expect("sent", client_id=f"w{i}")
+    for _ in range(histories):
+        reader.send("history", limit=50)
+    return reader, writer
+
+
 def test_a_client_that_does_not_read_is_closed(
     make_server: Callable[..., ServerThread],
     sqlite_url: str,
@@ -974,18 +994,7 @@ def test_a_client_that_does_not_read_is_closed(
 ) -> None:
     caplog.set_level(logging.INFO, logger="chatactors")
     server = make_server(sqlite_url, limits=Limits(max_pending=3, rate=1000, burst=1000))
-    tiny = socket.create_connection(("127.0.0.1", server.gateway.port))
-    tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning to 32 MB
-    sleepy = Client(server.url, sock=tiny, max_queue=1)
-    writer = clients(server.url)
-    sleepy.register("sleepy")
-    writer.register("writer")
-    for i in range(50):
-        big = base64.b64encode(os.urandom(3000)).decode()  # 4,000 characters that do not compress
-        writer.send("send", to="sleepy", body=big, client_id=f"w{i}")
-        writer.expect("sent", client_id=f"w{i}")
-    for _ in range(80):  # about 200 KB each (10 MB in all), and sleepy reads none of it
-        sleepy.send("history", limit=50)
+    sleepy, writer = _reader_left_behind(server, clients, "sleepy", histories=80)
 
     def given_up() -> bool:
         return any(
@@ -1000,6 +1009,35 @@ def test_a_client_that_does_not_read_is_closed(
         assert logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ sleepy reads too slowly: closed \(\d+ frames unread\)")
     finally:
         sleepy.close()
+
+
+def test_a_reader_that_falls_behind_then_catches_up_gets_every_frame_in_order(
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    wait_until: Any,
+) -> None:
+    """Frames for a peer whose buffer is full wait for a writer task; once it has caught up the
+    flusher writes each loop turn again, and nothing was dropped or reordered on the way."""
+    server = make_server(sqlite_url, limits=Limits(rate=1000, burst=1000))
+    slow, writer = _reader_left_behind(server, clients, "slow", histories=60)
+    [conn] = [c for c in server.gateway.connections if c.session and c.session.username == "slow"]
+    try:
+        wait_until(lambda: conn.ws.paused, timeout=20, what="the socket's buffer to fill")
+        bodies = [f"after {i}" for i in range(30)]
+        for i, body in enumerate(bodies):
+            writer.send("send", to="slow", body=body, client_id=f"a{i}")
+            writer.expect("sent", client_id=f"a{i}")
+        assert conn.writer is not None  # these frames wait for the writer task
+        assert [slow.expect("history", timeout=20)["type"] for _ in range(60)] == ["history"] * 60
+        got = [slow.expect("message", timeout=20)["body"] for _ in range(80)]
+        assert got[50:] == bodies  # every push, in the order sent
+        wait_until(lambda: conn.writer is None, timeout=20, what="the writer task to hand back")
+        writer.send("send", to="slow", body="fast again", client_id="last")
+        assert slow.expect("message", body="fast again")["body"] == "fast again"
+        assert conn.writer is None and not conn.closed
+    finally:
+        slow.close()
 
 
 def test_the_log_says_what_happened_and_keeps_secrets(

@@ -1,4 +1,10 @@
-"""One socket: its session, its rate limit, and its queue of outgoing frames with one writer task."""
+"""One socket: its session, its rate limit, and its outgoing frames.
+
+Frames pushed in one loop turn leave together at the end of it, written by one callback for every
+socket that has some (:class:`Flusher`): no task wakes per socket per frame. A peer that stops reading
+fills its socket's buffer; from then on its frames wait in a queue for a writer task that waits for the
+buffer to drain, and the peer is cut off when that queue holds ``max_pending`` frames.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from chatactors.bridge import drain
 from chatactors.errors import RateLimited
@@ -45,6 +52,27 @@ def close_info(ws: ServerConnection) -> str:
 _CLOSE = object()
 
 
+class Flusher:
+    """Writes, once per loop turn, what each socket was given in that turn (one ``send()`` each)."""
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception:  # one socket's failure must not keep the others' frames back
+                log.exception("%s write failed", conn.who)
+                conn.abort(CloseCode.INTERNAL_ERROR, "internal error")
+
+
 class Connection:
     """One socket: its session (once logged in), its rate limit, and its queue of outgoing frames."""
 
@@ -66,13 +94,14 @@ class Connection:
         self.bucket = TokenBucket(limits.rate, limits.burst, gateway.clock)
         self.dropped = 0  # frames dropped in a row by the rate limit
         self.typing = TypingGate(limits.typing_interval, gateway.clock)
-        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.pending: list[Frame] = []  # pushed this loop turn: written at its end by the flusher
+        self.out: asyncio.Queue[Any] = asyncio.Queue()  # what waits for a peer that is not reading
+        self.writer: asyncio.Task[None] | None = None  # the writer task while frames wait in ``out``
         self.closed = False
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
         self._seen: deque[int] = deque(maxlen=self.SEEN)
         self._seen_set: set[int] = set()
         self._close_args: tuple[int, str] = (CloseCode.GOING_AWAY, SHUTDOWN_REASON)
-        self.writer = asyncio.create_task(self._write())
 
     @property
     def who(self) -> str:
@@ -87,11 +116,34 @@ class Connection:
     def push(self, frame: Frame) -> None:
         if self.closed:
             return
-        if self.out.qsize() >= self.gateway.limits.max_pending:
+        if len(self.pending) + self.out.qsize() >= self.gateway.limits.max_pending:
             log.warning("%s reads too slowly: closed (%d frames unread)", self.who, self.out.qsize())
             self.abort(CloseCode.POLICY_VIOLATION, "client too slow: too many unread frames")
             return
-        self.out.put_nowait(frame)
+        if self.writer is not None:  # frames already wait for the peer: this one goes behind them
+            self.out.put_nowait(frame)
+            return
+        self.pending.append(frame)
+        if len(self.pending) == 1:
+            self.gateway.flusher.add(self)
+
+    def flush(self) -> None:
+        """This turn's frames in one ``send()``; if the peer's buffer is full, to the writer task."""
+        frames, self.pending = self.pending, []
+        if not frames or self.closed:  # close() took them, abort() dropped them
+            return
+        ws = self.ws
+        if self.writer is not None or ws.paused or ws.protocol.state is not State.OPEN:
+            for frame in frames:
+                self.out.put_nowait(frame)
+            self._start_writer()
+            return
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_text(orjson.dumps(frame))  # UTF-8, as a text frame
+        # Only frames were queued: the reader flushes what it makes (pongs, a close) at once, and
+        # sending makes no end of stream.
+        ws.transport.write(b"".join(protocol.data_to_send()))
 
     def deliver(self, frame: Frame) -> None:
         """A push from the session: held while a login is answered, so 'logged_in' comes first."""
@@ -128,13 +180,28 @@ class Connection:
             return
         self.closed = True
         self._close_args = (code, reason)
+        for frame in self.pending:
+            self.out.put_nowait(frame)
+        self.pending = []
         self.out.put_nowait(_CLOSE)
+        self._start_writer()
 
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping what is queued: the writer is stuck behind a peer that does not read."""
         self.closed = True
-        self.writer.cancel()
+        self.pending = []
+        if self.writer is not None:
+            self.writer.cancel()
         self.writer = asyncio.create_task(self._close_or_cut(code, reason))
+
+    async def finished(self) -> None:
+        """Wait until the socket is closed (after :meth:`close` or :meth:`abort`), never raising."""
+        if self.writer is not None:
+            await asyncio.wait([self.writer])
+
+    def _start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write())
 
     async def _close_or_cut(self, code: int, reason: str) -> None:
         # The close frame waits behind what the peer has not read; if it never reads, cut the TCP
@@ -146,9 +213,10 @@ class Connection:
             self.ws.transport.abort()
 
     async def _write(self) -> None:
+        """Writes what waits in ``out``, waiting for the peer to read; ends when it has caught up."""
         try:
             while True:
-                frames = [await self.out.get(), *drain(self.out)]  # what this loop turn queued: one write
+                frames = [await self.out.get(), *drain(self.out)]
                 closing = _CLOSE in frames
                 texts = [orjson.dumps(f) for f in frames if f is not _CLOSE]  # UTF-8, as text frames
                 if len(texts) == 1:
@@ -157,6 +225,9 @@ class Connection:
                     await self._send_together(texts)
                 if closing:
                     break
+                if self.out.empty() and not self.ws.paused:
+                    self.writer = None  # caught up: the flusher writes again
+                    return
             await self._close_or_cut(*self._close_args)
         except ConnectionClosed:
             pass

@@ -6,7 +6,7 @@ actor driver and its reply settles a future, so no thread is held per message in
 calls (login, reads, rooms) run on a :class:`~concurrent.futures.ThreadPoolExecutor`. Pushes and
 replies arrive on the Chat's dispatcher thread and reach the loop through one
 :class:`~chatactors.bridge.LoopPost`, which wakes it once per burst, in arrival order; each connection
-has one writer task, so replies and pushes leave in the order they reached the loop.
+has one queue, written once per loop turn, so replies and pushes leave in the order they reached the loop.
 
 One :class:`~chatactors.chat.Chat` per server process; each connection that logs in holds its own
 ``Session``, so several sessions of one user (two terminals, a terminal and a browser) all get pushes.
@@ -50,7 +50,7 @@ from chatactors.errors import (
     TooManyAttempts,
     Unavailable,
 )
-from chatactors.gateway.connection import Connection, close_info
+from chatactors.gateway.connection import Connection, Flusher, close_info
 from chatactors.gateway.frames import (
     SHUTDOWN_REASON,
     Frame,
@@ -129,6 +129,7 @@ class Gateway:
         self.static = StaticFiles()
         self.connections: set[Connection] = set()
         self.by_user: dict[int, set[Connection]] = {}
+        self.flusher = Flusher()  # writes each loop turn's frames, one send() a socket
         self.closing = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
         self._server: Server | None = None
@@ -191,10 +192,10 @@ class Gateway:
         for conn in connections:
             conn.close(CloseCode.GOING_AWAY, reason)
         if connections:
-            _, stuck = await asyncio.wait([conn.writer for conn in connections], timeout=3)
-            for conn in connections:
-                if conn.writer in stuck:  # a peer that does not read cannot hold the shutdown up
-                    conn.abort(CloseCode.GOING_AWAY, reason)
+            finishing = {asyncio.ensure_future(conn.finished()): conn for conn in connections}
+            _, stuck = await asyncio.wait(finishing, timeout=3)
+            for task in stuck:  # a peer that does not read cannot hold the shutdown up
+                finishing[task].abort(CloseCode.GOING_AWAY, reason)
         self._server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=reason)  # stragglers
         await self._server.wait_closed()
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -233,7 +234,7 @@ class Gateway:
         finally:
             self.connections.discard(conn)
             conn.close(CloseCode.GOING_AWAY, "")
-            await asyncio.wait([conn.writer])  # never raises, even for an aborted (cancelled) writer
+            await conn.finished()  # never raises, even for an aborted (cancelled) writer
             log.info("%s disconnected (%s)", conn.who, close_info(ws))
             if conn.session is not None and not self.closing:
                 await self._end_session(conn, revoke=False)
