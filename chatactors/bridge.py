@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import queue
@@ -31,6 +30,7 @@ from thespian.actors import Actor, ActorAddress, ActorSystemMessage
 from chatactors.core.model import Address, Kind
 from chatactors.errors import ChatClosed, ChatError, ChatTimeout
 from chatactors.messages import Batch, CoreStopped, Failed, Push, Reply, Request, RolesChanged, Route, WhoAmI
+from chatactors.messages.edge import stamped
 
 log = logging.getLogger("chatactors.bridge")
 PushHandler = Callable[[Push | RolesChanged | CoreStopped], None]
@@ -187,7 +187,7 @@ class Bridge:
         waiter = _Waiter(threading.current_thread() is self._dispatcher, on_reply)
         with self._lock:
             self._waiters[req_id] = waiter
-        request = dataclasses.replace(request, req_id=req_id, reply_to=self.address)
+        request = stamped(request, req_id, self.address)
         self._send(target, request if route is None else Route(route[0], route[1], request))
         if not waiter.lock.acquire(timeout=timeout):
             with self._lock:
@@ -217,7 +217,7 @@ class Bridge:
         future: asyncio.Future[Any] = post.loop.create_future()
         with self._lock:
             self._waiters[req_id] = _FutureWaiter(future, post)
-        request = dataclasses.replace(request, req_id=req_id, reply_to=self.address)
+        request = stamped(request, req_id, self.address)
         self._send(target, request if route is None else Route(route[0], route[1], request))
         # A bare timer, not asyncio.timeout(): that context manager cost ~18 us a call, a twentieth
         # of a message's time on the loop.

@@ -122,6 +122,7 @@ class Session:
         self._chat: SessionHost = chat
         self.user_id = result.user_id
         self.username = result.username
+        self._me = UserInfo(result.user_id, result.username)  # the sender of every message sent here
         self.token = result.token
         self._number = result.session  # its number at this chat's sink (presence counts by it)
         self.login_inbox: tuple[Message, ...] = result.inbox
@@ -225,9 +226,8 @@ class Session:
         check_client_id(client_id)
 
     def _direct_request(self, recipient: UserInfo, body: str, client_id: str | None) -> Deliver:
-        sender = UserInfo(self.user_id, self.username)
         return Deliver(
-            user_id=recipient.id, sender=sender, body=body, client_id=client_id, recipient=recipient
+            user_id=recipient.id, sender=self._me, body=body, client_id=client_id, recipient=recipient
         )
 
     def read_messages(

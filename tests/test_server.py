@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from helpers import SESSION_MARKER_FD
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +38,7 @@ from chatactors import Chat
 from chatactors.chat import free_port
 from chatactors.core.model import Message, Receipt, Status
 from chatactors.gateway import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
+from chatactors.gateway.frames import message_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secreto123"
@@ -266,9 +268,20 @@ def test_a_status_goes_on_the_wire_as_its_plain_value(status: Status) -> None:
     sent_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     message = Message(1, 1, "juan", 2, None, "hola", sent_at, status, "maria")
     frames = [message_frame(message), *receipt_frames(Receipt((1,), status, "maria", 2))]
-    wire = [json.dumps(frame, ensure_ascii=False) for frame in frames]  # as Connection sends them
-    assert all(f'"status": "{status.value}"' in text for text in wire)
+    wire = [orjson.dumps(frame).decode() for frame in frames]  # as Connection sends them
+    assert all(f'"status":"{status.value}"' in text for text in wire)
     assert [type(json.loads(text)["status"]) for text in wire] == [str, str]
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 999_999])
+def test_sent_at_goes_on_the_wire_as_isoformat_writes_it(microsecond: int) -> None:
+    """orjson writes the datetime (no microseconds when there are none, ``+00:00`` for UTC), and the
+    client reads it back to the same time."""
+    sent_at = datetime(2026, 1, 2, 3, 4, 5, microsecond, tzinfo=UTC)
+    message = Message(1, 1, "juan", 2, None, "hola", sent_at, Status.ENVIADO, "maria")
+    wire = json.loads(orjson.dumps(message_frame(message)))
+    assert wire["sent_at"] == sent_at.isoformat()
+    assert message_from_dict(wire).sent_at == sent_at
 
 
 def test_ten_clients_chat(server: ServerThread, clients: Callable[[str], Client]) -> None:
