@@ -3,6 +3,7 @@ wakeup still fires, in deadline order, whenever and by whom it was armed."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -69,4 +70,38 @@ def test_a_wakeup_armed_before_the_system_was_wrapped_still_fires() -> None:
         system.tell(alarm, ("arm", 10.0, "not due"))  # a later deadline must not hide the earlier one
         assert woken(system, 1) == ["before"]
     finally:
+        asys.shutdown()
+
+
+def test_deliveries_skip_thespians_getlogger_but_keep_its_debug_line() -> None:
+    """Actors are handed their messages by chatactors' ``_deliver``, which looks Thespian's logger up
+    once; at DEBUG the line Thespian writes for each delivery is still there."""
+    from chatactors.bridge import _deliver
+
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    thespian_log, handler = logging.getLogger("Thespian"), Lines()
+    level = thespian_log.level
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        system = SimpleSystem(asys)
+        alarm = asys.createActor(Alarm)
+        ref = asys._systemBase.actorRegistry[alarm.actorAddressString]
+        assert ref.instance._receive.__func__ is _deliver
+        thespian_log.addHandler(handler)
+        system.tell(alarm, "ping")
+        system.run()
+        assert system.received() == ["pong"] and lines == []  # not at DEBUG: no line
+        thespian_log.setLevel(logging.DEBUG)
+        system.tell(alarm, "ping")
+        system.run()
+        assert system.received() == ["pong"]
+        assert any('got message "ping"' in line for line in lines)
+    finally:
+        thespian_log.removeHandler(handler)
+        thespian_log.setLevel(level)
         asys.shutdown()
