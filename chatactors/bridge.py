@@ -128,9 +128,9 @@ class _FutureWaiter:
         self.release()
 
 
-def _time_out(future: asyncio.Future[Any], detail: str) -> None:
-    if not future.done():
-        future.set_exception(ChatTimeout(detail))
+def _time_out(future: asyncio.Future[Any], request: Request, timeout: float) -> None:
+    if not future.done():  # the text is made only now: most calls are answered
+        future.set_exception(ChatTimeout(f"no answer to {type(request).__name__} within {timeout} s"))
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -222,8 +222,7 @@ class Bridge:
         self._send(target, request if route is None else Route(route[0], route[1], request))
         # A bare timer, not asyncio.timeout(): that context manager cost ~18 us a call, a twentieth
         # of a message's time on the loop.
-        late = f"no answer to {type(request).__name__} within {timeout} s"
-        timer = post.loop.call_later(timeout, _time_out, future, late)
+        timer = post.loop.call_later(timeout, _time_out, future, request, timeout)
         try:
             return await future
         finally:
