@@ -87,7 +87,7 @@ def test_a_call_that_times_out_or_is_cancelled_leaves_no_waiter(make_chat: Calla
     chat = make_chat()
 
     async def scenario(post: LoopPost) -> None:
-        with pytest.raises(ChatTimeout):
+        with pytest.raises(ChatTimeout, match=r"^no answer to GetStats within 0\.05 s$"):
             await (await unanswered(chat, post, timeout=0.05))
         assert chat._bridge.pending() == 0
         call = await unanswered(chat, post)
