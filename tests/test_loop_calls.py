@@ -83,6 +83,32 @@ def test_a_call_in_flight_when_a_core_actor_restarts_fails_with_restarting(
     assert chat._bridge.pending() == 0
 
 
+def test_calls_from_the_loop_time_out_in_deadline_order_and_leave_no_deadline(
+    make_chat: Callable[..., Chat],
+) -> None:
+    """One timer serves every call's deadline: a call armed later with a shorter timeout still
+    times out first, an answered call leaves nothing armed, and each says its own timeout."""
+    chat = make_chat()
+    order: list[str] = []
+
+    async def scenario(post: LoopPost) -> None:
+        answered = await chat._bridge.call_async(post, chat.roles.directory, GetStats(), 30.0)
+        assert answered is not None and post._deadlines == {}
+        slow = await unanswered(chat, post, timeout=0.4)
+        fast = await unanswered(chat, post, timeout=0.05)  # due before the one the timer is armed for
+        slow.add_done_callback(lambda _: order.append("slow"))
+        fast.add_done_callback(lambda _: order.append("fast"))
+        with pytest.raises(ChatTimeout, match=r"within 0\.05 s$"):
+            await fast
+        with pytest.raises(ChatTimeout, match=r"within 0\.4 s$"):
+            await slow
+        assert post._deadlines == {}
+
+    on_loop(scenario)
+    assert order == ["fast", "slow"]
+    assert chat._bridge.pending() == 0
+
+
 def test_a_call_that_times_out_or_is_cancelled_leaves_no_waiter(make_chat: Callable[..., Chat]) -> None:
     chat = make_chat()
 
