@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from thespian.actors import Actor, ActorAddress, ActorSystemMessage
 from thespian.system import simpleSystemBase
+from thespian.system.timing import currentTime
 
 from chatactors.core.model import Address, Kind
 from chatactors.errors import ChatClosed, ChatError, ChatTimeout
@@ -420,9 +421,23 @@ class SimpleSystem:
         self._ctx.tell(target, message)
 
     def run(self) -> None:
-        """Fire the timers that are due, then deliver until no actor has anything left to send."""
-        self._base._realizeWakeups()
-        self._base._runSends()
+        """Fire the timers that are due, then deliver until no actor has anything left to send.
+
+        What Thespian's ``_runSends()`` does with no timeout, without its per-message work for what
+        is never asked of it here (a send limit, a deadline, a stop condition) and with the wakeup
+        check above: each message still goes through Thespian's own ``_runSingleSend``."""
+        base = self._base
+        pending, lock, deliver = base._pendingSends, base._private_lock, base._runSingleSend
+        base._realizeWakeups()
+        while pending:
+            due = self._next_due
+            if due is not None and currentTime() >= due:
+                base._realizeWakeups()
+            with lock:
+                if not pending:
+                    break
+                sent = pending.pop(0)
+            deliver(sent)
 
     def received(self) -> list[Any]:
         """What the actors sent to :attr:`address` so far."""
