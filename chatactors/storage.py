@@ -383,6 +383,7 @@ class Store:
             now = utcnow()
             # Ids come from one sequence in VALUES order; sorting maps them back to the rows.
             ids = sorted(r[0] for r in self._insert_rows([new[i] for i in fresh], now))
+            sent_at = now.replace(tzinfo=UTC)
             for i, ident in zip(fresh, ids, strict=True):
                 n = new[i]
                 results[i] = Message(
@@ -392,7 +393,7 @@ class Store:
                     recipient_id=n.recipient.id if n.recipient else None,
                     room=n.room.name if n.room else None,
                     body=n.body,
-                    sent_at=now.replace(tzinfo=UTC),
+                    sent_at=sent_at,
                     status=n.status,
                     recipient=n.recipient.username if n.recipient else None,
                 )
