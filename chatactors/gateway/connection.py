@@ -116,8 +116,9 @@ class Connection:
     def push(self, frame: Frame) -> None:
         if self.closed:
             return
-        if len(self.pending) + self.out.qsize() >= self.gateway.limits.max_pending:
-            log.warning("%s reads too slowly: closed (%d frames unread)", self.who, self.out.qsize())
+        unread = len(self.pending) + self.out.qsize()
+        if unread >= self.gateway.limits.max_pending:
+            log.warning("%s reads too slowly: closed (%d frames unread)", self.who, unread)
             self.abort(CloseCode.POLICY_VIOLATION, "client too slow: too many unread frames")
             return
         if self.writer is not None:  # frames already wait for the peer: this one goes behind them
@@ -231,6 +232,10 @@ class Connection:
             await self._close_or_cut(*self._close_args)
         except ConnectionClosed:
             pass
+        except Exception:  # a frame that cannot be written (a bug): this socket ends, as in flush()
+            log.exception("%s write failed", self.who)
+            self.writer = None  # abort() must not cancel this task, which is ending anyway
+            self.abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _send_together(self, texts: list[bytes]) -> None:
         """Several frames, one ``send()`` syscall: websockets writes each frame on its own."""
