@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -139,12 +140,7 @@ class Connection:
                 self.out.put_nowait(frame)
             self._start_writer()
             return
-        protocol = ws.protocol
-        for frame in frames:
-            protocol.send_text(orjson.dumps(frame))  # UTF-8, as a text frame
-        # Only frames were queued: the reader flushes what it makes (pongs, a close) at once, and
-        # sending makes no end of stream.
-        ws.transport.write(b"".join(protocol.data_to_send()))
+        self._write_frames(orjson.dumps(frame) for frame in frames)  # UTF-8, as text frames
 
     def deliver(self, frame: Frame) -> None:
         """A push from the session: held while a login is answered, so 'logged_in' comes first."""
@@ -238,14 +234,18 @@ class Connection:
             self.abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _send_together(self, texts: list[bytes]) -> None:
-        """Several frames, one ``send()`` syscall: websockets writes each frame on its own."""
-        ws = self.ws
-        async with ws.send_context():  # checks the state on entry, waits for the buffer on exit
-            for text in texts:
-                ws.protocol.send_text(text)
-            # Taken here, so send_context's own flush finds nothing. Only frames were queued: the
-            # reader flushes what it makes (pongs, a close) at once, and sending makes no end of stream.
-            ws.transport.write(b"".join(ws.protocol.data_to_send()))
+        """Several frames, one ``send()`` syscall, waiting for the peer's buffer to drain after."""
+        async with self.ws.send_context():  # checks the state on entry, waits for the buffer on exit
+            self._write_frames(texts)  # taken here, so send_context's own flush finds nothing
+
+    def _write_frames(self, texts: Iterable[bytes]) -> None:
+        """``texts`` as text frames in one ``send()`` syscall (websockets writes each frame on its
+        own). Only frames were queued: the reader flushes what it makes (pongs, a close) at once,
+        and sending makes no end of stream."""
+        protocol = self.ws.protocol
+        for text in texts:
+            protocol.send_text(text)
+        self.ws.transport.write(b"".join(protocol.data_to_send()))
 
     # incoming
     def admit(self) -> bool:
