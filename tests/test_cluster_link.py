@@ -23,8 +23,9 @@ from helpers import Command, send_unsigned
 
 from chatactors import transport
 from chatactors.cluster import link as link_module
-from chatactors.cluster.link import MAX_FRAME_BYTES, Link, link_address
+from chatactors.cluster.link import MAX_FRAME_BYTES, MAX_HELLO_BYTES, NONCE_BYTES, Link, frame, link_address
 from chatactors.errors import ClusterNeedsSecret
+from chatactors.messages import LinkBatch, LinkHello
 
 PEER = Path(__file__).parent / "link_peer.py"
 SECRET = "a-cluster-secret-for-the-link-tests"
@@ -218,16 +219,106 @@ def test_a_stopped_link_leaves_no_thread_and_no_socket(same_secret: None) -> Non
     assert set(os.listdir("/proc/self/fd")) <= descriptors
 
 
-def test_a_frame_declaring_more_than_the_limit_closes_its_connection_unread(
-    same_secret: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def knock(address: str) -> tuple[socket.socket, bytes]:
+    """A connection to a link, and the nonce the link sent on it."""
+    s = socket.create_connection(link_address(address), timeout=WAIT)
+    head = b""
+    while len(head) < 4 + NONCE_BYTES:
+        chunk = s.recv(4 + NONCE_BYTES - len(head))
+        assert chunk, "the link closed before it sent its nonce"
+        head += chunk
+    assert int.from_bytes(head[:4], "big") == NONCE_BYTES
+    return s, head[4:]
+
+
+def closed_by_the_link(s: socket.socket) -> bool:
+    """Whether the link closed ``s`` (read to the end; a socket left open fails on the timeout)."""
+    with s:
+        while chunk := s.recv(4096):
+            assert not chunk, f"the link wrote {chunk!r}"
+    return True
+
+
+@pytest.fixture
+def fresh_drop_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refused frame is logged (the link's rate limit starts afresh)."""
+    monkeypatch.setattr(link_module, "_drops", transport.DropLog(0, "link"))
+
+
+REFUSED = {
+    # a member (it knows the secret and says hello), then a frame longer than any batch may be
+    "over the limit after the hello": (
+        lambda nonce: frame(LinkHello("member", 1, nonce)) + (MAX_FRAME_BYTES + 1).to_bytes(4, "big"),
+        f"declared {MAX_FRAME_BYTES + 1} bytes (limit {MAX_FRAME_BYTES})",
+    ),
+    # a stranger cannot make the link buffer a 64 MiB frame before a MAC is checked
+    "over a hello's size before it": (
+        lambda nonce: (MAX_HELLO_BYTES + 1).to_bytes(4, "big") + b"x" * 100,
+        f"declared {MAX_HELLO_BYTES + 1} bytes (limit {MAX_HELLO_BYTES}), before any hello",
+    ),
+    # half a frame and then nothing: a slow loris
+    "no hello in time": (lambda nonce: (100).to_bytes(4, "big") + b"half a frame", "no hello within 0.3 s"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_connection_that_breaks_the_rules_is_closed_unread_and_logged(
+    case: str, same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(link_module, "_drops", transport.DropLog(3600, "link"))  # a fresh rate limit
-    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
-    host, _, port = link.start().rpartition(":")
+    sends, logged = REFUSED[case]
+    hello_seconds = 0.3 if case == "no hello in time" else 30.0  # the others must not time out
+    link = Link("a", 1, lambda n, m: None, lambda n, m: None, hello_seconds=hello_seconds)
     try:
-        with socket.create_connection((host, int(port)), timeout=WAIT) as s:
-            s.sendall((MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
-            assert s.recv(1) == b""  # closed by the link, nothing read past the length
+        s, nonce = knock(link.start())
+        s.sendall(sends(nonce))
+        assert closed_by_the_link(s)  # nothing read past the length, nothing written
     finally:
         link.stop()
-    assert f"declared {MAX_FRAME_BYTES + 1} bytes" in caplog.text
+    assert logged in caplog.text
+
+
+def test_a_hello_recorded_on_one_connection_is_refused_on_another(
+    same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    link = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None)
+    try:
+        address = link.start()
+        first, nonce = knock(address)
+        second, _ = knock(address)
+        hello = frame(LinkHello("member", 1, nonce))
+        second.sendall(hello)  # signed, but for the first connection's nonce: a replay
+        assert closed_by_the_link(second)
+        with first:  # where it belongs, the same hello opens the link; a batch may follow at once
+            first.sendall(hello + frame(LinkBatch("member", 1, 1, ("after the hello",))))
+            assert got.get(timeout=WAIT) == ("member", ("after the hello",))
+    finally:
+        link.stop()
+    assert "was no hello: signed, but not a hello to this connection's nonce" in caplog.text
+
+
+def test_connections_without_a_hello_hold_no_thread_and_past_the_cap_the_oldest_goes(
+    same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Silent connections cost the link a socket each, no thread; past ``max_strangers`` the oldest
+    is closed, so a member's new connection (which says hello at once) still gets in."""
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None, max_strangers=3)
+    b = Link("b", 1, lambda n, m: None, lambda n, m: None)
+    before = threading.active_count()
+    address = a.start()
+    silent: list[socket.socket] = []
+    try:
+        silent += [knock(address)[0] for _ in range(4)]
+        assert threading.active_count() == before + 1  # a's accepting thread, and no reader
+        assert closed_by_the_link(silent.pop(0))  # the oldest of four, past the cap of three
+        assert "the oldest of 4 without a hello" in caplog.text
+        b.start()
+        b.send("a", address, "a member gets in")  # the cap is full again, of silent ones
+        assert got.get(timeout=WAIT) == ("b", ("a member gets in",))
+        assert closed_by_the_link(silent.pop(0))  # the member's connection pushed out the oldest
+    finally:
+        b.stop()
+        a.stop()
+        for s in silent:
+            s.close()

@@ -75,6 +75,8 @@ def sample(tp: Any, depth: int = 0) -> Any:
         return True
     if tp is str:
         return "hola"
+    if tp is bytes:
+        return b"\x00nonce"
     if tp is datetime:
         return datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     if isinstance(tp, type) and issubclass(tp, BaseException):

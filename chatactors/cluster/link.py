@@ -7,6 +7,13 @@ big-endian length and a payload signed by :mod:`chatactors.transport` with the s
 so a stranger's pickle is dropped unread and its connection closed. A batch's ack comes back on the
 connection the batch came in on.
 
+Before that, a new connection proves it knows the secret: the listening side sends a random nonce,
+and the first frame back must be a signed :class:`LinkHello` carrying it, at most
+:data:`MAX_HELLO_BYTES` long and within ``hello_seconds``. Until then the connection has no thread of
+its own (the accepting thread watches all of them with a selector), holds at most a hello's bytes,
+and is one of at most ``max_strangers``, the oldest closed first. Without that, anyone who could
+reach the port got a thread per connection and a 64 MiB buffer each before a MAC was checked.
+
 Why not Thespian's transport (as before): a frame through a multiprocTCPBase context cost ~1.2 ms of
 CPU (both ends) and a round trip 2.6 ms; a node's link threads took 47 % of its samples and two nodes
 delivered less than one (docs/cluster.md has the figures). Over a socket it is a ``sendall`` and a
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import socket
 import struct
 import threading
@@ -34,7 +42,7 @@ from chatactors import transport
 from chatactors.core.clock import Clock, MonotonicClock
 from chatactors.core.link import ACK_TIMEOUT, ATTEMPTS, Effect, Inbox, Outbox, Send, Unreachable
 from chatactors.errors import ClusterNeedsSecret
-from chatactors.messages import LinkAck, LinkBatch
+from chatactors.messages import LinkAck, LinkBatch, LinkHello
 
 log = logging.getLogger("chatactors.cluster")
 
@@ -47,6 +55,10 @@ POLL = 0.2  # seconds a thread waits on a socket before it looks at its stop fla
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a batch of 1,000 chat messages is well under 10 MB
 READ_CHUNK = 1024 * 1024
+NONCE_BYTES = 16
+MAX_HELLO_BYTES = 1024  # a signed hello is ~200 bytes; before it, no frame may be longer
+HELLO_SECONDS = 2.0  # a connection that has not said hello by then is closed
+MAX_STRANGERS = 256  # connections still to say hello; past this, the oldest is closed
 
 _drops = transport.DropLog(transport.LOG_INTERVAL_SECONDS, "link")
 
@@ -70,29 +82,41 @@ class FrameTooLarge(ValueError):
     """A frame declared more than :data:`MAX_FRAME_BYTES`: its connection is closed."""
 
 
+def _cut(buf: bytearray, limit: int) -> bytes | None:
+    """The first whole frame's payload off ``buf`` (removed from it), or None if it is not all
+    there yet; FrameTooLarge as soon as its length says more than ``limit``."""
+    if len(buf) < LENGTH.size:
+        return None
+    (size,) = LENGTH.unpack_from(buf)
+    if size > limit:
+        raise FrameTooLarge(f"declared {size} bytes (limit {limit})")
+    if len(buf) < LENGTH.size + size:
+        return None
+    data = bytes(buf[LENGTH.size : LENGTH.size + size])
+    del buf[: LENGTH.size + size]
+    return data
+
+
 class _Frames:
     """Frames read off one connection: bytes arrive split anywhere, and a read that times out
     mid-frame keeps what came so far."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, buf: bytes = b"", limit: int = MAX_FRAME_BYTES) -> None:
         self.sock = sock
-        self.buf = bytearray()
+        self.buf = bytearray(buf)
+        self.limit = limit
 
     def next(self) -> bytes | None:
         """The next whole frame's payload (not verified yet), or None if the socket's timeout passed
         first. Raises ConnectionError when the peer closed, FrameTooLarge on a declared size over
         the limit."""
         while True:
-            need = LENGTH.size
-            if len(self.buf) >= LENGTH.size:
-                (size,) = LENGTH.unpack_from(self.buf)
-                if size > MAX_FRAME_BYTES:
-                    raise FrameTooLarge(f"declared {size} bytes (limit {MAX_FRAME_BYTES})")
-                need = LENGTH.size + size
-                if len(self.buf) >= need:
-                    data = bytes(self.buf[LENGTH.size : need])
-                    del self.buf[:need]
-                    return data
+            data = _cut(self.buf, self.limit)
+            if data is not None:
+                return data
+            need = (
+                LENGTH.size if len(self.buf) < LENGTH.size else LENGTH.size + LENGTH.unpack_from(self.buf)[0]
+            )
             try:
                 chunk = self.sock.recv(min(max(need - len(self.buf), 4096), READ_CHUNK))
             except TimeoutError:
@@ -100,6 +124,119 @@ class _Frames:
             if not chunk:
                 raise ConnectionError("closed by the peer")
             self.buf += chunk
+
+
+class _Stranger:
+    """A connection that has not said hello yet: the nonce it must sign, what it sent so far (at
+    most a hello's worth) and when it must be done."""
+
+    def __init__(self, nonce: bytes, deadline: float) -> None:
+        self.nonce, self.deadline = nonce, deadline
+        self.buf = bytearray()
+
+    def hello(self, chunk: bytes) -> Any:
+        """The verified hello once its frame is whole (None until then). Raises FrameTooLarge,
+        transport.FrameRejected (no valid MAC), or ValueError (signed, but not this connection's)."""
+        self.buf += chunk
+        data = _cut(self.buf, MAX_HELLO_BYTES)
+        if data is None:
+            return None
+        msg = transport.loads(data)
+        if not isinstance(msg, LinkHello) or msg.nonce != self.nonce:
+            raise ValueError("signed, but not a hello to this connection's nonce (replayed?)")
+        return msg
+
+
+class _Door:
+    """The accepting thread's side: new connections, and those still to say hello, watched with one
+    selector; a connection that says hello is handed to :meth:`Link._member`."""
+
+    def __init__(self, link: Link, listener: socket.socket) -> None:
+        self.link, self.listener = link, listener
+        self.watch = selectors.DefaultSelector()
+        self.watch.register(listener, selectors.EVENT_READ)
+        self.strangers: dict[socket.socket, _Stranger] = {}  # oldest first: each waits as long
+
+    def __enter__(self) -> _Door:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self.strangers:
+            sock.close()
+        self.watch.close()
+
+    def serve(self) -> None:
+        """One round: wait up to :data:`POLL` (less if a hello is due sooner), then close the late."""
+        clock = self.link.clock
+        wait = POLL
+        if self.strangers:
+            wait = min(POLL, max(0.0, next(iter(self.strangers.values())).deadline - clock.now()))
+        for key, _ in self.watch.select(wait):
+            if key.fileobj is self.listener:
+                self._admit()
+            else:
+                self._hear(key.fileobj)  # type: ignore[arg-type]
+        now = clock.now()
+        for sock in [sock for sock, s in self.strangers.items() if s.deadline <= now]:
+            self._refuse(sock, f"never came: no hello within {self.link.hello_seconds} s")
+
+    def _admit(self) -> None:
+        """Take every waiting connection and send each its nonce."""
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:
+                log.exception("link %s: accept failed", self.link.node)
+                self.link._stopping.wait(POLL)  # out of descriptors, say: do not spin
+                return
+            nonce = os.urandom(NONCE_BYTES)
+            try:
+                conn.setblocking(False)
+                conn.sendall(LENGTH.pack(NONCE_BYTES) + nonce)  # 20 bytes into an empty buffer
+            except OSError:
+                conn.close()
+                continue
+            self.watch.register(conn, selectors.EVENT_READ)
+            self.strangers[conn] = _Stranger(nonce, self.link.clock.now() + self.link.hello_seconds)
+            if len(self.strangers) > self.link.max_strangers:
+                count = len(self.strangers)
+                self._refuse(next(iter(self.strangers)), f"never came: the oldest of {count} without a hello")
+
+    def _hear(self, conn: socket.socket) -> None:
+        """Bytes from a connection that has not said hello yet."""
+        try:
+            chunk = conn.recv(MAX_HELLO_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._refuse(conn, None)  # gone before its hello: nothing to report
+            return
+        try:
+            hello = self.strangers[conn].hello(chunk)
+        except FrameTooLarge as exc:
+            self._refuse(conn, f"{exc}, before any hello")
+            return
+        except transport.FrameRejected:
+            self._refuse(conn, "failed authentication (no valid HMAC)")
+            return
+        except Exception as exc:  # signed, so a member's: a replayed hello, or a bug
+            self._refuse(conn, f"was no hello: {exc}")
+            return
+        if hello is not None:
+            rest = bytes(self.strangers.pop(conn).buf)
+            self.watch.unregister(conn)
+            self.link._member(conn, rest)
+
+    def _refuse(self, conn: socket.socket, reason: str | None) -> None:
+        if reason is not None:
+            _drops.dropped(reason)  # before the close: whoever sees it closed finds it logged
+        del self.strangers[conn]
+        self.watch.unregister(conn)
+        conn.close()
 
 
 class Link:
@@ -115,10 +252,13 @@ class Link:
         ack_timeout: float = ACK_TIMEOUT,
         attempts: int = ATTEMPTS,
         clock: Clock | None = None,
+        hello_seconds: float = HELLO_SECONDS,
+        max_strangers: int = MAX_STRANGERS,
     ) -> None:
         self.node, self.epoch = node, epoch
         self.on_batch, self.on_unreachable = on_batch, on_unreachable
         self.ack_timeout, self.attempts = ack_timeout, attempts
+        self.hello_seconds, self.max_strangers = hello_seconds, max_strangers
         self.clock: Clock = clock or MonotonicClock()
         self.address = ""
         self.inbox = Inbox()
@@ -146,7 +286,7 @@ class Link:
                 "set it before anything starts"
             )
         listener = socket.create_server((transport.advertised_address(), 0))
-        listener.settimeout(POLL)
+        listener.setblocking(False)
         self._listener = listener
         host, port = listener.getsockname()[:2]
         self.address = f"{host}:{port}"
@@ -194,35 +334,31 @@ class Link:
         for reader in readers:
             reader.join(5)
 
-    # -- receiving: an accepting thread, a reading thread per connection ---------------------------
+    # -- receiving: an accepting thread that also hears hellos, a reading thread per member ----------
     def _accept(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        with listener:
+        assert self._listener is not None
+        with self._listener, _Door(self, self._listener) as door:
             while not self._stopping.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    log.exception("link %s: accept failed", self.node)
-                    self._stopping.wait(POLL)  # out of descriptors, say: do not spin
-                    continue
-                conn.settimeout(POLL)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ack leaves at once
-                reader = threading.Thread(
-                    target=self._read, args=(conn,), name=f"link-{self.node}-read", daemon=True
-                )
-                with self._lock:
-                    self._readers = [r for r in self._readers if r.is_alive()]
-                    self._readers.append(reader)
-                reader.start()
+                door.serve()
 
-    def _read(self, conn: socket.socket) -> None:
-        """Batches in, acks out, on one connection; a frame that fails its MAC (or is too large)
-        closes it, unread."""
+    def _member(self, conn: socket.socket, rest: bytes) -> None:
+        """A connection that said hello: batches in, acks out, on a thread of its own."""
+        conn.setblocking(True)
+        conn.settimeout(POLL)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ack leaves at once
+        frames = _Frames(conn, rest)  # a batch may follow the hello in the same segment
+        reader = threading.Thread(
+            target=self._read, args=(conn, frames), name=f"link-{self.node}-read", daemon=True
+        )
+        with self._lock:
+            self._readers = [r for r in self._readers if r.is_alive()]
+            self._readers.append(reader)
+        reader.start()
+
+    def _read(self, conn: socket.socket, frames: _Frames) -> None:
+        """Batches in, acks out, on one member's connection; a frame that fails its MAC (or is too
+        large) closes it, unread."""
         with conn:
-            frames = _Frames(conn)
             try:
                 while not self._stopping.is_set():
                     data = frames.next()
@@ -324,12 +460,24 @@ class _Peer(threading.Thread):
             if self.sock is None:
                 self.sock = socket.create_connection(self.target, timeout=self.link.ack_timeout)
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.frames = _Frames(self.sock)
+                self.frames = _Frames(self.sock, limit=NONCE_BYTES)
+                self._say_hello(self.frames)
             self.sock.settimeout(self.link.ack_timeout)
             self.sock.sendall(frame(batch))
         except OSError as exc:
             log.debug("link %s: sending to %s failed: %s", self.link.node, self.node, exc)
             self._close()
+
+    def _say_hello(self, frames: _Frames) -> None:
+        """Sign the nonce the peer sent on this new connection (within ``ack_timeout``)."""
+        try:
+            nonce = frames.next()
+        except FrameTooLarge as exc:
+            raise ConnectionError(f"{self.node} sent no nonce but a frame that {exc}") from None
+        if nonce is None or len(nonce) != NONCE_BYTES:
+            raise ConnectionError(f"no challenge from {self.node} within {self.link.ack_timeout} s")
+        frames.limit = MAX_FRAME_BYTES
+        frames.sock.sendall(frame(LinkHello(self.link.node, self.link.epoch, nonce)))
 
     def _ack(self, wait: float) -> Any:
         """The next frame from the peer within ``wait`` seconds (an ack), or None."""

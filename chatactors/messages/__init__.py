@@ -56,6 +56,7 @@ from chatactors.messages.cluster import (
     Forwarded,
     LinkAck,
     LinkBatch,
+    LinkHello,
     MemberSinks,
     RemoteRef,
     WatchMembers,
@@ -244,6 +245,7 @@ __all__ = [
     # cluster
     "LinkBatch",
     "LinkAck",
+    "LinkHello",
     "RemoteRef",
     "Delivery",
     "Forwarded",

@@ -13,6 +13,17 @@ from chatactors.core.ring import Ring
 
 
 @dataclass(frozen=True, slots=True)
+class LinkHello:
+    """The first frame on a new connection: ``node`` (incarnation ``epoch``) signs the random
+    ``nonce`` the listening link sent it, which proves it knows the cluster's secret (a recorded hello
+    carries another connection's nonce, so it cannot be replayed)."""
+
+    node: str
+    epoch: int
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class LinkBatch:
     """Batch ``seq`` of what ``node`` (incarnation ``epoch``) had for this node, in the order queued."""
 
