@@ -38,7 +38,7 @@ from chatactors import Chat
 from chatactors.chat import free_port
 from chatactors.core.model import Message, Receipt, Status
 from chatactors.gateway import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
-from chatactors.gateway.frames import message_from_dict
+from chatactors.gateway.frames import GUESTS_REASON, message_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secreto123"
@@ -976,6 +976,79 @@ def test_a_flood_closes_the_socket(
     assert flood.closed_with() == (1008, "rate limit exceeded")
     calm.alive()
     assert len(logged(caplog, r"flooding: closed \(10 frames dropped in a row\)")) == 1
+
+
+def connected(clients: Callable[[str], Client], url: str) -> Client:
+    """A new connection the server holds (connections count in the order they got there)."""
+    client = clients(url)
+    client.alive()
+    return client
+
+
+def test_past_max_guests_the_oldest_connection_not_logged_in_is_closed(
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Connections nobody has logged in on cost memory and a descriptor each: at most ``max_guests``
+    wait at once, the oldest closed first; a logged-in one is never counted, a logged-out one again."""
+    caplog.set_level(logging.INFO, logger="chatactors")
+    server = make_server(sqlite_url, limits=Limits(max_guests=2))
+
+    member = clients(server.url)
+    member.register("ana")
+    first, second, third = (
+        connected(clients, server.url),
+        connected(clients, server.url),
+        connected(clients, server.url),
+    )
+    assert first.closed_with() == (1008, GUESTS_REASON)
+    member.send("logout")  # a guest again, the newest: the oldest guest goes
+    member.expect("logged_out")
+    assert second.closed_with() == (1008, GUESTS_REASON)
+    third.register("bea")  # no longer a guest
+    fourth, fifth = connected(clients, server.url), connected(clients, server.url)
+    assert member.closed_with() == (1008, GUESTS_REASON)
+    for client in (third, fourth, fifth):
+        client.alive()
+    assert len(logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ closed: over 2 connections not logged in")) == 3
+
+
+def test_a_connection_whose_login_is_in_flight_is_no_guest_and_one_that_failed_is_the_newest(
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A password login takes an argon2 hash (~0.1 s): a flood of new connections meanwhile must not
+    close it; a login that fails leaves a guest again, counted from then."""
+    server = make_server(sqlite_url, limits=Limits(max_guests=2))
+    chat = server.gateway.chat
+    chat.register("ana", PASSWORD)
+    entered, release = threading.Event(), threading.Event()
+    login = chat.login
+
+    def slow_login(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the login"
+        return login(*args, **kwargs)
+
+    failing, waiting = connected(clients, server.url), connected(clients, server.url)
+    failing.send("login", username="ana", password="not-the-password")
+    failing.error("auth_failed")  # a guest again, and now the newest: [waiting, failing]
+    monkeypatch.setattr(chat, "login", slow_login)
+    waiting.send("login", username="ana", password=PASSWORD)
+    assert entered.wait(30)  # its login is in flight: [failing]
+    third = connected(clients, server.url)  # [failing, third]
+    fourth = connected(
+        clients, server.url
+    )  # [failing, third, fourth]: the oldest guest goes, not the login in flight
+    assert failing.closed_with() == (1008, GUESTS_REASON)
+    release.set()
+    waiting.expect("logged_in")
+    for client in (waiting, third, fourth):
+        client.alive()
 
 
 def _reader_left_behind(

@@ -28,8 +28,9 @@ from chatactors.errors import ChatError, InternalError, InvalidMessage, TooManyA
 
 Frame = dict[str, Any]
 SHUTDOWN_REASON = "server shutting down"
+GUESTS_REASON = "too many connections waiting to log in: connect again and log in"
 # The close codes are websockets' CloseCode: GOING_AWAY (the server shuts down), POLICY_VIOLATION (a
-# flood, or a reader too slow to keep up), MESSAGE_TOO_BIG (websockets' own, for a frame over the limit).
+# flood, a reader too slow to keep up, or the oldest of too many guests), MESSAGE_TOO_BIG (websockets' own, for a frame over the limit).
 
 
 def message_dict(m: Message) -> Frame:

@@ -17,6 +17,7 @@ class Limits:
     flood: int = 200  # dropped frames in a row before the connection is closed (1008)
     max_pending: int = 2000  # outgoing frames queued for a slow reader before it is closed (1008)
     typing_interval: float = 2.0  # seconds between two typing notices passed on for one conversation
+    max_guests: int = 1000  # connections not logged in, at once (the server's); past it the oldest is closed
 
 
 class TokenBucket:

@@ -25,10 +25,11 @@ a database that cannot be reached. Passwords, tokens and message bodies are neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -52,6 +53,7 @@ from chatactors.errors import (
 )
 from chatactors.gateway.connection import Connection, Flusher, close_info
 from chatactors.gateway.frames import (
+    GUESTS_REASON,
     SHUTDOWN_REASON,
     Frame,
     client_id_field,
@@ -129,6 +131,7 @@ class Gateway:
         self.static = StaticFiles()
         self.connections: set[Connection] = set()
         self.by_user: dict[int, set[Connection]] = {}
+        self.guests: dict[Connection, None] = {}  # not logged in, oldest first (see _guest)
         self.flusher = Flusher()  # writes each loop turn's frames, one send() a socket
         self.closing = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatactors-gateway")
@@ -223,6 +226,7 @@ class Gateway:
         conn = Connection(self, ws, self._numbers)
         self.connections.add(conn)
         log.info("%s connected", conn.who)
+        self._guest(conn)
         try:
             async for raw in ws:
                 if conn.closed:
@@ -233,6 +237,7 @@ class Gateway:
             pass  # over the size limit (1009) or dropped by the peer: only this socket ends
         finally:
             self.connections.discard(conn)
+            self.guests.pop(conn, None)
             conn.close(CloseCode.GOING_AWAY, "")
             await conn.finished()  # never raises, even for an aborted (cancelled) writer
             log.info("%s disconnected (%s)", conn.who, close_info(ws))
@@ -257,6 +262,32 @@ class Gateway:
             log.exception("%s %s failed", conn.who, _kind(frame))
             conn.push(error_frame(InternalError(), frame))
 
+    def _guest(self, conn: Connection) -> None:
+        """``conn`` has no session (new, or logged out). A connection costs ~25 KiB and a descriptor
+        before anyone knows who holds it, so at most ``max_guests`` wait at once: past that the oldest
+        is closed (1008). A client that logs in right away, as the page and the terminal client do
+        with a token, is never the oldest; one that left a login form open reconnects."""
+        if conn.closed:
+            return  # going: nothing to keep
+        self.guests[conn] = None
+        if len(self.guests) > self.limits.max_guests:
+            oldest = next(iter(self.guests))
+            del self.guests[oldest]
+            log.warning("%s closed: over %d connections not logged in", oldest.who, self.limits.max_guests)
+            oldest.close(CloseCode.POLICY_VIOLATION, GUESTS_REASON)
+
+    @contextlib.contextmanager
+    def _logging_in(self, conn: Connection) -> Iterator[None]:
+        """While its login is answered a connection is no guest: an argon2 hash takes ~0.1 s, and a
+        flood of new connections must not close it mid-login (logins in flight are throttled per
+        address, so this is no way around the cap)."""
+        self.guests.pop(conn, None)
+        try:
+            yield
+        finally:
+            if conn.session is None:
+                self._guest(conn)
+
     def _session(self, conn: Connection) -> Session:
         if conn.session is None:
             if conn.ended:
@@ -277,23 +308,27 @@ class Gateway:
         username = key_field(frame, "username")
         password = field(frame, "password", str)
         self._not_logged_in(conn)
-        user_id = await self._blocking(self.chat.register, username, password, client_address=conn.address)
-        log.info("%s registered %r (id %d)", conn.who, username, user_id)
-        await self._login(conn, username, password)
+        with self._logging_in(conn):
+            user_id = await self._blocking(
+                self.chat.register, username, password, client_address=conn.address
+            )
+            log.info("%s registered %r (id %d)", conn.who, username, user_id)
+            await self._login(conn, username, password)
 
     async def on_login(self, conn: Connection, frame: Frame) -> None:
         self._not_logged_in(conn)
-        token = key_field(frame, "token", required=False)
-        if token is not None:
-            await self._login(conn, token=token)
-            return
-        password = field(frame, "password", str)
-        user = user_ref(frame, "username", required=False)
-        if user is None:
-            user = field(frame, "user_id", int, required=False)
-        if user is None:
-            raise InvalidMessage("'login' needs 'username' or 'user_id', and 'password'; or 'token'")
-        await self._login(conn, user, password)
+        with self._logging_in(conn):
+            token = key_field(frame, "token", required=False)
+            if token is not None:
+                await self._login(conn, token=token)
+                return
+            password = field(frame, "password", str)
+            user = user_ref(frame, "username", required=False)
+            if user is None:
+                user = field(frame, "user_id", int, required=False)
+            if user is None:
+                raise InvalidMessage("'login' needs 'username' or 'user_id', and 'password'; or 'token'")
+            await self._login(conn, user, password)
 
     def _not_logged_in(self, conn: Connection) -> None:
         if conn.session is not None:
@@ -369,10 +404,11 @@ class Gateway:
         if not box or conn.session is not box[0]:
             return
         session, conn.session, conn.ended = box[0], None, reason
-        self._forgetpeer_name(conn, session)
+        self._forget_socket(conn, session)
         conn.push({"type": "logged_out", "reason": reason})
+        self._guest(conn)
 
-    def _forgetpeer_name(self, conn: Connection, session: Session) -> None:
+    def _forget_socket(self, conn: Connection, session: Session) -> None:
         peers = self.by_user.get(session.user_id, set())
         peers.discard(conn)
         if not peers:
@@ -384,13 +420,14 @@ class Gateway:
         log.info("%s logged out", conn.who)
         await self._end_session(conn, revoke=True)
         conn.push({"type": "logged_out"})
+        self._guest(conn)
 
     async def _end_session(self, conn: Connection, *, revoke: bool) -> None:
         """Log the connection's session out; ``revoke=False`` (a dropped socket) keeps its token."""
         session, conn.session = conn.session, None
         if session is None:
             return
-        self._forgetpeer_name(conn, session)
+        self._forget_socket(conn, session)
         if not session.active:  # ended elsewhere, its end not yet seen here: nothing left to log out
             return
         try:
