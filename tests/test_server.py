@@ -38,7 +38,7 @@ from chatactors import Chat
 from chatactors.chat import free_port
 from chatactors.core.model import Message, Receipt, Status
 from chatactors.gateway import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
-from chatactors.gateway.frames import GUESTS_REASON, message_from_dict
+from chatactors.gateway.frames import GUESTS_REASON, SESSIONS_REASON, message_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secreto123"
@@ -1049,6 +1049,32 @@ def test_a_connection_whose_login_is_in_flight_is_no_guest_and_one_that_failed_i
     waiting.expect("logged_in")
     for client in (waiting, third, fourth):
         client.alive()
+
+
+def test_past_max_sessions_a_users_oldest_session_is_logged_out_and_may_log_in_again(
+    make_server: Callable[..., ServerThread], sqlite_url: str, clients: Callable[[str], Client]
+) -> None:
+    """One user's sockets on a server are at most ``max_sessions``: each message to them is a frame
+    on every one, so logging in by token again and again must not multiply them."""
+    server = make_server(sqlite_url, limits=Limits(max_sessions=2))
+    first, second, third, bea = (clients(server.url) for _ in range(4))
+    token = first.register("ana")["token"]
+    second.resume(token)
+    bea.register("bea")
+    third.resume(token)  # the third session of ana: the oldest is logged out
+    assert first.expect("logged_out")["reason"] == SESSIONS_REASON
+    first.send("send", to="bea", body="from the first")
+    assert first.error("session_ended")["detail"].startswith(f"your session ended ({SESSIONS_REASON})")
+    bea.send("send", to="ana", body="hola", client_id="b1")
+    bea.expect("sent", client_id="b1")
+    for client in (second, third):  # pushed on the two that are logged in
+        assert client.expect("message", body="hola")["sender"] == "bea"
+    first.resume(token)  # its token still works: now the second session is the oldest
+    assert second.expect("logged_out")["reason"] == SESSIONS_REASON
+    bea.send("send", to="ana", body="otra", client_id="b2")
+    for client in (third, first):
+        assert client.expect("message", body="otra")["sender"] == "bea"
+    assert not [f for f in first.frames if f.get("body") == "hola"]  # sent while it was logged out
 
 
 def _reader_left_behind(

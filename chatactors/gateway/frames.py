@@ -29,6 +29,7 @@ from chatactors.errors import ChatError, InternalError, InvalidMessage, TooManyA
 Frame = dict[str, Any]
 SHUTDOWN_REASON = "server shutting down"
 GUESTS_REASON = "too many connections waiting to log in: connect again and log in"
+SESSIONS_REASON = "logged in on too many connections at once: this one, the oldest, was logged out"
 # The close codes are websockets' CloseCode: GOING_AWAY (the server shuts down), POLICY_VIOLATION (a
 # flood, a reader too slow to keep up, or the oldest of too many guests), MESSAGE_TOO_BIG (websockets' own, for a frame over the limit).
 

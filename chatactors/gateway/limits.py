@@ -18,6 +18,7 @@ class Limits:
     max_pending: int = 2000  # outgoing frames queued for a slow reader before it is closed (1008)
     typing_interval: float = 2.0  # seconds between two typing notices passed on for one conversation
     max_guests: int = 1000  # connections not logged in, at once (the server's); past it the oldest is closed
+    max_sessions: int = 32  # one user's sessions on this server at once; past it the oldest is logged out
 
 
 class TokenBucket:

@@ -54,6 +54,7 @@ from chatactors.errors import (
 from chatactors.gateway.connection import Connection, Flusher, close_info
 from chatactors.gateway.frames import (
     GUESTS_REASON,
+    SESSIONS_REASON,
     SHUTDOWN_REASON,
     Frame,
     client_id_field,
@@ -130,7 +131,7 @@ class Gateway:
         self.limits = limits or Limits()
         self.static = StaticFiles()
         self.connections: set[Connection] = set()
-        self.by_user: dict[int, set[Connection]] = {}
+        self.by_user: dict[int, dict[Connection, None]] = {}  # each user's sockets, in login order
         self.guests: dict[Connection, None] = {}  # not logged in, oldest first (see _guest)
         self.flusher = Flusher()  # writes each loop turn's frames, one send() a socket
         self.closing = False
@@ -384,7 +385,8 @@ class Gateway:
             session.user_id,
             "token" if kw.get("token") else "password",
         )
-        self.by_user.setdefault(session.user_id, set()).add(conn)
+        mine = self.by_user.setdefault(session.user_id, {})
+        mine[conn] = None
         inbox = [message_dict(m) for m in session.login_inbox]
         for m in session.login_inbox:
             conn.remember(m.id)
@@ -398,6 +400,20 @@ class Gateway:
             }
         )
         conn.release()
+        if len(mine) > self.limits.max_sessions:
+            await self._log_out_oldest(mine)
+
+    async def _log_out_oldest(self, mine: dict[Connection, None]) -> None:
+        """One user past ``max_sessions`` on this server: every message to them is a frame on each of
+        their sockets, so a script logging in by token again and again would multiply them. The
+        oldest session ends (its token stays valid, its socket open for a login), as a device
+        signed out elsewhere would."""
+        oldest = next(iter(mine))
+        log.warning("%s logged out: over %d sessions of this user", oldest.who, self.limits.max_sessions)
+        await self._end_session(oldest, revoke=False)
+        oldest.ended = SESSIONS_REASON
+        oldest.push({"type": "logged_out", "reason": SESSIONS_REASON})
+        self._guest(oldest)
 
     def _session_ended(self, conn: Connection, box: list[Session], reason: str) -> None:
         """The connection's session ended elsewhere: it is told, and stays open for a new login."""
@@ -409,8 +425,8 @@ class Gateway:
         self._guest(conn)
 
     def _forget_socket(self, conn: Connection, session: Session) -> None:
-        peers = self.by_user.get(session.user_id, set())
-        peers.discard(conn)
+        peers = self.by_user.get(session.user_id, {})
+        peers.pop(conn, None)
         if not peers:
             self.by_user.pop(session.user_id, None)
 
