@@ -6,6 +6,7 @@ only; the processes are the test's children, killed by pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -49,6 +50,7 @@ class Node:
         self.errors: queue.SimpleQueue[str] = queue.SimpleQueue()
         for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
             threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+        self.name = args[0]
         self.address = self.line("ADDR") if args[0] != "--stranger" else ""
 
     @staticmethod
@@ -79,8 +81,8 @@ class Node:
         self.proc.stdin.write(" ".join(parts) + "\n")
         self.proc.stdin.flush()
 
-    def send(self, to: Node, name: str, message: Any) -> None:
-        self.command("SEND", name, to.address, json.dumps(message))
+    def send(self, to: Node, message: Any) -> None:
+        self.command("SEND", to.name, to.address, json.dumps(message))
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -125,7 +127,7 @@ def test_a_link_address_is_built_from_host_and_port_never_unpickled() -> None:
 def test_messages_cross_in_order_once_batched_both_ways(nodes: list[Node]) -> None:
     a, b = start(nodes, "a"), start(nodes, "b")
     count = 300
-    a.command("SENDMANY", "b", b.address, str(count))
+    a.command("SENDMANY", b.name, b.address, str(count))
     got: list[int] = []
     batches = 0
     while len(got) < count:
@@ -135,17 +137,17 @@ def test_messages_cross_in_order_once_batched_both_ways(nodes: list[Node]) -> No
         batches += 1
     assert got == list(range(count))  # each once, in the order sent
     assert batches < count  # what queued while a batch was in flight went together
-    b.send(a, "a", "back to a")
+    b.send(a, "back to a")
     assert a.batch() == ("b", ["back to a"])
 
 
 def test_a_killed_peer_is_unreachable_and_what_it_was_owed_comes_back(nodes: list[Node]) -> None:
     a, b = start(nodes, "a"), start(nodes, "b")
-    a.send(b, "b", "before")
+    a.send(b, "before")
     assert b.batch() == ("a", ["before"])
     b.kill()  # kill -9: no goodbye
-    a.send(b, "b", "after 1")
-    a.send(b, "b", "after 2")
+    a.send(b, "after 1")
+    a.send(b, "after 2")
     lost: list[Any] = []
     while lost[-2:] != ["after 1", "after 2"]:
         node, messages = a.batch("LOST")
@@ -158,11 +160,11 @@ def test_a_killed_peer_is_unreachable_and_what_it_was_owed_comes_back(nodes: lis
 
 def test_membership_can_give_a_silent_peer_up_at_once(nodes: list[Node]) -> None:
     a, b = start(nodes, "a"), start(nodes, "b")
-    a.send(b, "b", "first")
+    a.send(b, "first")
     assert b.batch() == ("a", ["first"])
     b.proc.send_signal(signal.SIGSTOP)  # alive but silent, as behind a cut link
     try:
-        a.send(b, "b", "held")
+        a.send(b, "held")
         a.command("FORGET", "b")  # the membership table says b is dead
         node, lost = a.batch("LOST")
         assert node == "b" and lost in (["held"], ["first", "held"])  # "first": if its ack was not in
@@ -175,7 +177,7 @@ def test_a_batch_signed_with_another_secret_is_dropped_unread(nodes: list[Node])
     start(nodes, "--stranger", a.address, secret="not-the-cluster-secret-at-all")
     assert "failed authentication" in a.dropped_frame()
     b = start(nodes, "b")  # the link still works for members
-    b.send(a, "b", "member")
+    b.send(a, "member")
     assert a.batch() == ("b", ["member"])  # and the stranger's batch was never delivered
 
 
@@ -189,7 +191,7 @@ def test_an_unsigned_pickle_on_a_link_port_runs_nothing(nodes: list[Node], tmp_p
     assert not marker.exists()
     assert "failed authentication" in a.dropped_frame()
     b = start(nodes, "b")
-    b.send(a, "b", "member")
+    b.send(a, "member")
     assert a.batch() == ("b", ["member"])
     assert not marker.exists()
 
@@ -248,7 +250,7 @@ def fresh_drop_log(monkeypatch: pytest.MonkeyPatch) -> None:
 REFUSED = {
     # a member (it knows the secret and says hello), then a frame longer than any batch may be
     "over the limit after the hello": (
-        lambda nonce: frame(LinkHello("member", 1, nonce)) + (MAX_FRAME_BYTES + 1).to_bytes(4, "big"),
+        lambda nonce: frame(LinkHello("member", 1, "a", nonce)) + (MAX_FRAME_BYTES + 1).to_bytes(4, "big"),
         f"declared {MAX_FRAME_BYTES + 1} bytes (limit {MAX_FRAME_BYTES})",
     ),
     # a stranger cannot make the link buffer a 64 MiB frame before a MAC is checked
@@ -286,7 +288,7 @@ def test_a_hello_recorded_on_one_connection_is_refused_on_another(
         address = link.start()
         first, nonce = knock(address)
         second, _ = knock(address)
-        hello = frame(LinkHello("member", 1, nonce))
+        hello = frame(LinkHello("member", 1, "a", nonce))
         second.sendall(hello)  # signed, but for the first connection's nonce: a replay
         assert closed_by_the_link(second)
         with first:  # where it belongs, the same hello opens the link; a batch may follow at once
@@ -322,3 +324,43 @@ def test_connections_without_a_hello_hold_no_thread_and_past_the_cap_the_oldest_
         a.stop()
         for s in silent:
             s.close()
+
+
+def test_a_hello_to_another_node_is_refused(
+    same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever a node connects to (a stale address, a port reused since) cannot pass its hello on."""
+    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    try:
+        s, nonce = knock(link.start())
+        s.sendall(frame(LinkHello("member", 1, "c", nonce)))
+        assert closed_by_the_link(s)
+    finally:
+        link.stop()
+    assert "was no hello: a hello from member to c, not to a (passed on?)" in caplog.text
+
+
+def test_strangers_that_come_and_go_as_fast_as_they_can_leave_the_door_open(same_secret: None) -> None:
+    """Each new connection closes the oldest stranger (max_strangers=2) while that one sends a
+    byte: a stranger ready in the same round as the listener was once heard after it had been
+    closed, and the KeyError ended the accepting thread, and with it the node's link."""
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None, max_strangers=2)
+    b = Link("b", 1, lambda n, m: None, lambda n, m: None)
+    address = a.start()
+    held = [knock(address)[0] for _ in range(2)]
+    try:
+        for _ in range(300):
+            held.append(socket.create_connection(link_address(address), timeout=WAIT))
+            with contextlib.suppress(OSError):  # closed by the link already
+                held[0].send(b"\x00")
+            held.pop(0).close()
+        assert a._acceptor is not None and a._acceptor.is_alive()
+        b.start()
+        b.send("a", address, "still open")
+        assert got.get(timeout=WAIT) == ("b", ("still open",))
+    finally:
+        for s in held:
+            s.close()
+        b.stop()
+        a.stop()

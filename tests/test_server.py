@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import socket
@@ -34,7 +35,7 @@ from helpers import SESSION_MARKER_FD
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from chatactors import Chat
+from chatactors import Chat, Session
 from chatactors.chat import free_port
 from chatactors.core.model import Message, Receipt, Status
 from chatactors.gateway import Gateway, Limits, TokenBucket, message_frame, parse_frame, receipt_frames
@@ -1015,39 +1016,42 @@ def test_past_max_guests_the_oldest_connection_not_logged_in_is_closed(
     assert len(logged(caplog, r"#\d+ 127\.0\.0\.1:\d+ closed: over 2 connections not logged in")) == 3
 
 
-def test_a_connection_whose_login_is_in_flight_is_no_guest_and_one_that_failed_is_the_newest(
+def test_a_guest_whose_login_is_in_flight_is_not_closed_for_a_newer_one_and_a_failed_login_keeps_its_place(
     make_server: Callable[..., ServerThread],
     sqlite_url: str,
     clients: Callable[[str], Client],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A password login takes an argon2 hash (~0.1 s): a flood of new connections meanwhile must not
-    close it; a login that fails leaves a guest again, counted from then."""
+    cut it short. It still counts: when every other guest has a login in flight, the newcomer goes.
+    A login that fails does not make a guest younger (that would be a free way to stay)."""
     server = make_server(sqlite_url, limits=Limits(max_guests=2))
     chat = server.gateway.chat
     chat.register("ana", PASSWORD)
-    entered, release = threading.Event(), threading.Event()
+    entered: queue.SimpleQueue[None] = queue.SimpleQueue()
+    release = threading.Event()
     login = chat.login
 
     def slow_login(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
+        entered.put(None)
         assert release.wait(30), "the test never released the login"
         return login(*args, **kwargs)
 
     failing, waiting = connected(clients, server.url), connected(clients, server.url)
     failing.send("login", username="ana", password="not-the-password")
-    failing.error("auth_failed")  # a guest again, and now the newest: [waiting, failing]
+    failing.error("auth_failed")  # still the oldest guest: [failing, waiting]
     monkeypatch.setattr(chat, "login", slow_login)
     waiting.send("login", username="ana", password=PASSWORD)
-    assert entered.wait(30)  # its login is in flight: [failing]
-    third = connected(clients, server.url)  # [failing, third]
-    fourth = connected(
-        clients, server.url
-    )  # [failing, third, fourth]: the oldest guest goes, not the login in flight
+    entered.get(timeout=30)  # in flight: [failing, waiting*]
+    third = connected(clients, server.url)  # the oldest guest with no login in flight goes
     assert failing.closed_with() == (1008, GUESTS_REASON)
+    third.send("login", username="ana", password=PASSWORD)
+    entered.get(timeout=30)  # [waiting*, third*]
+    newcomer = clients(server.url)  # every other guest is logging in: the newcomer goes
+    assert newcomer.closed_with() == (1008, GUESTS_REASON)
     release.set()
-    waiting.expect("logged_in")
-    for client in (waiting, third, fourth):
+    for client in (waiting, third):
+        client.expect("logged_in")
         client.alive()
 
 
@@ -1075,6 +1079,40 @@ def test_past_max_sessions_a_users_oldest_session_is_logged_out_and_may_log_in_a
     for client in (third, first):
         assert client.expect("message", body="otra")["sender"] == "bea"
     assert not [f for f in first.frames if f.get("body") == "hola"]  # sent while it was logged out
+
+
+def test_a_session_logged_out_past_max_sessions_may_log_in_again_while_its_logout_is_answered(
+    make_server: Callable[..., ServerThread],
+    sqlite_url: str,
+    clients: Callable[[str], Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its socket is told and becomes a guest before the logout is answered, so a login meanwhile
+    is a login like any other (it was once told "logged out" after it had logged in again)."""
+    server = make_server(sqlite_url, limits=Limits(max_sessions=1))
+    entered, release = threading.Event(), threading.Event()
+    logout = Session.logout
+
+    def slow_logout(self: Session, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the logout"
+        return logout(self, *args, **kwargs)
+
+    first, second = clients(server.url), clients(server.url)
+    token = first.register("ana")["token"]
+    monkeypatch.setattr(Session, "logout", slow_logout)
+    second.resume(token)  # past max_sessions: first is logged out, and its logout waits
+    assert first.expect("logged_out")["reason"] == SESSIONS_REASON
+    assert entered.wait(30)
+    first.resume(token)  # while the logout is answered (and now second is the oldest)
+    assert second.expect("logged_out")["reason"] == SESSIONS_REASON
+    release.set()
+    first.send("inbox")
+    first.expect("inbox")  # it has a session
+    assert not [f for f in first.frames if f["type"] == "logged_out"]
+    guests = list(server.gateway.guests)  # the loop has answered everything sent: nothing moves now
+    assert len(guests) == 1 and guests[0].session is None  # second's socket; first's is logged in
+    assert [c.session is not None for c in server.gateway.connections].count(True) == 1
 
 
 def _reader_left_behind(

@@ -59,6 +59,8 @@ NONCE_BYTES = 16
 MAX_HELLO_BYTES = 1024  # a signed hello is ~200 bytes; before it, no frame may be longer
 HELLO_SECONDS = 2.0  # a connection that has not said hello by then is closed
 MAX_STRANGERS = 256  # connections still to say hello; past this, the oldest is closed
+ACCEPTS_PER_ROUND = 64  # then the hellos that came meanwhile are heard, before more are accepted
+BACKLOG = 1024  # connections the kernel holds for the accepting thread (a flood must not fill it at once)
 
 _drops = transport.DropLog(transport.LOG_INTERVAL_SECONDS, "link")
 
@@ -134,9 +136,10 @@ class _Stranger:
         self.nonce, self.deadline = nonce, deadline
         self.buf = bytearray()
 
-    def hello(self, chunk: bytes) -> Any:
-        """The verified hello once its frame is whole (None until then). Raises FrameTooLarge,
-        transport.FrameRejected (no valid MAC), or ValueError (signed, but not this connection's)."""
+    def hello(self, chunk: bytes, me: str) -> Any:
+        """The verified hello to node ``me`` once its frame is whole (None until then). Raises
+        FrameTooLarge, transport.FrameRejected (no valid MAC), or ValueError (signed, but not this
+        connection's)."""
         self.buf += chunk
         data = _cut(self.buf, MAX_HELLO_BYTES)
         if data is None:
@@ -144,6 +147,8 @@ class _Stranger:
         msg = transport.loads(data)
         if not isinstance(msg, LinkHello) or msg.nonce != self.nonce:
             raise ValueError("signed, but not a hello to this connection's nonce (replayed?)")
+        if msg.to != me:
+            raise ValueError(f"a hello from {msg.node} to {msg.to}, not to {me} (passed on?)")
         return msg
 
 
@@ -166,23 +171,37 @@ class _Door:
         self.watch.close()
 
     def serve(self) -> None:
-        """One round: wait up to :data:`POLL` (less if a hello is due sooner), then close the late."""
+        """One round. Never raises: the thread it runs on is this node's only way in."""
+        try:
+            self._round()
+        except Exception:
+            log.exception("link %s: a round of the accepting thread failed", self.link.node)
+            self.link._stopping.wait(POLL)  # whatever it was, do not spin on it
+
+    def _round(self) -> None:
+        """Wait up to :data:`POLL` (less if a hello is due sooner); hear the strangers, then accept
+        (so a member whose hello is in is never closed as the oldest by connections accepted after
+        it); then close the late."""
         clock = self.link.clock
         wait = POLL
         if self.strangers:
             wait = min(POLL, max(0.0, next(iter(self.strangers.values())).deadline - clock.now()))
+        knocked = False
         for key, _ in self.watch.select(wait):
             if key.fileobj is self.listener:
-                self._admit()
-            else:
-                self._hear(key.fileobj)  # type: ignore[arg-type]
+                knocked = True
+            elif key.fileobj in self.strangers:  # not closed earlier in this round
+                self._hear(key.fileobj)
+        if knocked:
+            self._admit()
         now = clock.now()
         for sock in [sock for sock, s in self.strangers.items() if s.deadline <= now]:
             self._refuse(sock, f"never came: no hello within {self.link.hello_seconds} s")
 
     def _admit(self) -> None:
-        """Take every waiting connection and send each its nonce."""
-        while True:
+        """Accept what waits (at most :data:`ACCEPTS_PER_ROUND`: the rest wait in the backlog, behind
+        the hellos of the next round) and send each its nonce."""
+        for _ in range(ACCEPTS_PER_ROUND):
             try:
                 conn, _ = self.listener.accept()
             except BlockingIOError:
@@ -201,8 +220,9 @@ class _Door:
             self.watch.register(conn, selectors.EVENT_READ)
             self.strangers[conn] = _Stranger(nonce, self.link.clock.now() + self.link.hello_seconds)
             if len(self.strangers) > self.link.max_strangers:
-                count = len(self.strangers)
-                self._refuse(next(iter(self.strangers)), f"never came: the oldest of {count} without a hello")
+                count, oldest = len(self.strangers), next(iter(self.strangers))
+                self._hear(oldest)  # one last look: its hello may be in by now
+                self._refuse(oldest, f"never came: the oldest of {count} without a hello")
 
     def _hear(self, conn: socket.socket) -> None:
         """Bytes from a connection that has not said hello yet."""
@@ -216,7 +236,7 @@ class _Door:
             self._refuse(conn, None)  # gone before its hello: nothing to report
             return
         try:
-            hello = self.strangers[conn].hello(chunk)
+            hello = self.strangers[conn].hello(chunk, self.link.node)
         except FrameTooLarge as exc:
             self._refuse(conn, f"{exc}, before any hello")
             return
@@ -229,12 +249,18 @@ class _Door:
         if hello is not None:
             rest = bytes(self.strangers.pop(conn).buf)
             self.watch.unregister(conn)
-            self.link._member(conn, rest)
+            try:
+                self.link._member(conn, rest)
+            except BaseException:  # no thread for it (out of memory, say): it must not stay open
+                conn.close()
+                raise
 
     def _refuse(self, conn: socket.socket, reason: str | None) -> None:
+        """Close a stranger (once: a later call for the same socket does nothing)."""
+        if self.strangers.pop(conn, None) is None:
+            return
         if reason is not None:
             _drops.dropped(reason)  # before the close: whoever sees it closed finds it logged
-        del self.strangers[conn]
         self.watch.unregister(conn)
         conn.close()
 
@@ -285,7 +311,7 @@ class Link:
                 "after the transport was installed in it (a multiprocTCPBase system started); "
                 "set it before anything starts"
             )
-        listener = socket.create_server((transport.advertised_address(), 0))
+        listener = socket.create_server((transport.advertised_address(), 0), backlog=BACKLOG)
         listener.setblocking(False)
         self._listener = listener
         host, port = listener.getsockname()[:2]
@@ -477,7 +503,7 @@ class _Peer(threading.Thread):
         if nonce is None or len(nonce) != NONCE_BYTES:
             raise ConnectionError(f"no challenge from {self.node} within {self.link.ack_timeout} s")
         frames.limit = MAX_FRAME_BYTES
-        frames.sock.sendall(frame(LinkHello(self.link.node, self.link.epoch, nonce)))
+        frames.sock.sendall(frame(LinkHello(self.link.node, self.link.epoch, self.node, nonce)))
 
     def _ack(self, wait: float) -> Any:
         """The next frame from the peer within ``wait`` seconds (an ack), or None."""

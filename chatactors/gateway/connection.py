@@ -100,6 +100,7 @@ class Connection:
         self.writer: asyncio.Task[None] | None = None  # the writer task while frames wait in ``out``
         self.closed = False
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
+        self.logging_in = False  # a login or register is being answered (see Gateway._guest)
         self._seen: deque[int] = deque(maxlen=self.SEEN)
         self._seen_set: set[int] = set()
         self._close_args: tuple[int, str] = (CloseCode.GOING_AWAY, SHUTDOWN_REASON)

@@ -265,29 +265,30 @@ class Gateway:
 
     def _guest(self, conn: Connection) -> None:
         """``conn`` has no session (new, or logged out). A connection costs ~25 KiB and a descriptor
-        before anyone knows who holds it, so at most ``max_guests`` wait at once: past that the oldest
-        is closed (1008). A client that logs in right away, as the page and the terminal client do
-        with a token, is never the oldest; one that left a login form open reconnects."""
+        before anyone knows who holds it, so at most ``max_guests`` are guests at once: past that
+        the oldest that has no login in flight is closed (1008), or the newcomer if every other
+        one has. A guest keeps its place while it tries to log in, so failing a login does not make
+        it younger; the page and the terminal client log in as soon as they connect."""
         if conn.closed:
             return  # going: nothing to keep
-        self.guests[conn] = None
+        self.guests.setdefault(conn, None)
         if len(self.guests) > self.limits.max_guests:
-            oldest = next(iter(self.guests))
-            del self.guests[oldest]
-            log.warning("%s closed: over %d connections not logged in", oldest.who, self.limits.max_guests)
-            oldest.close(CloseCode.POLICY_VIOLATION, GUESTS_REASON)
+            victim = next((c for c in self.guests if not c.logging_in), conn)
+            del self.guests[victim]
+            log.warning("%s closed: over %d connections not logged in", victim.who, self.limits.max_guests)
+            victim.close(CloseCode.POLICY_VIOLATION, GUESTS_REASON)
 
     @contextlib.contextmanager
     def _logging_in(self, conn: Connection) -> Iterator[None]:
-        """While its login is answered a connection is no guest: an argon2 hash takes ~0.1 s, and a
-        flood of new connections must not close it mid-login (logins in flight are throttled per
-        address, so this is no way around the cap)."""
-        self.guests.pop(conn, None)
+        """While its login is answered a guest is not closed for a newer one: an argon2 hash takes
+        ~0.1 s, and a flood of new connections must not cut a login short. It still counts."""
+        conn.logging_in = True
         try:
             yield
         finally:
-            if conn.session is None:
-                self._guest(conn)
+            conn.logging_in = False
+            if conn.session is not None:
+                self.guests.pop(conn, None)
 
     def _session(self, conn: Connection) -> Session:
         if conn.session is None:
@@ -410,10 +411,12 @@ class Gateway:
         signed out elsewhere would."""
         oldest = next(iter(mine))
         log.warning("%s logged out: over %d sessions of this user", oldest.who, self.limits.max_sessions)
-        await self._end_session(oldest, revoke=False)
+        session = self._detach(oldest)  # all of it before the wait: the socket may log in meanwhile
         oldest.ended = SESSIONS_REASON
         oldest.push({"type": "logged_out", "reason": SESSIONS_REASON})
         self._guest(oldest)
+        if session is not None:
+            await self._log_out(session, revoke=False)
 
     def _session_ended(self, conn: Connection, box: list[Session], reason: str) -> None:
         """The connection's session ended elsewhere: it is told, and stays open for a new login."""
@@ -440,10 +443,18 @@ class Gateway:
 
     async def _end_session(self, conn: Connection, *, revoke: bool) -> None:
         """Log the connection's session out; ``revoke=False`` (a dropped socket) keeps its token."""
+        session = self._detach(conn)
+        if session is not None:
+            await self._log_out(session, revoke=revoke)
+
+    def _detach(self, conn: Connection) -> Session | None:
+        """Take the connection's session off it, at once (what :meth:`_log_out` then ends)."""
         session, conn.session = conn.session, None
-        if session is None:
-            return
-        self._forget_socket(conn, session)
+        if session is not None:
+            self._forget_socket(conn, session)
+        return session
+
+    async def _log_out(self, session: Session, *, revoke: bool) -> None:
         if not session.active:  # ended elsewhere, its end not yet seen here: nothing left to log out
             return
         try:

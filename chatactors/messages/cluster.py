@@ -15,11 +15,13 @@ from chatactors.core.ring import Ring
 @dataclass(frozen=True, slots=True)
 class LinkHello:
     """The first frame on a new connection: ``node`` (incarnation ``epoch``) signs the random
-    ``nonce`` the listening link sent it, which proves it knows the cluster's secret (a recorded hello
-    carries another connection's nonce, so it cannot be replayed)."""
+    ``nonce`` the listening link sent it, which proves it knows the cluster's secret. A recorded hello
+    carries another connection's nonce, so it cannot be replayed; it names the node it is ``to``, so
+    whoever a node connects to (a stale address, a port reused since) cannot pass it on to another."""
 
     node: str
     epoch: int
+    to: str
     nonce: bytes
 
 
