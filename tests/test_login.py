@@ -107,6 +107,29 @@ def test_unknown_names_cost_a_hash_and_count_against_the_address(make_chat: Chat
     assert chat.login(juan, SECRET, client_address=OWNER).user_id == juan
 
 
+def test_bad_tokens_count_against_the_address_and_a_throttled_address_waits_for_tokens_too(
+    make_chat: ChatFactory,
+) -> None:
+    """Nobody guesses a token, but each try costs a database read: a flood of made-up tokens from
+    one address is throttled like wrong passwords, and the owner's address is not."""
+    chat = make_chat()
+    chat.register("juan", SECRET)
+    token = chat.login("juan", SECRET, client_address=OWNER).token
+    refused: TooManyAttempts | None = None
+    for attempt in range(50):
+        try:
+            chat.login(token=f"made-up-{attempt:035d}", client_address=ATTACKER)
+        except TooManyAttempts as exc:
+            refused = exc
+            break
+        except AuthenticationError:
+            continue
+    assert refused is not None and refused.retry_after > 0 and "try again in" in refused.detail
+    with pytest.raises(TooManyAttempts):  # from that address even a good token waits
+        chat.login(token=token, client_address=ATTACKER)
+    assert chat.login(token=token, client_address=OWNER).username == "juan"
+
+
 def test_a_login_storm_is_refused_quickly_as_busy_while_chat_traffic_flows(make_chat: ChatFactory) -> None:
     """Real argon2 (~0.1 s a hash) on one worker, one queued and one kept for known logins: a storm of
     logins from many addresses gets Busy at once for what does not fit, sends between logged-in users

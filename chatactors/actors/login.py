@@ -46,6 +46,9 @@ PROFILES = {
 }
 
 
+BAD_TOKEN = "token:invalid"  # the account a failed token login counts against (with its address)
+
+
 def token_hash(token: str) -> str:
     """Tokens are stored hashed: a leaked table does not let anyone log in."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -180,8 +183,15 @@ class LoginService(ChatActor):
 
     def receive_login_user(self, msg: LoginUser, sender: Any) -> None:
         if msg.token is not None:
+            # Nobody guesses 32 random bytes, but every try costs a database read: bad tokens count
+            # against the address as wrong passwords do, and a throttled address waits for tokens too.
+            address = client_key(msg.client_address)
+            wait = self.throttle.retry_after(BAD_TOKEN, address)
+            if wait > 0:
+                raise TooManyAttempts(f"too many failed logins; try again in {math.ceil(wait)} s", wait)
             user = self.store.token_user(token_hash(msg.token))
             if user is None:
+                self.throttle.failed(BAD_TOKEN, address)
                 raise AuthenticationError("invalid or expired token")
             self._attach(msg, user, msg.token)
             return
