@@ -80,8 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("chatactors.transport").setLevel(logging.ERROR)  # one warning per refusal
     arrivals, lost = Arrivals(), []
-    a = Link("a", 1, arrivals.on_batch, lambda n, m: None)
-    b = Link("b", 1, lambda n, m: None, lambda n, m: lost.extend(m))
+    a = Link("a", 1, arrivals.on_batch, lambda n, m, r: None)
+    b = Link("b", 1, lambda n, m: None, lambda n, m, r: lost.extend(m))
     address = a.start()
     b.start()
     b.send("a", address, "warm up")

@@ -41,7 +41,7 @@ def echo() -> None:
         for message in messages:
             link.send(node, target[0], message)
 
-    link = Link("b", 2, on_batch, lambda n, m: None)
+    link = Link("b", 2, on_batch, lambda n, m, r: None)
     print(link.start(), flush=True)
     for line in sys.stdin:
         command, _, arg = line.strip().partition(" ")
@@ -79,7 +79,7 @@ def main() -> None:
     assert child.stdin is not None and child.stdout is not None
     b = child.stdout.readline().strip()
     echoes = Echoes()
-    link = Link("a", 1, echoes.on_batch, lambda n, m: None)
+    link = Link("a", 1, echoes.on_batch, lambda n, m, r: None)
     child.stdin.write(f"A {link.start()}\n")
     child.stdin.flush()
 

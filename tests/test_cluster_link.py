@@ -69,6 +69,11 @@ class Node:
         node, _, body = self.line(kind).partition(" ")
         return node, json.loads(body)
 
+    def lost(self) -> tuple[str, str, list[Any]]:
+        """What the link handed back: the peer, why ("refused" or "unanswered"), the messages."""
+        node, why, body = self.line("LOST").split(" ", 2)
+        return node, why, json.loads(body)
+
     def dropped_frame(self) -> str:
         """The next warning of a frame the link dropped, from this node's log (its stderr)."""
         while True:
@@ -112,7 +117,7 @@ def start(nodes: list[Node], *args: str, **kw: str) -> Node:
 
 def test_a_link_needs_the_cluster_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(transport.SECRET_ENV, raising=False)
-    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    link = Link("a", 1, lambda n, m: None, lambda n, m, r: None)
     with pytest.raises(ClusterNeedsSecret, match=transport.SECRET_ENV):
         link.start()
 
@@ -150,8 +155,8 @@ def test_a_killed_peer_is_unreachable_and_what_it_was_owed_comes_back(nodes: lis
     a.send(b, "after 2")
     lost: list[Any] = []
     while lost[-2:] != ["after 1", "after 2"]:
-        node, messages = a.batch("LOST")
-        assert node == "b"
+        node, why, messages = a.lost()
+        assert (node, why) == ("b", "refused")  # nothing listens at b's address: dead at once
         lost.extend(messages)
     # Everything not acknowledged comes back, in order. "before" too if b was killed after taking
     # it but before its ack left: the link is at least once, and the node dedupes (client_id).
@@ -166,10 +171,41 @@ def test_membership_can_give_a_silent_peer_up_at_once(nodes: list[Node]) -> None
     try:
         a.send(b, "held")
         a.command("FORGET", "b")  # the membership table says b is dead
-        node, lost = a.batch("LOST")
-        assert node == "b" and lost in (["held"], ["first", "held"])  # "first": if its ack was not in
+        node, why, lost = a.lost()
+        assert (node, why) == ("b", "unanswered")
+        assert lost in (["held"], ["first", "held"])  # "first": if its ack was not in
     finally:
         b.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_silent_peer_is_unreachable_as_unanswered_not_refused(nodes: list[Node]) -> None:
+    """Alive and silent (a cut link, an overloaded node, a flooded port): the link gives it up
+    after its attempts, and says it was not refused, so the node leaves the verdict to heartbeats."""
+    a, b = start(nodes, "a"), start(nodes, "b")
+    a.send(b, "first")
+    assert b.batch() == ("a", ["first"])
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        a.send(b, "held")
+        node, why, lost = a.lost()  # after 2 attempts of 0.5 s (tests/link_peer.py)
+        assert (node, why) == ("b", "unanswered")
+        assert lost in (["held"], ["first", "held"])
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+
+
+def test_an_address_nobody_listens_on_is_given_up_at_the_first_refusal(same_secret: None) -> None:
+    """With a minute of timeouts to wait for, the refusal alone ends it: dead at once."""
+    lost: queue.SimpleQueue[tuple[str, tuple[Any, ...], bool]] = queue.SimpleQueue()
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # closed on leaving the block: nothing listens there now
+    a = Link("a", 1, lambda n, m: None, lambda n, m, refused: lost.put((n, m, refused)), ack_timeout=30)
+    a.start()
+    try:
+        a.send("gone", f"127.0.0.1:{port}", "to nobody")
+        assert lost.get(timeout=WAIT) == ("gone", ("to nobody",), True)
+    finally:
+        a.stop()
 
 
 def test_a_batch_signed_with_another_secret_is_dropped_unread(nodes: list[Node]) -> None:
@@ -202,14 +238,14 @@ def test_a_link_refuses_to_start_when_this_process_signs_with_another_secret(
     transport.install()  # this process's secret is fixed now (from the environment, or made up)
     monkeypatch.setenv(transport.SECRET_ENV, "x" * 8 + (transport.installed_secret() or "")[:24] + "-other")
     with pytest.raises(ClusterNeedsSecret, match="signs its frames with another secret"):
-        Link("n", 1, lambda n, m: None, lambda n, m: None).start()
+        Link("n", 1, lambda n, m: None, lambda n, m, r: None).start()
 
 
 def test_a_stopped_link_leaves_no_thread_and_no_socket(same_secret: None) -> None:
     descriptors = set(os.listdir("/proc/self/fd"))
     got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-    a = Link("a", 1, lambda n, m: None, lambda n, m: None)
-    b = Link("b", 1, lambda n, m: got.put((n, m)), lambda n, m: None)
+    a = Link("a", 1, lambda n, m: None, lambda n, m, r: None)
+    b = Link("b", 1, lambda n, m: got.put((n, m)), lambda n, m, r: None)
     at_b = b.start()
     a.start()
     a.send("b", at_b, "hello")
@@ -269,7 +305,7 @@ def test_a_connection_that_breaks_the_rules_is_closed_unread_and_logged(
 ) -> None:
     sends, logged = REFUSED[case]
     hello_seconds = 0.3 if case == "no hello in time" else 30.0  # the others must not time out
-    link = Link("a", 1, lambda n, m: None, lambda n, m: None, hello_seconds=hello_seconds)
+    link = Link("a", 1, lambda n, m: None, lambda n, m, r: None, hello_seconds=hello_seconds)
     try:
         s, nonce = knock(link.start())
         s.sendall(sends(nonce))
@@ -283,7 +319,7 @@ def test_a_hello_recorded_on_one_connection_is_refused_on_another(
     same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-    link = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None)
+    link = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m, r: None)
     try:
         address = link.start()
         first, nonce = knock(address)
@@ -305,8 +341,8 @@ def test_connections_without_a_hello_hold_no_thread_and_past_the_cap_the_oldest_
     """Silent connections cost the link a socket each, no thread; past ``max_strangers`` the oldest
     is closed, so a member's new connection (which says hello at once) still gets in."""
     got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None, max_strangers=3)
-    b = Link("b", 1, lambda n, m: None, lambda n, m: None)
+    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m, r: None, max_strangers=3)
+    b = Link("b", 1, lambda n, m: None, lambda n, m, r: None)
     before = threading.active_count()
     address = a.start()
     silent: list[socket.socket] = []
@@ -330,7 +366,7 @@ def test_a_hello_to_another_node_is_refused(
     same_secret: None, fresh_drop_log: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Whoever a node connects to (a stale address, a port reused since) cannot pass its hello on."""
-    link = Link("a", 1, lambda n, m: None, lambda n, m: None)
+    link = Link("a", 1, lambda n, m: None, lambda n, m, r: None)
     try:
         s, nonce = knock(link.start())
         s.sendall(frame(LinkHello("member", 1, "c", nonce)))
@@ -345,8 +381,8 @@ def test_strangers_that_come_and_go_as_fast_as_they_can_leave_the_door_open(same
     byte: a stranger ready in the same round as the listener was once heard after it had been
     closed, and the KeyError ended the accepting thread, and with it the node's link."""
     got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m: None, max_strangers=2)
-    b = Link("b", 1, lambda n, m: None, lambda n, m: None)
+    a = Link("a", 1, lambda n, m: got.put((n, m)), lambda n, m, r: None, max_strangers=2)
+    b = Link("b", 1, lambda n, m: None, lambda n, m, r: None)
     address = a.start()
     held = [knock(address)[0] for _ in range(2)]
     try:

@@ -48,8 +48,11 @@ log = logging.getLogger("chatactors.cluster")
 
 OnBatch = Callable[[str, tuple[Any, ...]], None]
 """``(node, messages)``: what a peer sent, in its order; called one batch at a time."""
-OnUnreachable = Callable[[str, tuple[Any, ...]], None]
-"""``(node, messages)``: a peer stopped acknowledging these; some may have arrived (at least once)."""
+OnUnreachable = Callable[[str, tuple[Any, ...], bool], None]
+"""``(node, messages, refused)``: a peer stopped acknowledging these; some may have arrived (at least
+once). ``refused``: its address refused a connection, so nothing listens there any more (the process
+is gone); otherwise it did not answer in time, which a dead host, a cut link and an overloaded or
+flooded node look alike in."""
 
 POLL = 0.2  # seconds a thread waits on a socket before it looks at its stop flag
 LENGTH = struct.Struct(">I")
@@ -429,6 +432,7 @@ class _Peer(threading.Thread):
         self.done = False
         self.sock: socket.socket | None = None
         self.frames: _Frames | None = None
+        self.refused = False  # the peer's address refused a connection (see OnUnreachable)
 
     def put(self, message: Any) -> None:
         self._apply(self.outbox.put, message)
@@ -456,7 +460,7 @@ class _Peer(threading.Thread):
                     self.node,
                     len(effect.messages),
                 )
-                self.link.on_unreachable(self.node, effect.messages)
+                self.link.on_unreachable(self.node, effect.messages, self.refused)
 
     def run(self) -> None:
         try:
@@ -490,6 +494,13 @@ class _Peer(threading.Thread):
                 self._say_hello(self.frames)
             self.sock.settimeout(self.link.ack_timeout)
             self.sock.sendall(frame(batch))
+        except ConnectionRefusedError:
+            # Nothing listens there: that incarnation is gone (a new one listens on a new port).
+            # Give up at once rather than after ``attempts`` timeouts.
+            log.debug("link %s: %s refused the connection", self.link.node, self.node)
+            self._close()
+            self.refused = True
+            self._apply(self.outbox.give_up)
         except OSError as exc:
             log.debug("link %s: sending to %s failed: %s", self.link.node, self.node, exc)
             self._close()

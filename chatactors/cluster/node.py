@@ -161,9 +161,13 @@ class ClusterNode:
         for message in messages:
             self.on_message(node_id, message)
 
-    def _unreachable(self, node_id: str, messages: tuple[Any, ...]) -> None:
+    def _unreachable(self, node_id: str, messages: tuple[Any, ...], refused: bool) -> None:
+        """A refused connection is a dead letter: that node is dead at once. A peer that only did
+        not answer in time is left to the heartbeats (dead within 3.5 s if it really is): one
+        observer's timeouts are what a stranger flooding its link port could cause, and they
+        must not take a live node out of the ring. The messages wait for the ring either way."""
         with self._lock:
             row = self._rows.get(node_id)
-        if row is not None and self.member is not None:
+        if refused and row is not None and self.member is not None:
             self.member.report_dead_letter(row.node)
         self.on_undelivered(node_id, messages)
