@@ -164,6 +164,7 @@ class _Door:
         self.watch = selectors.DefaultSelector()
         self.watch.register(listener, selectors.EVENT_READ)
         self.strangers: dict[socket.socket, _Stranger] = {}  # oldest first: each waits as long
+        self.quiet_until = 0.0  # no accept failure is logged before then
 
     def __enter__(self) -> _Door:
         return self
@@ -209,9 +210,12 @@ class _Door:
                 conn, _ = self.listener.accept()
             except BlockingIOError:
                 return
-            except OSError:
-                log.exception("link %s: accept failed", self.link.node)
-                self.link._stopping.wait(POLL)  # out of descriptors, say: do not spin
+            except OSError as exc:
+                now = self.link.clock.now()
+                if now >= self.quiet_until:  # out of descriptors lasts: one line every 10 s
+                    self.quiet_until = now + transport.LOG_INTERVAL_SECONDS
+                    log.error("link %s: accept failed: %s", self.link.node, exc)
+                self.link._stopping.wait(POLL)  # do not spin on it
                 return
             nonce = os.urandom(NONCE_BYTES)
             try:
