@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ PARK_FIRST = 0.25  # seconds routing a node did not take waits before it is rout
 PARK_RETRY = 5.0  # and at most: the wait doubles while the node keeps not taking it
 HOLD = 10.0  # seconds a push or reply waits for a node not in our ring yet
 MAX_HELD = 10_000  # and how many, per node
+MAX_PARKED = 10_000  # requests waiting for the ring at most; past this the oldest are dropped
 MAX_EXPORTS = 200_000
 MAX_PROXIES = 100_000  # names of local actors handed out; the oldest half is forgotten past this
 
@@ -106,7 +107,8 @@ class Peering:
         self._proxied: dict[str, tuple[str, str]] = {}
         self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
         self._out: list[tuple[Any, Any]] = []
-        self._parked: list[Delivery] = []
+        self._parked: deque[Delivery] = deque()
+        self._dropped_noted = 0.0  # when dropping parked requests was last logged
         self._parked_at = 0.0  # when the oldest of them was parked
         self._park_wait = PARK_FIRST  # how long they wait for a ring change before going again
         self._held: dict[str, tuple[float, list[Any]]] = {}  # node -> (until, what it did not take yet)
@@ -224,6 +226,8 @@ class Peering:
                     if now - self._parked_at > 2 * PARK_RETRY:  # a new episode: retry soon again
                         self._park_wait = PARK_FIRST
                     self._parked_at = now
+                if len(self._parked) >= MAX_PARKED:  # the ring has not moved for a long time
+                    self._drop_parked()
                 self._parked.append(message)
             else:
                 held = self._held.setdefault(node, (time.monotonic() + HOLD, []))[1]
@@ -233,6 +237,17 @@ class Peering:
                     self.dropped += 1
         if node not in self.ring.node_ids:
             self._unpark()
+
+    def _drop_parked(self) -> None:
+        """The oldest parked request goes: its caller times out, as it would have anyway by now."""
+        self._parked.popleft()
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_noted > PARK_RETRY:
+            self._dropped_noted = now
+            log.warning(
+                "%d requests wait for the ring: the oldest are dropped (%d so far)", MAX_PARKED, self.dropped
+            )
 
     def _release_held(self) -> None:
         """Held messages for nodes in the ring go (again); those for others held too long are dropped."""
@@ -247,7 +262,7 @@ class Peering:
                 self.dropped += len(held)
 
     def _unpark(self) -> None:
-        parked, self._parked = self._parked, []
+        parked, self._parked = self._parked, deque()
         for message in parked:
             inner = message.message
             if isinstance(inner, Forwarded):  # routed afresh: its hops count from here again

@@ -31,8 +31,8 @@ def node(name: str) -> None:
     def on_batch(sender: str, messages: tuple[Any, ...]) -> None:
         say("GOT", sender, json.dumps(list(messages)))
 
-    def on_unreachable(peer: str, messages: tuple[Any, ...], refused: bool) -> None:
-        say("LOST", peer, "refused" if refused else "unanswered", json.dumps(list(messages)))
+    def on_unreachable(peer: str, messages: tuple[Any, ...], gone: bool) -> None:
+        say("LOST", peer, "gone" if gone else "unanswered", json.dumps(list(messages)))
 
     link = Link(name, 1, on_batch, on_unreachable, ack_timeout=0.5, attempts=2)
     say("ADDR", link.start())

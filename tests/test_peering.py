@@ -106,6 +106,22 @@ def test_held_messages_for_a_node_that_never_joins_are_dropped_after_a_while(
     assert sent == [] and p.dropped == 2
 
 
+def test_requests_waiting_for_the_ring_are_bounded_the_oldest_dropped(
+    border: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node in the ring that takes nothing (its link never answers) sends every request routed to
+    it back here to wait: at most MAX_PARKED wait, the oldest go first (their callers time out)."""
+    p, _, _ = border
+    monkeypatch.setattr(peering_module, "MAX_PARKED", 3)
+    monkeypatch.setattr(peering_module, "PARK_FIRST", 3600.0)  # nothing goes again during the test
+    p.ring_changed(Ring(frozenset({Node("a", 1), Node("b", 1)})))
+    on_driver(p, lambda: None)
+    routed = [Delivery(peering_module.DIRECTORY, Push((i,), None)) for i in range(5)]  # type: ignore[arg-type]
+    p.undelivered("b", tuple(routed))
+    assert on_driver(p, lambda: list(p._parked)) == routed[2:]
+    assert p.dropped == 2
+
+
 def test_a_message_bounced_between_disagreeing_rings_stops_after_max_hops() -> None:
     """Two nodes whose rings disagree for a moment would pass a key back and forth: the directory
     forwards a message at most Forwarded.MAX_HOPS times, then serves it where it is."""

@@ -49,10 +49,11 @@ log = logging.getLogger("chatactors.cluster")
 OnBatch = Callable[[str, tuple[Any, ...]], None]
 """``(node, messages)``: what a peer sent, in its order; called one batch at a time."""
 OnUnreachable = Callable[[str, tuple[Any, ...], bool], None]
-"""``(node, messages, refused)``: a peer stopped acknowledging these; some may have arrived (at least
-once). ``refused``: its address refused a connection, so nothing listens there any more (the process
-is gone); otherwise it did not answer in time, which a dead host, a cut link and an overloaded or
-flooded node look alike in."""
+"""``(node, messages, gone)``: a peer stopped acknowledging these; some may have arrived (at least
+once). ``gone`` is the link's verdict that the peer is dead: its address refused a connection (nothing
+listens there: the process is gone), or it went unanswered :data:`UNANSWERED_LIMIT` times in a row
+(~9 s) with nothing acknowledged in between. A single timeout is not enough: a dead host, a cut link and
+an overloaded or flooded node look alike for a few seconds."""
 
 POLL = 0.2  # seconds a thread waits on a socket before it looks at its stop flag
 LENGTH = struct.Struct(">I")
@@ -62,6 +63,7 @@ NONCE_BYTES = 16
 MAX_HELLO_BYTES = 1024  # a signed hello is ~200 bytes; before it, no frame may be longer
 HELLO_SECONDS = 2.0  # a connection that has not said hello by then is closed
 MAX_STRANGERS = 256  # connections still to say hello; past this, the oldest is closed
+UNANSWERED_LIMIT = 3  # give-ups in a row, nothing acknowledged, before a live-looking peer is gone
 ACCEPTS_PER_ROUND = 64  # then the hellos that came meanwhile are heard, before more are accepted
 BACKLOG = 1024  # connections the kernel holds for the accepting thread (a flood must not fill it at once)
 
@@ -299,6 +301,7 @@ class Link:
         self._peers: dict[str, _Peer] = {}
         self._retired: list[_Peer] = []  # given up or forgotten, perhaps still closing: joined at stop
         self._readers: list[threading.Thread] = []
+        self._unanswered: dict[str, int] = {}  # node -> give-ups in a row with nothing acknowledged
         self._lock = threading.Lock()
         self._deliver = threading.Lock()  # one batch at a time into the Inbox and on_batch
         self._stopping = threading.Event()
@@ -344,6 +347,19 @@ class Link:
             self._retire(peer)
         if peer is not None:
             peer.give_up()
+        with self._lock:
+            self._unanswered.pop(node, None)  # a later incarnation of that id starts afresh
+
+    def _answered(self, node: str) -> None:
+        if node in self._unanswered:
+            with self._lock:
+                self._unanswered.pop(node, None)
+
+    def _gone(self, node: str, refused: bool) -> bool:
+        """A give-up: whether it says the peer is dead (see :data:`OnUnreachable`)."""
+        with self._lock:
+            count = self._unanswered[node] = self._unanswered.get(node, 0) + 1
+        return refused or count >= UNANSWERED_LIMIT
 
     def _retire(self, peer: _Peer | None) -> None:
         """Keep a peer that is going for :meth:`stop` to join (under the lock)."""
@@ -464,7 +480,7 @@ class _Peer(threading.Thread):
                     self.node,
                     len(effect.messages),
                 )
-                self.link.on_unreachable(self.node, effect.messages, self.refused)
+                self.link.on_unreachable(self.node, effect.messages, self.link._gone(self.node, self.refused))
 
     def run(self) -> None:
         try:
@@ -481,6 +497,7 @@ class _Peer(threading.Thread):
                     continue
                 ack = self._ack(max(0.0, min(deadline - self.link.clock.now(), POLL)))
                 if isinstance(ack, LinkAck) and ack.node == self.node:
+                    self.link._answered(self.node)
                     self._apply(self.outbox.acked, ack.seq)
                 else:
                     self._apply(self.outbox.tick)

@@ -2,8 +2,9 @@
 
 The membership runs on a thread of its own (``Member.run``), the link on its threads; this class
 joins them: the link's address goes into the node's row, rows that join tell the link where each
-peer listens, a peer that stops acknowledging is reported to the membership as a dead letter (so it
-leaves the ring at once, not after three missed heartbeats), and a node that died is dropped from
+peer listens, a peer the link says is gone (its address refuses connections, or ~9 s unanswered)
+is reported to the membership as a dead letter (so it leaves the ring at once, not after three
+missed heartbeats; one that only timed out once is left to them), and a node that died is dropped from
 the link, which hands back what it still owed. What a message *is* and where it goes next is the
 caller's: ``on_message`` gets what peers sent, ``on_undelivered`` what could not be delivered.
 """
@@ -161,13 +162,13 @@ class ClusterNode:
         for message in messages:
             self.on_message(node_id, message)
 
-    def _unreachable(self, node_id: str, messages: tuple[Any, ...], refused: bool) -> None:
-        """A refused connection is a dead letter: that node is dead at once. A peer that only did
-        not answer in time is left to the heartbeats (dead within 3.5 s if it really is): one
-        observer's timeouts are what a stranger flooding its link port could cause, and they
-        must not take a live node out of the ring. The messages wait for the ring either way."""
+    def _unreachable(self, node_id: str, messages: tuple[Any, ...], gone: bool) -> None:
+        """The link's verdict ``gone`` (a refused connection, or ~9 s unanswered) is a dead letter:
+        that node is dead at once. A peer that only did not answer in time once is left to the
+        heartbeats (dead within 3.5 s if it really is): one observer's timeout is what a stranger
+        flooding its link port could cause. The messages wait for the ring either way."""
         with self._lock:
             row = self._rows.get(node_id)
-        if refused and row is not None and self.member is not None:
+        if gone and row is not None and self.member is not None:
             self.member.report_dead_letter(row.node)
         self.on_undelivered(node_id, messages)

@@ -6,7 +6,7 @@ messages and its cost (0.14-0.23 ms of CPU a batch, both ends, docs/cluster.md) 
 message leaves at once. A batch that is not acknowledged in ``ack_timeout`` is sent again (the same
 number: the receiver drops a repeat but acknowledges it); after ``attempts`` sends the peer is
 unreachable, and every message not acknowledged is handed back so the node can route it again
-once the ring has dropped that peer. Not acknowledged is not "not delivered": a peer that took a
+once the ring has changed, or after a wait (the shell says whether the peer looks gone). Not acknowledged is not "not delivered": a peer that took a
 batch and died before its ack left did deliver it. The link is at least once; what it carries must
 be safe to apply twice (a chat message is stored once per ``client_id``).
 
