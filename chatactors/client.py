@@ -178,6 +178,7 @@ class _Link:
         self._resuming: _Request | None = None  # the token login of a resume, until it is answered
         self._unmatched = False  # frames were dropped unanswered: answers cannot be matched until resumed
         self._closing: asyncio.Task[None] | None = None
+        self._hold_resume = 0.0  # seconds the server asked the next resume to wait (too_many_attempts)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def _connect(self, open_timeout: float | None = None) -> ClientConnection:
@@ -368,6 +369,10 @@ class _Link:
             frame.get("type"),
             frame.get("detail", ""),
         )
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        """Close the socket and resume as for a lost one; answers from here on are not matched."""
         self._unmatched, self.ready = True, False  # new requests wait for the resume
         if self.ws is not None:
             self._closing = asyncio.get_running_loop().create_task(self.ws.close())
@@ -396,8 +401,10 @@ class _Link:
 
     async def _resume(self) -> bool:
         """Log in again with the token, then send what waited, in order. False: the server is gone."""
+        hold, self._hold_resume = self._hold_resume, 0.0
         for delay in RESUME_DELAYS:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(delay, hold))
+            hold = 0.0
             try:  # a silent node (the one just lost, tried first) must not take the request's time
                 ws = await self._connect(_keepalive(self.timeout))
             except Unavailable:
@@ -423,7 +430,14 @@ class _Link:
             # What came while the socket was down was stored, not pushed: 'logged_in' lists the last
             # 10 received, and the session hands on those it has not seen (a bot answers them too).
             self._hand_on([{"type": "message", **m} for m in login.result().get("inbox", ())])
-        elif isinstance(error, AuthenticationError) and not isinstance(error, TooManyAttempts):
+        elif isinstance(error, TooManyAttempts):
+            # Token logins from this address are held back a while (made-up tokens from behind the
+            # same address, say): the token is fine. Reconnect once the wait is over and try again;
+            # what was sent behind the login is repeated or failed as for a lost socket.
+            log.warning("%s: resuming held back for %.0f s: %s", self.url, error.retry_after, error.detail)
+            self._hold_resume = max(error.retry_after, RESUME_DELAYS[0])
+            self._drop_connection()
+        elif isinstance(error, AuthenticationError):
             self._ended(f"could not resume: {error.detail}")
         # else: lost again before the answer; the reader resumes once more
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from chatactors import Chat
+from chatactors import AuthenticationError, Chat, TooManyAttempts
 from chatactors.storage import MODELS
 
 PG_URL = os.environ.get("CHATACTORS_TEST_DATABASE_URL", "")
@@ -399,3 +399,15 @@ def leftovers(timeout: float = 10.0) -> list[str]:
     except AssertionError:
         pass
     return found
+
+
+def hold_tokens_back(chat: Chat, address: str) -> TooManyAttempts:
+    """Made-up tokens from ``address`` until the server holds token logins from there back; its refusal."""
+    for attempt in range(50):
+        try:
+            chat.login(token=f"made-up-{attempt:035d}", client_address=address)
+        except TooManyAttempts as exc:
+            return exc
+        except AuthenticationError:
+            continue
+    raise AssertionError("made-up tokens were never held back")

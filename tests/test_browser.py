@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import hold_tokens_back
 from test_server import Client, ServerThread
 
 from chatactors import Chat
@@ -52,12 +53,17 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def site(sqlite_url: str) -> Iterator[str]:
+def chat_site(sqlite_url: str) -> Iterator[tuple[str, Chat]]:
     chat = Chat(database_url=sqlite_url, password_profile="cheapest", echo=False, announce_login=False)
     server = ServerThread(chat).start()
-    yield f"http://127.0.0.1:{server.gateway.port}/"
+    yield f"http://127.0.0.1:{server.gateway.port}/", chat
     server.stop()
     chat.shutdown()
+
+
+@pytest.fixture
+def site(chat_site: tuple[str, Chat]) -> str:
+    return chat_site[0]
 
 
 def _register(page: Any, site: str, username: str) -> None:
@@ -115,6 +121,23 @@ def test_two_people_chat_in_the_browser(browser: Any, site: str) -> None:
     expect(juan.locator('#convs li[data-key="@maria"]')).to_have_count(1, timeout=10_000)
     juan.click("#logout")
     juan.wait_for_selector("#login-view:not([hidden])")
+
+
+def test_a_reload_held_back_by_the_token_throttle_waits_and_resumes(
+    browser: Any, chat_site: tuple[str, Chat]
+) -> None:
+    """Made-up tokens from the page's address hold token logins from there back a moment: the
+    page says so and resumes once the wait is over (it was left blank, and never tried again)."""
+    from playwright.sync_api import expect
+
+    site, chat = chat_site
+    juan = browser.new_context().new_page()
+    _register(juan, site, "juan")
+    hold_tokens_back(chat, "127.0.0.1")
+    juan.reload()
+    expect(juan.locator("#conn")).to_contain_text("resuming in", timeout=10_000)
+    juan.wait_for_selector("#chat-view:not([hidden])", timeout=30_000)
+    assert juan.text_content("#me") == "juan"
 
 
 def test_opening_one_conversation_leaves_the_others_unread(browser: Any, site: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Inbox
+from helpers import Inbox, hold_tokens_back
 from test_server import PASSWORD, ServerThread
 
 import chatactors
@@ -514,6 +514,26 @@ def test_an_unanswered_send_is_retried_once_and_stored_once(served: ServerThread
     assert [h.id for h in embedded.history(with_user="juan")][0] == m.id
     assert len(embedded.history(with_user="juan")) == 2
     embedded.logout()
+
+
+def test_a_resume_held_back_by_the_token_throttle_waits_it_out_and_resumes(
+    served: ServerThread, remote: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made-up tokens from the client's address (127.0.0.1 here; behind a NAT, anyone's) hold token
+    logins from there back for a moment: the client's resume is refused, waits, and resumes."""
+    juan = remote.crear("juan", PASSWORD)
+    states = States()
+    juan.on_connection(states)
+    chat = served.gateway.chat
+    hold_tokens_back(chat, "127.0.0.1")
+    (conn,) = [c for c in served.gateway.connections if c.session is not None]
+    assert served._loop is not None
+    served._loop.call_soon_threadsafe(conn.ws.transport.abort)
+    assert states.wait("lost").startswith("1006")
+    states.wait("resumed")
+    assert "resuming held back for" in caplog.text  # the first try was refused, and waited
+    juan.send_message("juan", "de vuelta")
+    assert [m.body for m in juan.history(with_user="juan")] == ["de vuelta"]
 
 
 def test_an_unanswered_read_is_not_repeated(served: ServerThread, remote: Client) -> None:

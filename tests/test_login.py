@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from helpers import ChatFactory, poll_until
+from helpers import ChatFactory, hold_tokens_back, poll_until
 from test_server import PASSWORD, Client, ServerThread
 
 from chatactors import Busy, Chat, LoginPolicy, SessionEnded, TooManyAttempts
@@ -115,19 +115,34 @@ def test_bad_tokens_count_against_the_address_and_a_throttled_address_waits_for_
     chat = make_chat()
     chat.register("juan", SECRET)
     token = chat.login("juan", SECRET, client_address=OWNER).token
-    refused: TooManyAttempts | None = None
-    for attempt in range(50):
-        try:
-            chat.login(token=f"made-up-{attempt:035d}", client_address=ATTACKER)
-        except TooManyAttempts as exc:
-            refused = exc
-            break
-        except AuthenticationError:
-            continue
-    assert refused is not None and refused.retry_after > 0 and "try again in" in refused.detail
+    refused = hold_tokens_back(chat, ATTACKER)
+    assert refused.retry_after > 0 and "try again in" in refused.detail
+    assert refused.retry_after <= 10  # a stale tab is no guess: the wait stays short
     with pytest.raises(TooManyAttempts):  # from that address even a good token waits
         chat.login(token=token, client_address=ATTACKER)
     assert chat.login(token=token, client_address=OWNER).username == "juan"
+    assert chat.login("juan", SECRET, client_address=ATTACKER).username == "juan"  # passwords: not held
+
+
+def test_wrong_passwords_never_hold_a_token_back(make_chat: ChatFactory) -> None:
+    """Passwords and tokens are throttled apart: behind one address (a NAT, a proxy), someone
+    guessing passwords does not stop everyone else's open tabs from resuming."""
+    chat = make_chat()
+    chat.register("juan", SECRET)
+    chat.register("ana", SECRET)
+    token = chat.login("juan", SECRET, client_address=ATTACKER).token
+    for guess in range(40):  # a new name each time: until the address itself is held back
+        try:
+            chat.login(f"nadie{guess}", "incorrecta", client_address=ATTACKER)
+        except TooManyAttempts:
+            break
+        except AuthenticationError:
+            continue
+    else:
+        raise AssertionError("the address was never held back")
+    with pytest.raises(TooManyAttempts):
+        chat.login("ana", SECRET, client_address=ATTACKER)  # every password from there waits
+    assert chat.login(token=token, client_address=ATTACKER).username == "juan"
 
 
 def test_a_login_storm_is_refused_quickly_as_busy_while_chat_traffic_flows(make_chat: ChatFactory) -> None:

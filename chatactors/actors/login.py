@@ -24,7 +24,7 @@ from chatactors.actors.base import ChatActor, given, on
 from chatactors.core.clock import MonotonicClock
 from chatactors.core.model import UserInfo
 from chatactors.core.rules import check_password, check_username
-from chatactors.core.throttle import HashSlots, LoginThrottle, client_key
+from chatactors.core.throttle import HashSlots, LoginPolicy, LoginThrottle, client_key
 from chatactors.errors import AuthenticationError, Busy, InvalidMessage, TooManyAttempts, UsernameTaken
 from chatactors.messages import (
     Attach,
@@ -47,6 +47,11 @@ PROFILES = {
 
 
 BAD_TOKEN = "token:invalid"  # the account a failed token login counts against (with its address)
+# Bad tokens have a throttle of their own, apart from passwords': a stale tab or an expired token is
+# not a guess, so 20 are free per address, and the delay stops at 10 s (clients wait it out and
+# resume). It bounds what made-up tokens cost (a database read each) without locking out everyone
+# behind the same address for minutes; password failures never hold a token back.
+TOKEN_POLICY = LoginPolicy(account_attempts=20, address_attempts=20, base_delay=1.0, max_delay=10.0)
 
 
 def token_hash(token: str) -> str:
@@ -80,6 +85,7 @@ class LoginService(ChatActor):
         self._store: Store | None = None
         self.hasher = PasswordHasher()
         self.throttle = LoginThrottle(MonotonicClock())
+        self.token_throttle = LoginThrottle(MonotonicClock(), TOKEN_POLICY)
         self.slots = HashSlots()
         self.token_ttl = 0.0
         self._dummy_hash = ""
@@ -183,15 +189,15 @@ class LoginService(ChatActor):
 
     def receive_login_user(self, msg: LoginUser, sender: Any) -> None:
         if msg.token is not None:
-            # Nobody guesses 32 random bytes, but every try costs a database read: bad tokens count
-            # against the address as wrong passwords do, and a throttled address waits for tokens too.
+            # Nobody guesses 32 random bytes, but every try costs a database read: bad tokens are
+            # counted per address (TOKEN_POLICY), and past that tokens from there wait a little.
             address = client_key(msg.client_address)
-            wait = self.throttle.retry_after(BAD_TOKEN, address)
+            wait = self.token_throttle.retry_after(BAD_TOKEN, address)
             if wait > 0:
-                raise TooManyAttempts(f"too many failed logins; try again in {math.ceil(wait)} s", wait)
+                raise TooManyAttempts(f"too many invalid tokens; try again in {math.ceil(wait)} s", wait)
             user = self.store.token_user(token_hash(msg.token))
             if user is None:
-                self.throttle.failed(BAD_TOKEN, address)
+                self.token_throttle.failed(BAD_TOKEN, address)
                 raise AuthenticationError("invalid or expired token")
             self._attach(msg, user, msg.token)
             return

@@ -190,6 +190,13 @@ const handlers = {
   pong() {},
   error(f) {
     if (f.request === "login" && state.token && f.code === "auth_failed") { forget(); showLogin(); return; }
+    if (f.request === "login" && state.token && f.code === "too_many_attempts") {
+      // Token logins from this address wait a moment (made-up tokens from it): the token is fine.
+      const ws = state.ws, wait = Math.max(1, f.retry_after || 1);
+      $("conn").textContent = `resuming in ${wait} s`;
+      setTimeout(() => { if (state.ws === ws) send({ type: "login", token: state.token }); }, 1000 * wait);
+      return;
+    }
     if (f.request === "join" && f.code === "room_not_found" && state.joining) {
       offerCreate(state.joining);                       // joining never creates: ask first
       state.joining = null;
