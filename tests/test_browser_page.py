@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from test_browser import ARTIFACTS, PASSWORD
 from test_browser import browser as browser  # noqa: F401  (fixtures, found by name)
+from test_browser import chat_site as chat_site  # noqa: F401
 from test_browser import site as site  # noqa: F401
 from test_server import Client
 from test_server import clients as clients  # noqa: F401
