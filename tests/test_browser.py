@@ -17,6 +17,7 @@ from helpers import hold_tokens_back
 from test_server import Client, ServerThread
 
 from chatactors import Chat
+from chatactors.gateway import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -138,6 +139,31 @@ def test_a_reload_held_back_by_the_token_throttle_waits_and_resumes(
     expect(juan.locator("#conn")).to_contain_text("resuming in", timeout=10_000)
     juan.wait_for_selector("#chat-view:not([hidden])", timeout=30_000)
     assert juan.text_content("#me") == "juan"
+
+
+def test_a_tab_logged_out_past_max_sessions_leaves_the_shared_token_to_the_others(
+    browser: Any, sqlite_url: str
+) -> None:
+    """Two tabs of one browser share the stored token; with one session allowed, the second tab's
+    resume logs the first out. Its token is still valid, so the first tab keeps it: a reload
+    resumes without a password (and logs the other tab out in turn)."""
+    chat = Chat(database_url=sqlite_url, password_profile="cheapest", echo=False, announce_login=False)
+    server = ServerThread(chat, limits=Limits(max_sessions=1)).start()
+    try:
+        site = f"http://127.0.0.1:{server.gateway.port}/"
+        context = browser.new_context()
+        first, second = context.new_page(), context.new_page()
+        _register(first, site, "juan")
+        second.goto(site)  # the stored token: a second session of juan
+        second.wait_for_selector("#chat-view:not([hidden])")
+        first.wait_for_selector("#login-view:not([hidden])")
+        assert first.evaluate("localStorage.getItem('chatactors.token')")
+        first.reload()
+        first.wait_for_selector("#chat-view:not([hidden])")
+        second.wait_for_selector("#login-view:not([hidden])")
+    finally:
+        server.stop()
+        chat.shutdown()
 
 
 def test_opening_one_conversation_leaves_the_others_unread(browser: Any, site: str) -> None:

@@ -1066,7 +1066,11 @@ def test_past_max_sessions_a_users_oldest_session_is_logged_out_and_may_log_in_a
     second.resume(token)
     bea.register("bea")
     third.resume(token)  # the third session of ana: the oldest is logged out
-    assert first.expect("logged_out")["reason"] == SESSIONS_REASON
+    assert first.expect("logged_out") == {
+        "type": "logged_out",
+        "reason": SESSIONS_REASON,
+        "token_valid": True,
+    }
     first.send("send", to="bea", body="from the first")
     assert first.error("session_ended")["detail"].startswith(f"your session ended ({SESSIONS_REASON})")
     bea.send("send", to="ana", body="hola", client_id="b1")

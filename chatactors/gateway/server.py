@@ -413,7 +413,7 @@ class Gateway:
         log.warning("%s logged out: over %d sessions of this user", oldest.who, self.limits.max_sessions)
         session = self._detach(oldest)  # all of it before the wait: the socket may log in meanwhile
         oldest.ended = SESSIONS_REASON
-        oldest.push({"type": "logged_out", "reason": SESSIONS_REASON})
+        oldest.push({"type": "logged_out", "reason": SESSIONS_REASON, "token_valid": True})
         self._guest(oldest)
         if session is not None:
             await self._log_out(session, revoke=False)

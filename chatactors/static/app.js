@@ -68,7 +68,7 @@ const handlers = {
     if (state.current) openConv(state.current.key);     // back after a reconnect: catch up on it
     for (const [clientId, m] of state.pending) sendPending(clientId, m);  // same client_id: stored once
   },
-  logged_out() { forget(); showLogin(); },
+  logged_out(f) { forget(!f.token_valid); showLogin(); },  // a token still valid stays for the other tabs
   message(f) {
     const fresh = !state.byId.has(f.id);
     const c = addMessage(f);
@@ -277,8 +277,8 @@ function typists(c) {
   return [...c.typing.keys()];
 }
 
-function forget() {
-  localStorage.removeItem("chatactors.token");
+function forget(stored = true) {
+  if (stored) localStorage.removeItem("chatactors.token");
   Object.assign(state, { me: null, token: null, current: null, lookup: null, joining: null, results: null });
   state.convs.clear(); state.byId.clear(); state.pending.clear();
 }
