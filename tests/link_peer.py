@@ -31,7 +31,7 @@ def node(name: str) -> None:
     def on_batch(sender: str, messages: tuple[Any, ...]) -> None:
         say("GOT", sender, json.dumps(list(messages)))
 
-    def on_unreachable(peer: str, messages: tuple[Any, ...], gone: bool) -> None:
+    def on_unreachable(peer: str, messages: tuple[Any, ...], gone: str | None) -> None:
         say("LOST", peer, "gone" if gone else "unanswered", json.dumps(list(messages)))
 
     link = Link(name, 1, on_batch, on_unreachable, ack_timeout=0.5, attempts=2)

@@ -203,14 +203,14 @@ def test_a_silent_peer_is_unanswered_until_it_has_been_given_up_three_times_in_a
 
 def test_an_address_nobody_listens_on_is_given_up_at_the_first_refusal(same_secret: None) -> None:
     """With a minute of timeouts to wait for, the refusal alone ends it: dead at once."""
-    lost: queue.SimpleQueue[tuple[str, tuple[Any, ...], bool]] = queue.SimpleQueue()  # (node, messages, gone)
+    lost: queue.SimpleQueue[tuple[str, tuple[Any, ...], str | None]] = queue.SimpleQueue()
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]  # closed on leaving the block: nothing listens there now
     a = Link("a", 1, lambda n, m: None, lambda n, m, refused: lost.put((n, m, refused)), ack_timeout=30)
     a.start()
     try:
         a.send("gone", f"127.0.0.1:{port}", "to nobody")
-        assert lost.get(timeout=WAIT) == ("gone", ("to nobody",), True)
+        assert lost.get(timeout=WAIT) == ("gone", ("to nobody",), f"127.0.0.1:{port}")
     finally:
         a.stop()
 
@@ -407,3 +407,32 @@ def test_strangers_that_come_and_go_as_fast_as_they_can_leave_the_door_open(same
             s.close()
         b.stop()
         a.stop()
+
+
+def test_a_node_id_that_comes_back_elsewhere_gets_a_new_peer_and_the_old_address_is_not_blamed_on_it(
+    same_secret: None,
+) -> None:
+    """Node b restarts on another port (a new incarnation): what is sent to its new address goes
+    there at once, not down the old connection, and nothing is judged gone at the new address."""
+    lost: queue.SimpleQueue[tuple[str, tuple[Any, ...], str | None]] = queue.SimpleQueue()
+    got: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+    a = Link("a", 1, lambda n, m: None, lambda n, m, gone: lost.put((n, m, gone)))
+    first = Link("b", 1, lambda n, m: got.put((n, m)), lambda n, m, r: None)
+    again = Link("b", 2, lambda n, m: got.put((n, m)), lambda n, m, r: None)
+    a.start()
+    try:
+        at_first = first.start()
+        a.send("b", at_first, "to the first")
+        assert got.get(timeout=WAIT) == ("a", ("to the first",))
+        first.stop()
+        at_again = again.start()
+        assert at_again != at_first
+        a.send("b", at_again, "to the one that came back")
+        assert got.get(timeout=WAIT) == ("a", ("to the one that came back",))
+        judged = []
+        while not lost.empty():
+            judged.append(lost.get_nowait())
+        assert all(gone != at_again for _, _, gone in judged)
+    finally:
+        a.stop()
+        again.stop()

@@ -48,12 +48,13 @@ log = logging.getLogger("chatactors.cluster")
 
 OnBatch = Callable[[str, tuple[Any, ...]], None]
 """``(node, messages)``: what a peer sent, in its order; called one batch at a time."""
-OnUnreachable = Callable[[str, tuple[Any, ...], bool], None]
+OnUnreachable = Callable[[str, tuple[Any, ...], str | None], None]
 """``(node, messages, gone)``: a peer stopped acknowledging these; some may have arrived (at least
-once). ``gone`` is the link's verdict that the peer is dead: its address refused a connection (nothing
-listens there: the process is gone), or it went unanswered :data:`UNANSWERED_LIMIT` times in a row
-(~9 s) with nothing acknowledged in between. A single timeout is not enough: a dead host, a cut link and
-an overloaded or flooded node look alike for a few seconds."""
+once). ``gone`` is the link's verdict that the peer at that address (``host:port``, None if not) is
+dead: the address refused a connection (nothing listens there: the process is gone), or it went
+unanswered :data:`UNANSWERED_LIMIT` times in a row (~9 s) with nothing acknowledged in between. A
+single timeout is not enough: a dead host, a cut link and an overloaded or flooded node look alike
+for a few seconds. The address says which incarnation: a node id that came back listens elsewhere."""
 
 POLL = 0.2  # seconds a thread waits on a socket before it looks at its stop flag
 LENGTH = struct.Struct(">I")
@@ -301,7 +302,7 @@ class Link:
         self._peers: dict[str, _Peer] = {}
         self._retired: list[_Peer] = []  # given up or forgotten, perhaps still closing: joined at stop
         self._readers: list[threading.Thread] = []
-        self._unanswered: dict[str, int] = {}  # node -> give-ups in a row with nothing acknowledged
+        self._unanswered: dict[str, int] = {}  # link address -> give-ups in a row, nothing acknowledged
         self._lock = threading.Lock()
         self._deliver = threading.Lock()  # one batch at a time into the Inbox and on_batch
         self._stopping = threading.Event()
@@ -332,12 +333,17 @@ class Link:
 
     def send(self, node: str, link: str, message: Any) -> None:
         """Queue ``message`` for ``node`` whose link is at ``link`` (``host:port``)."""
+        stale = None
         with self._lock:
             peer = self._peers.get(node)
-            if peer is None or peer.done:
+            if peer is None or peer.done or peer.address != link:
+                if peer is not None and not peer.done:
+                    stale = peer  # the id came back elsewhere: what the old one was owed goes back
                 self._retire(peer)
-                peer = self._peers[node] = _Peer(self, node, link_address(link))
+                peer = self._peers[node] = _Peer(self, node, link)
                 peer.start()
+        if stale is not None:
+            stale.give_up()
         peer.put(message)
 
     def forget(self, node: str) -> None:
@@ -347,18 +353,18 @@ class Link:
             self._retire(peer)
         if peer is not None:
             peer.give_up()
-        with self._lock:
-            self._unanswered.pop(node, None)  # a later incarnation of that id starts afresh
-
-    def _answered(self, node: str) -> None:
-        if node in self._unanswered:
             with self._lock:
-                self._unanswered.pop(node, None)
+                self._unanswered.pop(peer.address, None)  # dead: nobody counts for it any more
 
-    def _gone(self, node: str, refused: bool) -> bool:
-        """A give-up: whether it says the peer is dead (see :data:`OnUnreachable`)."""
+    def _answered(self, address: str) -> None:
+        if address in self._unanswered:
+            with self._lock:
+                self._unanswered.pop(address, None)
+
+    def _gone(self, address: str, refused: bool) -> bool:
+        """A give-up: whether it says the peer at ``address`` is dead (see :data:`OnUnreachable`)."""
         with self._lock:
-            count = self._unanswered[node] = self._unanswered.get(node, 0) + 1
+            count = self._unanswered[address] = self._unanswered.get(address, 0) + 1
         return refused or count >= UNANSWERED_LIMIT
 
     def _retire(self, peer: _Peer | None) -> None:
@@ -443,9 +449,10 @@ class _Peer(threading.Thread):
     """One peer's queue and its sending thread: stop and wait, batch by batch, over one connection
     that is opened on demand and closed on any error (the outbox's resends open it again)."""
 
-    def __init__(self, link: Link, node: str, address: tuple[str, int]) -> None:
+    def __init__(self, link: Link, node: str, address: str) -> None:
         super().__init__(name=f"link-{link.node}-to-{node}", daemon=True)
-        self.link, self.node, self.target = link, node, address
+        self.link, self.node, self.address = link, node, address
+        self.target = link_address(address)
         self.outbox = Outbox(link.clock, link.ack_timeout, link.attempts)
         self.cond = threading.Condition()
         self.sends: list[Send] = []
@@ -480,7 +487,8 @@ class _Peer(threading.Thread):
                     self.node,
                     len(effect.messages),
                 )
-                self.link.on_unreachable(self.node, effect.messages, self.link._gone(self.node, self.refused))
+                gone = self.link._gone(self.address, self.refused)
+                self.link.on_unreachable(self.node, effect.messages, self.address if gone else None)
 
     def run(self) -> None:
         try:
@@ -497,7 +505,7 @@ class _Peer(threading.Thread):
                     continue
                 ack = self._ack(max(0.0, min(deadline - self.link.clock.now(), POLL)))
                 if isinstance(ack, LinkAck) and ack.node == self.node:
-                    self.link._answered(self.node)
+                    self.link._answered(self.address)
                     self._apply(self.outbox.acked, ack.seq)
                 else:
                     self._apply(self.outbox.tick)

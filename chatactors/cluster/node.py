@@ -162,13 +162,14 @@ class ClusterNode:
         for message in messages:
             self.on_message(node_id, message)
 
-    def _unreachable(self, node_id: str, messages: tuple[Any, ...], gone: bool) -> None:
-        """The link's verdict ``gone`` (a refused connection, or ~9 s unanswered) is a dead letter:
-        that node is dead at once. A peer that only did not answer in time once is left to the
-        heartbeats (dead within 3.5 s if it really is): one observer's timeout is what a stranger
-        flooding its link port could cause. The messages wait for the ring either way."""
+    def _unreachable(self, node_id: str, messages: tuple[Any, ...], gone: str | None) -> None:
+        """The link's verdict ``gone`` (a refused connection, or ~9 s unanswered) is a dead letter
+        for the incarnation at that address: dead at once (not a newer one of the same id, which
+        listens elsewhere). A peer that only did not answer in time once is left to the heartbeats
+        (dead within 3.5 s if it really is): one observer's timeout is what a stranger flooding its
+        link port could cause. The messages wait for the ring either way."""
         with self._lock:
             row = self._rows.get(node_id)
-        if gone and row is not None and self.member is not None:
+        if gone is not None and row is not None and row.link == gone and self.member is not None:
             self.member.report_dead_letter(row.node)
         self.on_undelivered(node_id, messages)
