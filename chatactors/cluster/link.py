@@ -202,7 +202,10 @@ class _Door:
         if knocked:
             self._admit()
         now = clock.now()
-        for sock in [sock for sock, s in self.strangers.items() if s.deadline <= now]:
+        while self.strangers:  # oldest first, and all wait as long: the late are at the front
+            sock, first = next(iter(self.strangers.items()))
+            if first.deadline > now:
+                break
             self._refuse(sock, f"never came: no hello within {self.link.hello_seconds} s")
 
     def _admit(self) -> None:
@@ -343,7 +346,7 @@ class Link:
                 peer = self._peers[node] = _Peer(self, node, link)
                 peer.start()
         if stale is not None:
-            stale.give_up()
+            self._let_go(stale)
         peer.put(message)
 
     def forget(self, node: str) -> None:
@@ -352,9 +355,13 @@ class Link:
             peer = self._peers.pop(node, None)
             self._retire(peer)
         if peer is not None:
-            peer.give_up()
-            with self._lock:
-                self._unanswered.pop(peer.address, None)  # dead: nobody counts for it any more
+            self._let_go(peer)
+
+    def _let_go(self, peer: _Peer) -> None:
+        """Hand back what ``peer`` was owed; nobody sends to its address any more, nor counts for it."""
+        peer.give_up()
+        with self._lock:
+            self._unanswered.pop(peer.address, None)
 
     def _answered(self, address: str) -> None:
         if address in self._unanswered:
