@@ -3,7 +3,8 @@
 ``python tests/cluster_node_peer.py NODE DATABASE_URL``: joins with a short membership period (0.5 s;
 dead after 1.75 s) and prints ``RING <ids,comma-separated>`` on each ring change, ``GOT <from>
 <json>`` for each message, ``UNDELIVERED <node> <json list>``. Commands on stdin: ``SEND <node>
-<json>``, ``OWNERS <kind> <count>`` (prints ``OWNERS <owner of id 1> <owner of id 2> ...``).
+<json>``, ``OWNERS <kind> <count>`` (prints ``OWNERS <owner of id 1> <owner of id 2> ...``), ``RING``
+(prints ``NOW <ids of the ring as it is>``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(name: str, url: str) -> None:
             node.send(args[0], json.loads(args[1]))
         elif command == "OWNERS":
             say("OWNERS", *(str(node.owner((args[0], i))) for i in range(1, int(args[1]) + 1)))  # type: ignore[arg-type]
+        elif command == "RING":
+            say("NOW", ",".join(node.ring.node_ids))
     node.stop()
 
 

@@ -109,6 +109,21 @@ def test_nodes_agree_on_owners_and_talk_and_losing_the_first_changes_nothing(
     assert b.line("UNDELIVERED") == 'a ["to the dead"]'
 
 
+def test_a_node_that_joins_others_starts_only_once_they_count_it_in_their_ring(
+    cluster: tuple[str, list[Process]],
+) -> None:
+    """Had ``b`` served clients before ``a`` read the table again, a session on ``b`` would attach
+    to ``b`` as its user's owner while ``a`` still routed that user's messages to itself."""
+    (a,) = start(cluster, "a")
+    a.command("RING")
+    assert a.line("NOW") == "a"  # the first node has no one to wait for
+    (b,) = start(cluster, "b")  # returns when b has started
+    a.command("RING")
+    assert a.line("NOW") == "a,b"
+    b.command("RING")
+    assert b.line("NOW") == "a,b"
+
+
 def test_a_killed_node_leaves_the_ring_and_what_it_was_owed_comes_back(
     cluster: tuple[str, list[Process]],
 ) -> None:

@@ -166,6 +166,44 @@ class TestOthers:
         assert m.row("b") == row(B1, 99.0)
         assert m.table_read(Snapshot(101.0, (row(A1, 101.0), row(B1, 100.0), row(C1, 100.0)))) == []
 
+    def test_a_node_that_joins_no_one_is_seen_by_all_at_its_first_read(self) -> None:
+        m, _ = member()
+        assert not m.seen_by_all()  # no read yet: it cannot know who is there
+        m.table_read(Snapshot(100.0, (row(A1, 100.0),)))
+        assert m.seen_by_all()
+
+    def test_a_node_that_joins_others_is_seen_once_each_has_stamped_a_heartbeat_after_its_first_read(
+        self,
+    ) -> None:
+        m, _ = member()
+        m.table_read(Snapshot(100.0, (row(A1, 100.0), row(B1, 99.8), row(C1, 99.9))))
+        assert not m.seen_by_all()  # b and c last read the table before our row was in it
+        m.table_read(Snapshot(100.5, (row(A1, 100.0), row(B1, 100.2), row(C1, 99.9))))
+        assert not m.seen_by_all()  # c has not
+        assert m.table_read(Snapshot(101.0, (row(A1, 101.0), row(B1, 100.2), row(C1, 100.0)))) == []
+        assert not m.seen_by_all()  # stamped as our first read began: it may have read just before
+        m.table_read(Snapshot(101.2, (row(A1, 101.0), row(B1, 100.2), row(C1, 100.9))))
+        assert m.seen_by_all()
+        assert m.row("c") == row(C1, 100.9)  # the view keeps each row's newest heartbeat
+
+    def test_a_node_that_never_stamps_again_stops_holding_us_back_once_it_is_dead(self) -> None:
+        m, _ = member()
+        m.table_read(Snapshot(100.0, (row(A1, 100.0), row(B1, 100.0))))
+        m.table_read(Snapshot(103.4, (row(A1, 103.0), row(B1, 100.0))))
+        assert not m.seen_by_all()  # stamped as our first read began: not after it
+        m.table_read(Snapshot(103.5, (row(A1, 103.0), row(B1, 100.0))))
+        assert m.seen_by_all()  # b is dead: there is no one left to wait for
+
+    def test_a_rejoin_is_seen_afresh(self) -> None:
+        m, clock = member()
+        m.table_read(Snapshot(100.0, (row(A1, 100.0),)))
+        assert m.seen_by_all()
+        clock.advance(3.0)  # the lease runs out: fenced, then joins again with a new epoch
+        m.tick()
+        assert m.table_read(Snapshot(103.0, (row(A1, 100.0), row(B1, 102.0))))[-1] == Join()
+        m.joined(2)
+        assert not m.seen_by_all()  # b read the table before our new row was in it
+
     def test_three_missed_heartbeats_and_the_grace_make_a_node_dead(self) -> None:
         m, _ = member()
         m.table_read(Snapshot(100.0, (row(A1, 100.0), row(B1, 100.0))))

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from chatactors.cluster.link import Link
-from chatactors.cluster.member import Member
+from chatactors.cluster.member import TICKS_PER_PERIOD, Member
 from chatactors.cluster.membership_table import MembershipTable, check_postgres
 from chatactors.core.membership import (
     Died,
@@ -81,6 +82,14 @@ class ClusterNode:
         return self.member.membership.me if self.member is not None else None
 
     def start(self) -> None:
+        """Join, and return once the other live nodes can see this one.
+
+        Until their next read of the table (at most a period and a tick away) the nodes already
+        there own every key. Had this node served clients meanwhile, a session here would attach to
+        it as its user's owner while they still routed that user's messages to themselves: pushes
+        lost (stored, seen only at the next login). So a node that joins others waits a period and a
+        grace; the first node of a cluster has no one to wait for. What moves at their ring change
+        is then only what they hold: their own sessions go to the new owner (Reattach)."""
         address = self.link.start()
         table = MembershipTable(self.database_url)
         table.create_schema()
@@ -97,6 +106,13 @@ class ClusterNode:
         if not self._in.wait(START_TIMEOUT):
             self.stop()
             raise TimeoutError(f"node {self.node_id} could not join the cluster in {START_TIMEOUT:g} s")
+        membership = self.member.membership
+        deadline = time.monotonic() + START_TIMEOUT
+        while not membership.seen_by_all() and not self._stop.wait(self.timing.period / TICKS_PER_PERIOD):
+            if time.monotonic() > deadline:
+                log.warning("node %s: not every node has read the table since it joined", self.node_id)
+                break
+        log.info("node %s serves in a ring of %s", self.node_id, ", ".join(self.ring.node_ids))
 
     def stop(self) -> None:
         """Leave (our row says so at once: the others drop us on their next read), stop the link."""
@@ -133,6 +149,9 @@ class ClusterNode:
 
     # -- what the membership and the link report ---------------------------------------------------
     def _effects(self, effects: list[Effect]) -> None:
+        """One batch of the member's effects. ``_in`` is set after the whole batch: the join's batch
+        holds the ring of us alone and then, after the first read of the table, the ring with the
+        others in it; ``start`` must see the second."""
         for effect in effects:
             match effect:
                 case Joined(row):
@@ -147,8 +166,6 @@ class ClusterNode:
                     self.link.forget(node.node_id)
                 case RingChanged(ring):
                     self.ring = ring
-                    if self.me is not None and self.me in ring.members:
-                        self._in.set()
                     if self.on_ring is not None:
                         self.on_ring(ring)
                 case Fenced(node, reason):
@@ -157,6 +174,9 @@ class ClusterNode:
                     log.error("this node id (%s) was taken by a newer process: stopping", node.node_id)
                     self.superseded = True
                     self._stop.set()
+        me = self.me
+        if me is not None and me in self.ring.members:
+            self._in.set()
 
     def _received(self, node_id: str, messages: tuple[Any, ...]) -> None:
         for message in messages:

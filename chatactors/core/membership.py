@@ -176,6 +176,7 @@ class Membership:
         self._next = 0.0  # when the next Join or WriteHeartbeat is due
         self._lease_until = 0.0
         self._fenced: Node | None = None  # our incarnation that was fenced, until a read decides
+        self._seen_from: float | None = None  # when a read first showed us our row (seen_by_all)
 
     # -- our own row ------------------------------------------------------------------------------
     def start(self) -> list[Effect]:
@@ -189,6 +190,7 @@ class Membership:
             return []
         self._pending = None
         self.state, self.me = MEMBER, Node(self.node_id, epoch)
+        self._seen_from = None
         self._lease_until = self._sent_at + self.timing.lease
         self._next = self._sent_at + self.timing.period
         return [RingChanged(self.ring()), ReadTable()]
@@ -274,8 +276,12 @@ class Membership:
             elif node_id not in self._view:
                 self._view[node_id] = row
                 effects.append(Joined(row))
+            elif self._view[node_id].node == row.node:
+                self._view[node_id] = row  # its newest heartbeat, for seen_by_all
         for node_id in [n for n in self._view if n not in rows]:
             effects += self._drop(self._view[node_id].node, "its row is gone")
+        if self.state == MEMBER and self._seen_from is None and self.node_id in rows:
+            self._seen_from = snapshot.at
         if self.state == FENCED:
             effects += self._after_fence(rows.get(self.node_id), snapshot.at)
         return self._with_ring(effects, before)
@@ -291,6 +297,16 @@ class Membership:
         if self.state == MEMBER:
             effects.append(MarkDead(node))
         return self._with_ring(effects, before)
+
+    def seen_by_all(self) -> bool:
+        """Whether every other live node has read the table since our row was in it, so none of them
+        still owns keys as if we were not there: each one's heartbeat was stamped after the read
+        that first showed us our row (database clock; ``now()`` is a transaction's start, and our
+        row had committed before that read began), and each reads the table right after its
+        heartbeat. True at once for a node that joins no one."""
+        if self.state != MEMBER or self._seen_from is None:
+            return False
+        return all(row.heartbeat > self._seen_from for row in tuple(self._view.values()))
 
     def ring(self) -> Ring:
         nodes = {row.node for row in self._view.values()}
