@@ -13,8 +13,11 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    global ``serializer`` (pickle). Here ``p`` is ``HMAC-SHA256(secret, pickle) + pickle``, and its
    ``ReceiveBuffer`` checks the MAC (``hmac.compare_digest``) before ``pickle.loads``. Acks are frames
    too (``ackMsg``, ``ackDataErrMsg``, pickled once at import): they are signed and verified the same
-   way, or a fake peer could answer a send with a malicious "ack". A frame that fails, or declares more
-   than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
+   way, or a fake peer could answer a send with a malicious "ack". ``p`` starts with a 16-byte MAC of
+   its own length (:func:`length_tag`), checked as soon as those bytes are in: a stranger who declares
+   a large frame is refused at its first bytes, before anything is buffered for it (without the tag it
+   could make the process hold up to :data:`MAX_FRAME_BYTES` per connection before the MAC at the
+   end failed). A frame that fails, or declares more than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
    (or retries a send whose ack failed); one WARNING per :data:`LOG_INTERVAL_SECONDS` per process goes
    to the logger ``chatactors.transport``, counting the drops in between.
 3. **No actor outlives its system.** Each actor and logger process asks Linux for SIGKILL when its
@@ -83,6 +86,7 @@ IDLE_SOCKET_SECONDS = 3.0
 RESEND_STEP_SECONDS = 1.0
 RESEND_CAP_SECONDS = 5.0
 MAC_BYTES = sha256().digest_size
+TAG_BYTES = 16  # the tag of a Thespian frame's length, checked before the rest is buffered
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 _PR_SET_PDEATHSIG = 1
 
@@ -139,6 +143,28 @@ def loads(data: bytes) -> Any:
     return pickle.loads(payload)
 
 
+def length_tag(size: int) -> bytes:
+    """What a Thespian frame of ``size`` bytes (after its ``N>`` prefix) starts with: a MAC of that
+    size, so a stranger's frame is refused at its first bytes instead of once it has declared and
+    sent up to :data:`MAX_FRAME_BYTES` for us to buffer."""
+    return hmac.new(_key(), b"thespian frame of %d bytes" % size, sha256).digest()[:TAG_BYTES]
+
+
+class ThespianSerializer:
+    """TCPTransport's ``serializer``: :func:`dumps` behind the :func:`length_tag` of the whole."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        signed = dumps(obj)
+        return length_tag(TAG_BYTES + len(signed)) + signed
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        if not hmac.compare_digest(data[:TAG_BYTES], length_tag(len(data))):
+            raise FrameRejected("unauthenticated frame length")
+        return loads(data[TAG_BYTES:])
+
+
 class DropLog:
     """One WARNING per interval, so a flood of bad frames cannot fill the disk. ``what`` names the
     frames in the warning (Thespian's, or the node link's)."""
@@ -169,6 +195,7 @@ class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
     def __init__(self, _deserialize: Any = None) -> None:
         super().__init__(loads)  # Thespian passes its serializer's loads: the check is ours, below
         self._refused = False
+        self._tagged = False  # the length tag has been checked
 
     def _refuse(self, reason: str) -> None:
         self._refused = True
@@ -183,8 +210,14 @@ class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
         except ValueError:
             self._refuse("had no valid length")
             return
-        if self._size is not None and not 0 <= self._size <= MAX_FRAME_BYTES:
+        if self._size is None:
+            return
+        if not TAG_BYTES <= self._size <= MAX_FRAME_BYTES:
             self._refuse(f"declared {self._size} bytes (limit {MAX_FRAME_BYTES})")
+        elif not self._tagged and self._blen >= TAG_BYTES:
+            if not hmac.compare_digest(self._buf[:TAG_BYTES], length_tag(self._size)):
+                self._refuse("failed authentication (no valid length tag)")
+            self._tagged = True
 
     def isDone(self) -> bool:
         return self._refused or bool(super().isDone())
@@ -193,9 +226,9 @@ class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
         return 1 if self._refused else int(super().remainingAmount())
 
     def completed(self) -> tuple[Any, bytes] | None:
-        if self._refused or self._size is None or self._blen != self._size:
+        if self._refused or self._size is None or self._blen != self._size or not self._tagged:
             return None
-        payload = verify(self._buf)
+        payload = verify(self._buf[TAG_BYTES:])
         if payload is None:
             self._refuse("failed authentication (no valid HMAC)")
             return None
@@ -448,10 +481,11 @@ def install() -> str:
             return advertised_address()
         _secret = _load_secret()
         IPBase.IPActorAddress.__init__ = _bind_advertised_address
-        TCPTransport.serializer = sys.modules[__name__]  # provides dumps and loads
+        TCPTransport.serializer = ThespianSerializer
         TCPTransport.ReceiveBuffer = CheckedReceiveBuffer
-        TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, dumps)
-        TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(streamBuffer.ackDataErrPacket, dumps)
+        framed = ThespianSerializer.dumps
+        TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, framed)
+        TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(streamBuffer.ackDataErrPacket, framed)
         # Thespian re-registers every open socket in a fresh selector on each loop turn (O(open
         # sockets) per message) and keeps an idle one 20 minutes. A hub (directory, persistence,
         # supervisor) talks to every live actor, so 300 idle users slowed 1:1 traffic from ~390 to

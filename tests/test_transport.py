@@ -71,10 +71,32 @@ def test_a_signed_frame_is_read_back() -> None:
     assert got == (message, b"")
 
 
-def test_what_thespian_sends_is_signed() -> None:
+def test_what_thespian_sends_is_signed_behind_a_tag_of_its_length() -> None:
     payload = TCPTransport.serializer.dumps("x")
-    assert transport.verify(payload) == pickle.dumps("x")
-    assert payload[transport.MAC_BYTES :] == pickle.dumps("x")
+    tag, signed = payload[: transport.TAG_BYTES], payload[transport.TAG_BYTES :]
+    assert tag == transport.length_tag(len(payload))
+    assert transport.verify(signed) == pickle.dumps("x")
+    assert signed[transport.MAC_BYTES :] == pickle.dumps("x")
+    assert TCPTransport.serializer.loads(payload) == "x"
+    with pytest.raises(transport.FrameRejected):
+        TCPTransport.serializer.loads(transport.length_tag(len(payload) + 1) + signed)
+
+
+def test_a_stranger_declaring_a_large_frame_is_refused_at_its_first_bytes() -> None:
+    """Without the length tag, this frame would be buffered to its end (16 MiB) before its MAC failed."""
+    buf = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    buf.addMore(b"%d>" % transport.MAX_FRAME_BYTES + b"x" * (transport.TAG_BYTES - 1))
+    assert not buf.isDone()  # the tag is not all in yet
+    buf.addMore(b"x")
+    assert buf.isDone() and buf.completed() is None
+    buf.addMore(b"x" * 100_000)
+    assert len(buf._buf) == 0  # nothing more is kept for it
+
+
+def test_a_length_tag_cannot_be_moved_to_a_frame_of_another_length() -> None:
+    signed = transport.dumps(Exploit())
+    tag = transport.length_tag(transport.TAG_BYTES + len(signed) + 1)  # a real tag, of another size
+    assert received(frame(tag + signed)) is None
 
 
 def test_an_unsigned_pickle_is_dropped_unread_and_logged(
@@ -89,16 +111,19 @@ def test_an_unsigned_pickle_is_dropped_unread_and_logged(
 
 
 def test_a_tampered_frame_is_dropped() -> None:
-    signed = bytearray(transport.dumps(("address", "hola")))
+    signed = bytearray(transport.ThespianSerializer.dumps(("address", "hola")))
     signed[-3] ^= 1
     assert received(frame(bytes(signed))) is None
     other_key = transport.sign(b"x")[: transport.MAC_BYTES]
-    assert received(frame(other_key + pickle.dumps(Exploit()))) is None  # a MAC of something else
+    tagged = transport.ThespianSerializer.dumps  # a frame with a valid tag but a MAC of something else:
+    size = transport.TAG_BYTES + transport.MAC_BYTES + len(pickle.dumps(Exploit()))
+    assert received(frame(transport.length_tag(size) + other_key + pickle.dumps(Exploit()))) is None
+    assert received(frame(tagged("x"))) == ("x", b"")
 
 
 def test_a_frame_signed_with_another_secret_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transport, "_secret", b"another chat system's secret")
-    foreign = frame(transport.dumps(Exploit()))
+    foreign = frame(transport.ThespianSerializer.dumps(Exploit()))
     monkeypatch.undo()
     assert received(foreign) is None
 
@@ -138,9 +163,8 @@ def test_install_patches_once() -> None:
     init = IPBase.IPActorAddress.__init__
     assert transport.install() == "127.0.0.1"
     assert transport._secret is secret and IPBase.IPActorAddress.__init__ is init
-    assert (
-        TCPTransport.serializer is transport and TCPTransport.ReceiveBuffer is transport.CheckedReceiveBuffer
-    )
+    assert TCPTransport.serializer is transport.ThespianSerializer
+    assert TCPTransport.ReceiveBuffer is transport.CheckedReceiveBuffer
 
 
 def test_the_secret_is_random_unless_the_cluster_secret_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
