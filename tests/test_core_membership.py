@@ -172,19 +172,22 @@ class TestOthers:
         m.table_read(Snapshot(100.0, (row(A1, 100.0),)))
         assert m.seen_by_all()
 
-    def test_a_node_that_joins_others_is_seen_once_each_has_stamped_a_heartbeat_after_its_first_read(
+    def test_a_node_that_joins_others_is_seen_once_each_has_stamped_twice_after_its_first_read(
         self,
     ) -> None:
         m, _ = member()
         m.table_read(Snapshot(100.0, (row(A1, 100.0), row(B1, 99.8), row(C1, 99.9))))
         assert not m.seen_by_all()  # b and c last read the table before our row was in it
-        m.table_read(Snapshot(100.5, (row(A1, 100.0), row(B1, 100.2), row(C1, 99.9))))
-        assert not m.seen_by_all()  # c has not
-        assert m.table_read(Snapshot(101.0, (row(A1, 101.0), row(B1, 100.2), row(C1, 100.0)))) == []
-        assert not m.seen_by_all()  # stamped as our first read began: it may have read just before
-        m.table_read(Snapshot(101.2, (row(A1, 101.0), row(B1, 100.2), row(C1, 100.9))))
+        m.table_read(Snapshot(100.5, (row(A1, 100.0), row(B1, 100.2), row(C1, 100.0))))
+        assert not m.seen_by_all()  # b will see us at the read after that heartbeat, which may be
+        # under way; c stamped as our first read began: it may have read just before our row was in
+        m.table_read(Snapshot(101.0, (row(A1, 101.0), row(B1, 100.2), row(C1, 100.7))))
+        assert not m.seen_by_all()
+        assert m.table_read(Snapshot(101.3, (row(A1, 101.0), row(B1, 101.2), row(C1, 100.7)))) == []
+        assert not m.seen_by_all()  # b's read that saw us is done, and what it changed; c's not yet
+        m.table_read(Snapshot(101.8, (row(A1, 101.0), row(B1, 101.2), row(C1, 101.7))))
         assert m.seen_by_all()
-        assert m.row("c") == row(C1, 100.9)  # the view keeps each row's newest heartbeat
+        assert m.row("c") == row(C1, 101.7)  # the view keeps each row's newest heartbeat
 
     def test_a_node_that_never_stamps_again_stops_holding_us_back_once_it_is_dead(self) -> None:
         m, _ = member()

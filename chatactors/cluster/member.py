@@ -110,14 +110,13 @@ class Member:
 
     def run(self, stop: threading.Event, on_effects: Callable[[list[Effect]], None]) -> None:
         """Start, then step a few times per period until ``stop`` is set; then leave, and close this
-        thread's connection."""
+        thread's connection. ``on_effects`` gets every step's effects, none included, so the node
+        can look at the membership after each step on this thread."""
         pause = self.membership.timing.period / TICKS_PER_PERIOD
         try:
             on_effects(self.start())
             while not stop.wait(pause):
-                effects = self.step()
-                if effects:
-                    on_effects(effects)
+                on_effects(self.step())
             on_effects(self.leave())
         finally:
             self.table.close()

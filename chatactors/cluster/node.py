@@ -71,6 +71,7 @@ class ClusterNode:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._in = threading.Event()  # our own row is in: we are in the ring
+        self._seen = threading.Event()  # and every other live node has seen it (seen_by_all)
         self._thread: threading.Thread | None = None
         # The link numbers its batches per incarnation of this process, not per membership epoch
         # (which it does not know yet: the row that gets the epoch carries the link's address).
@@ -82,14 +83,16 @@ class ClusterNode:
         return self.member.membership.me if self.member is not None else None
 
     def start(self) -> None:
-        """Join, and return once the other live nodes can see this one.
+        """Join, and return once every other live node has seen this one (``seen_by_all``).
 
-        Until their next read of the table (at most a period and a tick away) the nodes already
-        there own every key. Had this node served clients meanwhile, a session here would attach to
-        it as its user's owner while they still routed that user's messages to themselves: pushes
-        lost (stored, seen only at the next login). So a node that joins others waits a period and a
-        grace; the first node of a cluster has no one to wait for. What moves at their ring change
-        is then only what they hold: their own sessions go to the new owner (Reattach)."""
+        Until their next read of the table the nodes already there own every key. Had this node
+        served clients meanwhile, a session here would attach to it as its user's owner while they
+        still routed that user's messages to themselves: pushes lost (stored, seen only at the next
+        login). So a node that joins others waits until each has stamped two heartbeats since its
+        row went in (one to two periods); the first node of a cluster has no one to wait for. What
+        moves at their ring change is then only what they hold: their sessions go to the new owner
+        (Reattach). Raises TimeoutError if our row is not in within START_TIMEOUT (past it with our
+        row in, a node still silent is only logged), RuntimeError if a newer process took our id."""
         address = self.link.start()
         table = MembershipTable(self.database_url)
         table.create_schema()
@@ -103,15 +106,20 @@ class ClusterNode:
             daemon=True,
         )
         self._thread.start()
-        if not self._in.wait(START_TIMEOUT):
-            self.stop()
-            raise TimeoutError(f"node {self.node_id} could not join the cluster in {START_TIMEOUT:g} s")
-        membership = self.member.membership
         deadline = time.monotonic() + START_TIMEOUT
-        while not membership.seen_by_all() and not self._stop.wait(self.timing.period / TICKS_PER_PERIOD):
-            if time.monotonic() > deadline:
-                log.warning("node %s: not every node has read the table since it joined", self.node_id)
-                break
+        while not self._seen.wait(self.timing.period / TICKS_PER_PERIOD):
+            if self.superseded:
+                self.stop()
+                raise RuntimeError(
+                    f"node {self.node_id} was superseded while joining: a newer process has its id"
+                )
+            if time.monotonic() < deadline:
+                continue
+            if not self._in.is_set():
+                self.stop()
+                raise TimeoutError(f"node {self.node_id} could not join the cluster in {START_TIMEOUT:g} s")
+            log.warning("node %s: not every node has read the table since it joined", self.node_id)
+            break
         log.info("node %s serves in a ring of %s", self.node_id, ", ".join(self.ring.node_ids))
 
     def stop(self) -> None:
@@ -149,9 +157,10 @@ class ClusterNode:
 
     # -- what the membership and the link report ---------------------------------------------------
     def _effects(self, effects: list[Effect]) -> None:
-        """One batch of the member's effects. ``_in`` is set after the whole batch: the join's batch
-        holds the ring of us alone and then, after the first read of the table, the ring with the
-        others in it; ``start`` must see the second."""
+        """One batch of the member's effects (a step's, none included), on the member's thread.
+        ``_in`` and ``_seen`` are set after the whole batch: the join's batch holds the ring of us
+        alone and then, after the first read of the table, the ring with the others in it; ``start``
+        must see the second, and ``seen_by_all`` is asked here, after our ring is updated."""
         for effect in effects:
             match effect:
                 case Joined(row):
@@ -177,6 +186,8 @@ class ClusterNode:
         me = self.me
         if me is not None and me in self.ring.members:
             self._in.set()
+            if self.member is not None and self.member.membership.seen_by_all():
+                self._seen.set()
 
     def _received(self, node_id: str, messages: tuple[Any, ...]) -> None:
         for message in messages:

@@ -177,6 +177,7 @@ class Membership:
         self._lease_until = 0.0
         self._fenced: Node | None = None  # our incarnation that was fenced, until a read decides
         self._seen_from: float | None = None  # when a read first showed us our row (seen_by_all)
+        self._stamped: dict[Node, float] = {}  # each node's first heartbeat after _seen_from
 
     # -- our own row ------------------------------------------------------------------------------
     def start(self) -> list[Effect]:
@@ -190,7 +191,7 @@ class Membership:
             return []
         self._pending = None
         self.state, self.me = MEMBER, Node(self.node_id, epoch)
-        self._seen_from = None
+        self._seen_from, self._stamped = None, {}
         self._lease_until = self._sent_at + self.timing.lease
         self._next = self._sent_at + self.timing.period
         return [RingChanged(self.ring()), ReadTable()]
@@ -282,6 +283,10 @@ class Membership:
             effects += self._drop(self._view[node_id].node, "its row is gone")
         if self.state == MEMBER and self._seen_from is None and self.node_id in rows:
             self._seen_from = snapshot.at
+        if self._seen_from is not None:
+            for row in self._view.values():
+                if row.heartbeat > self._seen_from:
+                    self._stamped.setdefault(row.node, row.heartbeat)
         if self.state == FENCED:
             effects += self._after_fence(rows.get(self.node_id), snapshot.at)
         return self._with_ring(effects, before)
@@ -299,14 +304,21 @@ class Membership:
         return self._with_ring(effects, before)
 
     def seen_by_all(self) -> bool:
-        """Whether every other live node has read the table since our row was in it, so none of them
-        still owns keys as if we were not there: each one's heartbeat was stamped after the read
-        that first showed us our row (database clock; ``now()`` is a transaction's start, and our
-        row had committed before that read began), and each reads the table right after its
-        heartbeat. True at once for a node that joins no one."""
+        """Whether every other live node has read the table since our row was in it and acted on
+        what it read, so none of them still owns keys as if we were not there.
+
+        A node's heartbeat stamped after the read that first showed us our row (database clock;
+        ``now()`` is a transaction's start, and our row had committed before that read began) says
+        its next read will see us: each node reads right after its heartbeat. That read, and the
+        ring change it hands to the node, may still be under way; the node's *next* heartbeat comes
+        after both (one thread does heartbeat, read, ring change, pause, heartbeat), so each node
+        must have stamped twice since. True at once for a node that joins no one."""
         if self.state != MEMBER or self._seen_from is None:
             return False
-        return all(row.heartbeat > self._seen_from for row in tuple(self._view.values()))
+        return all(
+            row.node in self._stamped and row.heartbeat > self._stamped[row.node]
+            for row in self._view.values()
+        )
 
     def ring(self) -> Ring:
         nodes = {row.node for row in self._view.values()}
