@@ -14,10 +14,12 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    ``ReceiveBuffer`` checks the MAC (``hmac.compare_digest``) before ``pickle.loads``. Acks are frames
    too (``ackMsg``, ``ackDataErrMsg``, pickled once at import): they are signed and verified the same
    way, or a fake peer could answer a send with a malicious "ack". ``p`` starts with a 16-byte MAC of
-   its own length (:func:`length_tag`), checked as soon as those bytes are in: a stranger who declares
-   a large frame is refused at its first bytes, before anything is buffered for it (without the tag it
-   could make the process hold up to :data:`MAX_FRAME_BYTES` per connection before the MAC at the
-   end failed). A frame that fails, or declares more than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
+   its own length (:func:`length_tag`), and the buffer asks Thespian to read no more than those bytes
+   until it has checked them: a stranger who declares a large frame is refused after at most
+   :data:`LENGTH_DIGITS` + 1 + :data:`TAG_BYTES` bytes (without the tag it could make the process hold
+   up to :data:`MAX_FRAME_BYTES` per connection before the MAC at the end failed), and one who never
+   sends the ``>`` after the length after :data:`LENGTH_DIGITS` + 1 bytes (Thespian would buffer it
+   for ever). A frame that fails, or declares more than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
    (or retries a send whose ack failed); one WARNING per :data:`LOG_INTERVAL_SECONDS` per process goes
    to the logger ``chatactors.transport``, counting the drops in between.
 3. **No actor outlives its system.** Each actor and logger process asks Linux for SIGKILL when its
@@ -87,6 +89,8 @@ RESEND_STEP_SECONDS = 1.0
 RESEND_CAP_SECONDS = 5.0
 MAC_BYTES = sha256().digest_size
 TAG_BYTES = 16  # the tag of a Thespian frame's length, checked before the rest is buffered
+MIN_FRAME_BYTES = TAG_BYTES + MAC_BYTES + 1  # the tag, the MAC, a pickle of at least one byte
+LENGTH_DIGITS = len(str(MAX_FRAME_BYTES))  # the most digits before a frame's '>'
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 _PR_SET_PDEATHSIG = 1
 
@@ -211,9 +215,13 @@ class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
             self._refuse("had no valid length")
             return
         if self._size is None:
+            # Thespian keeps every byte until a '>' comes (its own guard, "more than 40", never fires:
+            # it keeps _blen at 1), so a stranger who never sends one would be buffered for ever.
+            if len(self._buf) > LENGTH_DIGITS:
+                self._refuse("had no valid length")
             return
-        if not TAG_BYTES <= self._size <= MAX_FRAME_BYTES:
-            self._refuse(f"declared {self._size} bytes (limit {MAX_FRAME_BYTES})")
+        if not MIN_FRAME_BYTES <= self._size <= MAX_FRAME_BYTES:
+            self._refuse(f"declared {self._size} bytes ({MIN_FRAME_BYTES} to {MAX_FRAME_BYTES})")
         elif not self._tagged and self._blen >= TAG_BYTES:
             if not hmac.compare_digest(self._buf[:TAG_BYTES], length_tag(self._size)):
                 self._refuse("failed authentication (no valid length tag)")
@@ -223,7 +231,13 @@ class CheckedReceiveBuffer(streamBuffer.ReceiveBuffer):  # type: ignore[misc]
         return self._refused or bool(super().isDone())
 
     def remainingAmount(self) -> int:
-        return 1 if self._refused else int(super().remainingAmount())
+        """What Thespian reads next (``recv`` of up to this much): only the tag's missing bytes until
+        the tag has been checked, so a stranger's first read after its length is at most the tag."""
+        if self._refused:
+            return 1
+        if self._size is not None and not self._tagged:
+            return max(1, TAG_BYTES - int(self._blen))
+        return int(super().remainingAmount())
 
     def completed(self) -> tuple[Any, bytes] | None:
         if self._refused or self._size is None or self._blen != self._size or not self._tagged:
@@ -260,14 +274,25 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _inherited() -> None:
+    """A Thespian process started by 'spawn' or 'forkserver' runs in a fresh interpreter where
+    :func:`install` never ran: its transport would unpickle anything. Refuse to start it."""
+    if not _installed:
+        raise RuntimeError(
+            "chatactors needs Thespian's 'fork' start method: the transport's patches are not inherited"
+        )
+
+
 def _start_child(*args: Any, **kwargs: Any) -> Any:
     """Replaces ``multiprocCommon.startChild``, the target of every actor process."""
+    _inherited()
     _die_with_parent()
     return _thespian_start_child(*args, **kwargs)
 
 
 def _start_logger(*args: Any, **kwargs: Any) -> Any:
     """Replaces ``multiprocCommon.startupASLogger``, the target of the admin's logger process."""
+    _inherited()
     _die_with_parent()
     return _thespian_start_logger(*args, **kwargs)
 
@@ -316,6 +341,7 @@ class _Owner:
 def _start_admin(admin_class: type, *args: Any, **kwargs: Any) -> Any:
     """Replaces ``multiprocCommon.startAdmin``: runs in the process forked to become the admin, before
     it daemonizes. The admin class it is given starts watching the owner when the admin runs."""
+    _inherited()
     parent = multiprocessing.parent_process()
     owner = _Owner((parent.pid if parent else None) or os.getppid())  # pid of the server, even if gone
 
@@ -507,4 +533,5 @@ def system_capabilities(admin_port: int) -> dict[str, Any]:
         "Admin Port": admin_port,
         "Convention Address.IPv4": (host, admin_port),
         "AllowRemoteActorSources": "No",
+        "Process Startup Method": "fork",  # Thespian's default, pinned: children inherit install()
     }

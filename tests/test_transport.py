@@ -93,6 +93,44 @@ def test_a_stranger_declaring_a_large_frame_is_refused_at_its_first_bytes() -> N
     assert len(buf._buf) == 0  # nothing more is kept for it
 
 
+def test_the_buffer_asks_for_no_more_than_the_tag_until_it_has_checked_it() -> None:
+    """Thespian reads ``remainingAmount()`` next (up to 1 MB a read otherwise)."""
+    buf = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    buf.addMore(b"%d>" % transport.MAX_FRAME_BYTES + b"x" * 11)
+    assert buf.remainingAmount() == transport.TAG_BYTES - 11
+    good = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    payload = TCPTransport.serializer.dumps("x" * 100_000)
+    good.addMore(frame(payload)[: 20 + transport.TAG_BYTES])  # the tag is in and checked
+    assert good.remainingAmount() == len(frame(payload)) - 20 - transport.TAG_BYTES
+
+
+def test_a_stranger_who_never_ends_the_length_is_refused_past_its_longest_form() -> None:
+    buf = TCPTransport.ReceiveBuffer(TCPTransport.serializer.loads)
+    buf.addMore(b"1" * transport.LENGTH_DIGITS)
+    assert not buf.isDone()  # a length may be that long
+    buf.addMore(b"1")
+    assert buf.isDone() and buf.completed() is None
+    buf.addMore(b"1" * 100_000)
+    assert len(buf._buf) == 0
+
+
+def test_a_frame_too_short_to_hold_a_tag_and_a_mac_is_refused() -> None:
+    assert received(frame(b"x" * (transport.MIN_FRAME_BYTES - 1))) is None
+
+
+def test_thespian_processes_start_only_where_the_patches_were_inherited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'spawn' or 'forkserver' would start a fresh interpreter whose transport unpickles anything."""
+    assert transport.system_capabilities(1900)["Process Startup Method"] == "fork"
+    monkeypatch.setattr(transport, "_installed", False)
+    for start in (transport._start_child, transport._start_logger):
+        with pytest.raises(RuntimeError, match="'fork' start method"):
+            start()
+    with pytest.raises(RuntimeError, match="'fork' start method"):
+        transport._start_admin(object)
+
+
 def test_a_length_tag_cannot_be_moved_to_a_frame_of_another_length() -> None:
     signed = transport.dumps(Exploit())
     tag = transport.length_tag(transport.TAG_BYTES + len(signed) + 1)  # a real tag, of another size
