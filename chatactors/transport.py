@@ -42,6 +42,11 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    sender's messages to an actor arrive in the order sent. Above the transport, the retire handshake
    counts the forwards an actor has received (``core/registry.py``), so the directory never lets an
    actor exit with a forward on its way.
+6. **At most :data:`MAX_UNIDENTIFIED` connections waiting for their first frame** (see
+   :func:`_accept_within_cap`), each for at most :data:`UNIDENTIFIED_SECONDS`. Thespian accepts and
+   watches every connection for 7 minutes, and re-registers every watched socket on each turn of its
+   loop: anyone on the machine could hold thousands open and slow every actor's loop. Past the cap the
+   oldest is closed; a peer whose first frame was cut that way resends it (5.).
 
 The secret: ``$CHATACTORS_CLUSTER_SECRET`` (at least :data:`MIN_SECRET_LENGTH` characters) where systems
 on several hosts must talk; otherwise 32 random bytes made once per process at the first
@@ -85,6 +90,8 @@ MIN_SECRET_LENGTH = 16
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a full history page (200 bodies of 4,096 characters) is < 4 MB
 LOG_INTERVAL_SECONDS = 10.0
 IDLE_SOCKET_SECONDS = 3.0
+MAX_UNIDENTIFIED = 256  # connections that have not yet delivered a frame, per process (6.)
+UNIDENTIFIED_SECONDS = 30.0  # how long such a connection may take to deliver it (Thespian: 7 min)
 RESEND_STEP_SECONDS = 1.0
 RESEND_CAP_SECONDS = 5.0
 MAC_BYTES = sha256().digest_size
@@ -105,6 +112,7 @@ _thespian_start_admin = multiprocCommon.startAdmin
 _thespian_start_child = multiprocCommon.startChild
 _thespian_start_logger = multiprocCommon.startupASLogger
 _thespian_first_transmit_step = TCPTransport.TCPTransport._next_XMIT_1
+_thespian_accept_new_incoming = TCPTransport.TCPTransport._acceptNewIncoming
 
 _install_lock = threading.Lock()
 _installed = False
@@ -435,6 +443,24 @@ def _first_transmit_step_in_order(self: Any, intent: Any) -> Any:
     return _thespian_first_transmit_step(self, intent)
 
 
+# -- 6. a cap on connections that have sent nothing yet --------------------------------------------------------
+def _accept_within_cap(self: Any) -> None:
+    """Replaces ``TCPTransport._acceptNewIncoming``: accept as Thespian does, then, past
+    :data:`MAX_UNIDENTIFIED` connections that have not delivered a frame yet, close the oldest."""
+    _thespian_accept_new_incoming(self)
+    incoming = self._incomingSockets
+    waiting = [fd for fd, inc in incoming.items() if inc is not None and _unidentified(inc)]
+    for fd in waiting[: max(0, len(waiting) - MAX_UNIDENTIFIED)]:
+        incoming.pop(fd).close()
+        _drops.dropped(f"never came: more than {MAX_UNIDENTIFIED} connections waited for their first")
+
+
+def _unidentified(incoming: Any) -> bool:
+    """Whether no frame has come on this connection yet (Thespian learns who sent it from its first)."""
+    address = incoming.fromAddress
+    return address is None or address.addressDetails is None
+
+
 def _load_secret() -> bytes:
     shared = os.environ.get(SECRET_ENV)
     if shared is None:
@@ -519,6 +545,8 @@ def install() -> str:
         TCPTransport.MAX_IDLE_SOCKET_PERIOD = timedelta(seconds=IDLE_SOCKET_SECONDS)
         TransmitIntent.retry = _prompt_retry
         TCPTransport.TCPTransport._next_XMIT_1 = _first_transmit_step_in_order
+        TCPTransport.TCPTransport._acceptNewIncoming = _accept_within_cap
+        TCPTransport.MAX_INCOMING_SOCKET_PERIOD = timedelta(seconds=UNIDENTIFIED_SECONDS)
         multiprocCommon.startAdmin = _start_admin
         multiprocCommon.startChild = _start_child
         multiprocCommon.startupASLogger = _start_logger

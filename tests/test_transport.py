@@ -257,6 +257,46 @@ def test_no_port_of_a_chat_listens_on_every_interface(chat: Chat) -> None:
     assert {address for address, _ in endpoints} == {"127.0.0.1"}
 
 
+@pytest.mark.parametrize("system", ["multiprocTCPBase"])
+def test_connections_that_send_nothing_are_capped_oldest_first(chat: Chat, wait_until: Any) -> None:
+    """Thespian watched every connection for 7 minutes and re-registered each on every turn of its
+    loop: anyone on the machine could hold thousands open to a port and slow its actors."""
+    extra = 20
+    idle = [
+        socket.create_connection(("127.0.0.1", chat.admin_port))
+        for _ in range(transport.MAX_UNIDENTIFIED + extra)
+    ]
+    try:
+        for s in idle:
+            s.setblocking(False)
+
+        def closed_by_the_admin(s: socket.socket) -> bool:
+            try:
+                return s.recv(1) == b""
+            except BlockingIOError:
+                return False  # still open, nothing to read
+            except OSError:
+                return True  # reset
+
+        closed: list[bool] = []
+
+        def capped_oldest_first() -> bool:
+            closed[:] = [closed_by_the_admin(s) for s in idle]
+            first_open = closed.index(False) if False in closed else len(closed)
+            return sum(closed) >= extra - 2 and not any(closed[first_open:])
+
+        # Past the cap the admin closes the oldest connection that has sent nothing: ours, in the order
+        # we opened them (two may be the chat's own, were any of its first frames in flight then).
+        wait_until(capped_oldest_first, timeout=30)
+        assert sum(closed) <= extra
+        juan, maria = chat.crear("juan_cap", "secreto123"), chat.crear("maria_cap", "secreto123")
+        juan.send_message(maria, "still serving")
+        assert [m.body for m in maria.read_messages()] == ["still serving"]
+    finally:
+        for s in idle:
+            s.close()
+
+
 def other_addresses() -> list[str]:
     """This machine's IPv4 addresses outside 127.0.0.0/8."""
     import fcntl
