@@ -43,10 +43,14 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    counts the forwards an actor has received (``core/registry.py``), so the directory never lets an
    actor exit with a forward on its way.
 6. **At most :data:`MAX_UNIDENTIFIED` connections waiting for their first frame** (see
-   :func:`_accept_within_cap`), each for at most :data:`UNIDENTIFIED_SECONDS`. Thespian accepts and
-   watches every connection for 7 minutes, and re-registers every watched socket on each turn of its
-   loop: anyone on the machine could hold thousands open and slow every actor's loop. Past the cap the
-   oldest is closed; a peer whose first frame was cut that way resends it (5.).
+   :func:`_accept_within_cap`), each waiting for data at most :data:`UNIDENTIFIED_SECONDS` (then
+   Thespian closes it after 20 turns of its loop with nothing read). Thespian accepts and watches every
+   connection for 7 minutes, and rebuilds its selector from every watched socket on each turn: anyone
+   on the machine could hold hundreds open and slow every actor's loop by milliseconds a turn. Past the
+   cap the one silent longest is closed (a read moves a connection to the back). A peer whose first
+   frame was cut that way sends it again (5.): Thespian declared such a send's broken pipe a dead
+   target (a live actor's messages came back as dead letters) where the frame needed more than one
+   ``send()``; here only a refused connection is (:func:`_send_refused`).
 
 The secret: ``$CHATACTORS_CLUSTER_SECRET`` (at least :data:`MIN_SECRET_LENGTH` characters) where systems
 on several hosts must talk; otherwise 32 random bytes made once per process at the first
@@ -90,8 +94,11 @@ MIN_SECRET_LENGTH = 16
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a full history page (200 bodies of 4,096 characters) is < 4 MB
 LOG_INTERVAL_SECONDS = 10.0
 IDLE_SOCKET_SECONDS = 3.0
-MAX_UNIDENTIFIED = 256  # connections that have not yet delivered a frame, per process (6.)
-UNIDENTIFIED_SECONDS = 30.0  # how long such a connection may take to deliver it (Thespian: 7 min)
+# Connections that have not yet delivered a frame, per process (6.). Each costs every turn of the
+# process's loop ~12 us (Thespian rebuilds its selector each turn: 256 made a turn ~3 ms). Legitimate
+# peers have few at once: Thespian accepts one connection a turn and reads each readable one the next.
+MAX_UNIDENTIFIED = 32
+UNIDENTIFIED_SECONDS = 30.0  # how long such a connection may wait for data (Thespian: 7 min)
 RESEND_STEP_SECONDS = 1.0
 RESEND_CAP_SECONDS = 5.0
 MAC_BYTES = sha256().digest_size
@@ -452,7 +459,15 @@ def _accept_within_cap(self: Any) -> None:
     waiting = [fd for fd, inc in incoming.items() if inc is not None and _unidentified(inc)]
     for fd in waiting[: max(0, len(waiting) - MAX_UNIDENTIFIED)]:
         incoming.pop(fd).close()
-        _drops.dropped(f"never came: more than {MAX_UNIDENTIFIED} connections waited for their first")
+        _drops.dropped(f"never came: more than {MAX_UNIDENTIFIED} connections waited for their first frame")
+
+
+def _send_refused(err: OSError) -> bool:
+    """Replaces TCPTransport's ``err_send_connrefused``, which also counts EPIPE: what a send meets when
+    the receiver closed a connection it had accepted (cut by the cap, expired, idle) while a frame too
+    large for one ``send()`` was on its way. Thespian made that a dead letter for a live actor; it goes
+    to Thespian's retry instead (5.), and an actor really gone refuses the new connection."""
+    return err.errno == errno.ECONNREFUSED
 
 
 def _unidentified(incoming: Any) -> bool:
@@ -546,6 +561,7 @@ def install() -> str:
         TransmitIntent.retry = _prompt_retry
         TCPTransport.TCPTransport._next_XMIT_1 = _first_transmit_step_in_order
         TCPTransport.TCPTransport._acceptNewIncoming = _accept_within_cap
+        TCPTransport.err_send_connrefused = _send_refused  # looked up as a module global when used
         TCPTransport.MAX_INCOMING_SOCKET_PERIOD = timedelta(seconds=UNIDENTIFIED_SECONDS)
         multiprocCommon.startAdmin = _start_admin
         multiprocCommon.startChild = _start_child
