@@ -19,9 +19,10 @@ forked from that process (Thespian's default ``fork`` start method), so they inh
    :data:`LENGTH_DIGITS` + 1 + :data:`TAG_BYTES` bytes (without the tag it could make the process hold
    up to :data:`MAX_FRAME_BYTES` per connection before the MAC at the end failed), and one who never
    sends the ``>`` after the length after :data:`LENGTH_DIGITS` + 1 bytes (Thespian would buffer it
-   for ever). A frame that fails, or declares more than :data:`MAX_FRAME_BYTES`, is dropped: Thespian answers it with ACK+DATAERR and closes the socket
-   (or retries a send whose ack failed); one WARNING per :data:`LOG_INTERVAL_SECONDS` per process goes
-   to the logger ``chatactors.transport``, counting the drops in between.
+   for ever). A frame that fails, or declares more than :data:`MAX_FRAME_BYTES`, is dropped: Thespian
+   answers it with ACK+DATAERR and closes the socket (or retries a send whose ack failed); one
+   WARNING per :data:`LOG_INTERVAL_SECONDS` per process goes to the logger ``chatactors.transport``,
+   counting the drops in between.
 3. **No actor outlives its system.** Each actor and logger process asks Linux for SIGKILL when its
    parent dies (``prctl(PR_SET_PDEATHSIG)``), so killing a parent actor takes its children along. The
    admin is daemonized (setsid + double fork), out of reach of that signal: it watches the process that
@@ -453,7 +454,8 @@ def _first_transmit_step_in_order(self: Any, intent: Any) -> Any:
 # -- 6. a cap on connections that have sent nothing yet --------------------------------------------------------
 def _accept_within_cap(self: Any) -> None:
     """Replaces ``TCPTransport._acceptNewIncoming``: accept as Thespian does, then, past
-    :data:`MAX_UNIDENTIFIED` connections that have not delivered a frame yet, close the oldest."""
+    :data:`MAX_UNIDENTIFIED` connections that have not delivered a frame yet, close those silent
+    longest (Thespian puts a connection back at the end of its dict each time it reads from it)."""
     _thespian_accept_new_incoming(self)
     incoming = self._incomingSockets
     waiting = [fd for fd, inc in incoming.items() if inc is not None and _unidentified(inc)]
