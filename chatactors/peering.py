@@ -25,6 +25,7 @@ from typing import Any
 from thespian.actors import ActorAddress
 
 from chatactors.bridge import SimpleBridge
+from chatactors.core.clock import LogEvery
 from chatactors.core.model import Address
 from chatactors.core.ring import Ring
 from chatactors.messages import (
@@ -108,7 +109,7 @@ class Peering:
         self.directories: dict[str, Address] = {}  # node id -> the proxy to its directory (read by the edge)
         self._out: list[tuple[Any, Any]] = []
         self._parked: deque[Delivery] = deque()
-        self._dropped_noted = 0.0  # when dropping parked requests was last logged
+        self._drop_log = LogEvery(PARK_RETRY)  # dropping parked requests: one line at most
         self._parked_at = 0.0  # when the oldest of them was parked
         self._park_wait = PARK_FIRST  # how long they wait for a ring change before going again
         self._held: dict[str, tuple[float, list[Any]]] = {}  # node -> (until, what it did not take yet)
@@ -242,9 +243,7 @@ class Peering:
         """The oldest parked request goes: its caller times out, as it would have anyway by now."""
         self._parked.popleft()
         self.dropped += 1
-        now = time.monotonic()
-        if now - self._dropped_noted > PARK_RETRY:
-            self._dropped_noted = now
+        if self._drop_log.due() is not None:
             log.warning(
                 "%d requests wait for the ring: the oldest are dropped (%d so far)", MAX_PARKED, self.dropped
             )

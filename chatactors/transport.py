@@ -86,6 +86,7 @@ from thespian.system import multiprocCommon
 from thespian.system.timing import ExpirationTimer
 from thespian.system.transport import MAX_TRANSMIT_RETRIES, IPBase, TCPTransport, TransmitIntent, streamBuffer
 
+from chatactors.core.clock import LogEvery
 from chatactors.errors import AdminPortInUse
 
 SECRET_ENV = "CHATACTORS_CLUSTER_SECRET"
@@ -185,21 +186,18 @@ class ThespianSerializer:
         return loads(data[TAG_BYTES:])
 
 
-class DropLog:
-    """One WARNING per interval, so a flood of bad frames cannot fill the disk. ``what`` names the
-    frames in the warning (Thespian's, or the node link's)."""
+class DropLog(LogEvery):
+    """One WARNING per interval for dropped frames. ``what`` names the frames in the warning
+    (Thespian's, or the node link's)."""
 
     def __init__(self, interval: float, what: str = "Thespian") -> None:
-        self.interval, self.what = interval, what
-        self._next = 0.0
-        self._dropped = 0
+        super().__init__(interval)
+        self.what = what
 
     def dropped(self, reason: str) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._dropped += 1
+        more = self.due()
+        if more is None:
             return
-        more, self._dropped, self._next = self._dropped, 0, now + self.interval
         since = f" ({more} more dropped since the last warning)" if more else ""
         LOG.warning("dropped a %s frame that %s, in pid %d%s", self.what, reason, os.getpid(), since)
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chatactors import transport
-from chatactors.core.clock import Clock, MonotonicClock
+from chatactors.core.clock import Clock, LogEvery, MonotonicClock
 from chatactors.core.link import ACK_TIMEOUT, ATTEMPTS, Effect, Inbox, Outbox, Send, Unreachable
 from chatactors.errors import ClusterNeedsSecret
 from chatactors.messages import LinkAck, LinkBatch, LinkHello
@@ -167,7 +167,8 @@ class _Door:
         self.watch = selectors.DefaultSelector()
         self.watch.register(listener, selectors.EVENT_READ)
         self.strangers: dict[socket.socket, _Stranger] = {}  # oldest first: each waits as long
-        self.quiet_until = 0.0  # no accept failure is logged before then
+        # Out of descriptors, say, lasts: one line every few seconds.
+        self.accept_failures = LogEvery(transport.LOG_INTERVAL_SECONDS, link.clock)
 
     def __enter__(self) -> _Door:
         return self
@@ -217,9 +218,7 @@ class _Door:
             except BlockingIOError:
                 return
             except OSError as exc:
-                now = self.link.clock.now()
-                if now >= self.quiet_until:  # out of descriptors lasts: one line every 10 s
-                    self.quiet_until = now + transport.LOG_INTERVAL_SECONDS
+                if self.accept_failures.due() is not None:
                     log.error("link %s: accept failed: %s", self.link.node, exc)
                 self.link._stopping.wait(POLL)  # do not spin on it
                 return

@@ -26,3 +26,23 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+class LogEvery:
+    """At most one log line per ``interval`` seconds, so a flood (of bad frames, failed accepts,
+    dropped requests) cannot fill the disk; what it held back is counted for the next line."""
+
+    def __init__(self, interval: float, clock: Clock | None = None) -> None:
+        self.interval = interval
+        self.clock: Clock = clock or MonotonicClock()
+        self._next = 0.0
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None: hold this line back (it is counted). Else log it: how many were held back since."""
+        now = self.clock.now()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held, self._next = self._held, 0, now + self.interval
+        return held
