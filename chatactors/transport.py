@@ -456,7 +456,7 @@ def _accept_within_cap(self: Any) -> None:
     longest (Thespian puts a connection back at the end of its dict each time it reads from it)."""
     _thespian_accept_new_incoming(self)
     incoming = self._incomingSockets
-    waiting = [fd for fd, inc in incoming.items() if inc is not None and _unidentified(inc)]
+    waiting = [fd for fd, inc in incoming.items() if _unidentified(inc)]
     for fd in waiting[: max(0, len(waiting) - MAX_UNIDENTIFIED)]:
         incoming.pop(fd).close()
         _drops.dropped(f"never came: more than {MAX_UNIDENTIFIED} connections waited for their first frame")
@@ -472,8 +472,7 @@ def _send_refused(err: OSError) -> bool:
 
 def _unidentified(incoming: Any) -> bool:
     """Whether no frame has come on this connection yet (Thespian learns who sent it from its first)."""
-    address = incoming.fromAddress
-    return address is None or address.addressDetails is None
+    return incoming.fromAddress.addressDetails is None  # an accepted one starts as ActorAddress(None)
 
 
 def _load_secret() -> bytes:
