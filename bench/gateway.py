@@ -129,9 +129,12 @@ async def _serve(
     stats: Callable[[], Any],
     group: int | None = None,
 ) -> None:
+    from chatactors.gateway.runner import tune_collector
+
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     await start()
+    tune_collector()  # as `chatactors serve` does, for the relay too: a process setting, not a feature
     _say({"port": port(), "pid": os.getpid(), "group": group or 0})
 
     def commands() -> None:
