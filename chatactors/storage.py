@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -211,13 +211,16 @@ class Store:
         self._stored_sql: dict[int, str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def run(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in a transaction; a lost connection is reopened once, then reported."""
+    def run(self, work: Callable[[], T], *, atomic: bool = True) -> T:
+        """Run ``work`` in a transaction; a lost connection is reopened once, then reported.
+
+        ``atomic=False``: no BEGIN and no COMMIT around it (two round trips fewer), for work whose
+        one write is a single statement: the database makes that statement atomic alone."""
         for attempt in (1, 2):
             try:
                 if self.db.is_closed():
                     self.db.connect()
-                with self.db.atomic():
+                with self.db.atomic() if atomic else nullcontext():
                     return work()
             except ChatError:
                 raise
@@ -363,49 +366,60 @@ class Store:
         return [message for message, _ in self.insert_messages_fresh(new)]
 
     def insert_messages_fresh(self, new: list[NewMessage]) -> list[tuple[Message, bool]]:
-        """:meth:`insert_messages`, telling which were stored now (a retry must not be pushed twice)."""
-        results: list[Message | None] = [None] * len(new)
-        keys = {(n.sender.id, n.client_id) for n in new if n.client_id is not None}
-        known = self._stored(keys) if keys else {}
-        fresh: list[int] = []
+        """:meth:`insert_messages`, telling which were stored now (a retry must not be pushed twice).
+
+        One statement, ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the database itself skips a
+        (sender, client_id) stored before, by an earlier try or by another writer a moment ago, and
+        only those (a retry: rare) are read back after it. A batch costs one round trip, not a
+        lookup and an insert, and it is atomic alone (see :meth:`run`).
+        """
         first_of: dict[tuple[int, str], int] = {}
+        fresh: list[int] = []  # the rows to insert: each client_id's first occurrence, and those without
         for i, n in enumerate(new):
-            key = (n.sender.id, n.client_id) if n.client_id is not None else None
-            if key is not None and key in known:
-                results[i] = known[key]
-            elif key is not None and key in first_of:
-                continue  # filled from its first occurrence below
-            else:
+            if n.client_id is None:
                 fresh.append(i)
-                if key is not None:
-                    first_of[key] = i
-        if fresh:
-            now = utcnow()
-            # Ids come from one sequence in VALUES order; sorting maps them back to the rows.
-            ids = sorted(r[0] for r in self._insert_rows([new[i] for i in fresh], now))
-            sent_at = now.replace(tzinfo=UTC)
-            for i, ident in zip(fresh, ids, strict=True):
-                n = new[i]
-                results[i] = Message(
-                    id=ident,
-                    sender_id=n.sender.id,
-                    sender=n.sender.username,
-                    recipient_id=n.recipient.id if n.recipient else None,
-                    room=n.room.name if n.room else None,
-                    body=n.body,
-                    sent_at=sent_at,
-                    status=n.status,
-                    recipient=n.recipient.username if n.recipient else None,
-                )
-        fresh_set = set(fresh)
+            elif (n.sender.id, n.client_id) not in first_of:
+                first_of[(n.sender.id, n.client_id)] = i
+                fresh.append(i)
+        now = utcnow()
+        stored = self._insert_rows([new[i] for i in fresh], now) if fresh else []
+        keyed = {(sender, client_id): ident for ident, sender, client_id in stored if client_id is not None}
+        # Ids come from one sequence in VALUES order; sorting maps them back to the rows.
+        plain = iter(sorted(ident for ident, _, client_id in stored if client_id is None))
+        missing = {key for key in first_of if key not in keyed}
+        known = self._stored(missing) if missing else {}
+        sent_at = now.replace(tzinfo=UTC)
+        results: dict[int, tuple[Message, bool]] = {}
+        for i in fresh:
+            n = new[i]
+            key = (n.sender.id, n.client_id) if n.client_id is not None else None
+            if key is not None and key in missing:
+                if key not in known:  # skipped, yet not there to read back: not expected, never silent
+                    raise StorageUnavailable(
+                        "a message with this client_id could not be read back; try again"
+                    )
+                results[i] = (known[key], False)
+                continue
+            ident = keyed[key] if key is not None else next(plain)
+            message = Message(
+                id=ident,
+                sender_id=n.sender.id,
+                sender=n.sender.username,
+                recipient_id=n.recipient.id if n.recipient else None,
+                room=n.room.name if n.room else None,
+                body=n.body,
+                sent_at=sent_at,
+                status=n.status,
+                recipient=n.recipient.username if n.recipient else None,
+            )
+            results[i] = (message, True)
         out: list[tuple[Message, bool]] = []
         for i, n in enumerate(new):
-            found = results[i]
-            if found is None:
+            found = results.get(i)
+            if found is None:  # a client_id repeated in the batch: its first occurrence's message
                 assert n.client_id is not None
-                found = results[first_of[(n.sender.id, n.client_id)]]
-            assert found is not None
-            out.append((found, i in fresh_set))
+                found = (results[first_of[(n.sender.id, n.client_id)]][0], False)
+            out.append(found)
         return out
 
     def insert_messages_isolated(self, new: list[NewMessage]) -> list[tuple[Message, bool] | InvalidMessage]:
@@ -414,17 +428,13 @@ class Store:
         other row is stored once. Call inside a transaction."""
 
         def attempt(rows: Sequence[NewMessage]) -> list[tuple[Message, bool]]:
-            for retry in (True, False):
-                try:
-                    with self.db.atomic():  # a savepoint: a refused insert leaves the transaction usable
-                        return self.insert_messages_fresh(list(rows))
-                except (*REFUSED, pw.IntegrityError) as exc:
-                    if len(rows) > 1:  # halved by isolate(); only the refused row's error is logged
-                        raise InvalidMessage("a row of this group was refused") from exc
-                    if not (isinstance(exc, pw.IntegrityError) and rows[0].client_id is not None and retry):
-                        raise refused(exc) from exc
-                    # another writer stored this client_id meanwhile: the second try finds it
-            raise AssertionError("unreachable")
+            try:
+                with self.db.atomic():  # a savepoint: a refused insert leaves the transaction usable
+                    return self.insert_messages_fresh(list(rows))
+            except (*REFUSED, pw.IntegrityError) as exc:  # a client_id stored meanwhile is no conflict now
+                if len(rows) > 1:  # halved by isolate(); only the refused row's error is logged
+                    raise InvalidMessage("a row of this group was refused") from exc
+                raise refused(exc) from exc
 
         return isolate(new, attempt)
 
@@ -439,8 +449,7 @@ class Store:
         ``(sender_id, client_id) IN (VALUES ...)`` (an OR chain made it spend 85 % of a 1,000-row
         batch's time on this lookup: 4,500 rows/s, against 19,800; bench/storage.py); on SQLite an
         OR chain of ``(sender_id = ? AND client_id = ?)`` (its plan for the row-value list uses
-        the index on ``sender_id`` alone). Almost always nothing is found; only a retry reads its
-        rows back in full.
+        the index on ``sender_id`` alone). Asked only for the keys an insert skipped (a retry).
         """
         ids: list[int] = []
         flat = [v for key in keys for v in key]
@@ -466,7 +475,8 @@ class Store:
     _INSERT_COLUMNS = "sender_id, recipient_id, room_id, body, created_at, status, client_id"
 
     def _insert_rows(self, rows: list[NewMessage], now: datetime) -> list[tuple[Any, ...]]:
-        """One multi-row INSERT ... RETURNING id, its SQL built once per batch size.
+        """One multi-row INSERT, (id, sender_id, client_id) of each row it stored (a (sender,
+        client_id) already there is skipped), its SQL built once per batch size.
 
         Peewee renders every value of ``insert_many`` through its SQL builder (~30 us a row, a
         fifth of a message's CPU embedded); the parameters alone cost nothing.
@@ -475,7 +485,11 @@ class Store:
         if sql is None:
             p = self.db.param
             one = "(" + ", ".join([p] * 7) + ")"
-            sql = f"INSERT INTO mensajes ({self._INSERT_COLUMNS}) VALUES {', '.join([one] * len(rows))} RETURNING id"
+            values = ", ".join([one] * len(rows))
+            sql = (
+                f"INSERT INTO mensajes ({self._INSERT_COLUMNS}) VALUES {values}"
+                " ON CONFLICT DO NOTHING RETURNING id, sender_id, client_id"
+            )
             self._insert_sql[len(rows)] = sql
         created = Mensaje.created_at.db_value(now)
         params: list[Any] = []

@@ -21,7 +21,16 @@ from chatactors.errors import (
     UsernameTaken,
     UserNotFound,
 )
-from chatactors.storage import REDUNDANT_INDEXES, Mensaje, NewMessage, Room, Store, close_database, utcnow
+from chatactors.storage import (
+    REDUNDANT_INDEXES,
+    IntegrityError,
+    Mensaje,
+    NewMessage,
+    Room,
+    Store,
+    close_database,
+    utcnow,
+)
 
 LONG_ID = "k" * MAX_CLIENT_ID  # legal by the protocol; the old column held 64
 
@@ -509,3 +518,96 @@ def test_room_members_are_for_members_only(store: Store, users) -> None:
         store.room_member_list(pedro.id, "sala")
     with pytest.raises(RoomNotFound):
         store.room_member_list(juan.id, "nada")
+
+
+def _other_writer(db_url: str) -> Any:
+    """A second connection to the same database: another node, or another process's actor."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        return sqlite3.connect(
+            db_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+    return psycopg2.connect(db_url)
+
+
+def _blocked_on_a_lock(db_url: str, deadline: float) -> bool:
+    """PostgreSQL: whether a backend of this database waits on a row lock (our INSERT behind theirs)."""
+    import time
+
+    watcher = psycopg2.connect(db_url)
+    watcher.autocommit = True
+    try:
+        while time.monotonic() < deadline:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+                if cur.fetchone()[0]:
+                    return True
+            watcher.poll()
+        return False
+    finally:
+        watcher.close()
+
+
+def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
+    store: Store, users, db_url: str
+) -> None:
+    """Another writer inserts the same (sender, client_id) in a transaction still open when this
+    batch's INSERT runs (no transaction around it: the batch is new messages alone). The INSERT
+    waits for it, skips that row, and reads the other's message back: stored once, and not
+    reported as stored now, so it is not pushed twice."""
+    import threading
+    import time
+
+    juan, maria, _ = users
+    other = _other_writer(db_url)
+    p = "?" if db_url.startswith("sqlite") else "%s"
+    cur = other.cursor()
+    cur.execute("BEGIN IMMEDIATE" if p == "?" else "BEGIN")
+    cur.execute(
+        f"INSERT INTO mensajes (sender_id, recipient_id, body, created_at, status, client_id)"
+        f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}) RETURNING id",
+        (juan.id, maria.id, "from the other node", Mensaje.created_at.db_value(utcnow()), ENVIADO, "k-race"),
+    )
+    theirs = cur.fetchone()[0]
+    done: dict[str, Any] = {}
+
+    def mine() -> None:
+        batch = [_new(juan, maria, "mine", "k-race"), _new(juan, maria, "plain")]
+        try:
+            done["out"] = store.run(lambda: store.insert_messages_fresh(batch), atomic=False)
+        except BaseException as exc:  # reported below
+            done["error"] = exc
+
+    writer = threading.Thread(target=mine)
+    writer.start()
+    try:
+        if p == "%s":  # PostgreSQL: make sure ours is the INSERT that waits, not one that comes after
+            assert _blocked_on_a_lock(db_url, time.monotonic() + 10)
+        other.commit() if p == "%s" else cur.execute("COMMIT")
+        writer.join(timeout=10)
+    finally:
+        other.close()
+    assert not writer.is_alive() and "error" not in done, done
+    (race, race_fresh), (plain, plain_fresh) = done["out"]
+    assert (race.id, race.body, race_fresh) == (theirs, "from the other node", False)
+    assert plain.body == "plain" and plain_fresh
+    assert store.count_messages() == 2
+
+
+def test_a_batch_outside_a_transaction_stores_all_of_it_or_nothing(store: Store, users) -> None:
+    juan, maria, _ = users
+    good = [_new(juan, maria, f"m{i}", f"k-{i}") for i in range(3)]
+    nobody = UserInfo(999, "nadie")  # the database refuses it (a foreign key), after the rows before it
+    with pytest.raises(IntegrityError):
+        store.run(
+            lambda: store.insert_messages_fresh([*good[:2], _new(juan, nobody, "x"), good[2]]), atomic=False
+        )
+    assert store.count_messages() == 0
+    stored = store.run(lambda: store.insert_messages_fresh(good), atomic=False)
+    assert [(m.body, fresh) for m, fresh in stored] == [("m0", True), ("m1", True), ("m2", True)]
+    assert [m.id for m, _ in stored] == sorted(m.id for m, _ in stored)
+    assert store.count_messages() == 3

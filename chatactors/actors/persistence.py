@@ -72,8 +72,14 @@ class StoreDatabase:
         self.store = store
 
     def transaction(self, work: Callable[[], T]) -> T:
+        return self._run(work, atomic=True)
+
+    def statement(self, work: Callable[[], T]) -> T:
+        return self._run(work, atomic=False)
+
+    def _run(self, work: Callable[[], T], *, atomic: bool) -> T:
         try:
-            return self.store.run(work)
+            return self.store.run(work, atomic=atomic)
         except IntegrityError as exc:  # a constraint the batch broke: isolated like a refused value
             raise InvalidMessage(f"the database refused the batch: {exc}") from exc
         except ChatError:

@@ -176,6 +176,11 @@ class Database(Protocol):
         (everything is rolled back), another ChatError when it failed."""
         ...
 
+    def statement(self, work: Callable[[], T]) -> T:
+        """:meth:`transaction` for work whose one write is a single statement, atomic by itself:
+        no BEGIN and no COMMIT around it. Raises as :meth:`transaction` does."""
+        ...
+
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: a row refused inside raises InvalidMessage and is rolled back alone."""
         ...
@@ -237,9 +242,11 @@ class GroupCommit:
         if not self.pending:
             return []
         batch, self.pending = self.pending, []
+        # New messages alone are one multi-row INSERT: atomic without a transaction around it.
+        run = db.statement if all(isinstance(write, Post) for write in batch) else db.transaction
         try:
             try:
-                outcomes = db.transaction(lambda: self._apply(db, batch, isolated=False))
+                outcomes = run(lambda: self._apply(db, batch, isolated=False))
             except InvalidMessage as exc:  # a row the database refused: find it
                 log.warning("a batch of %d writes was refused (%s); isolating the bad rows", len(batch), exc)
                 outcomes = db.transaction(lambda: self._apply(db, batch, isolated=True))
