@@ -101,7 +101,7 @@ class FakeDatabase:
             out.append((message, True))
         return out
 
-    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | ChatError]:
         if not isolated:
             return list(self._insert(rows))
 

@@ -90,10 +90,10 @@ class StoreDatabase:
     def savepoint(self) -> AbstractContextManager[None]:
         return self.store.savepoint()
 
-    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | ChatError]:
         if isolated:
-            return self.store.insert_messages_isolated(rows)
-        return list(self.store.insert_messages_fresh(rows))
+            return list(self.store.insert_messages_isolated(rows))
+        return self.store.insert_batch(rows)
 
     def mark_read(self, write: DirectRead) -> int:
         return self.store.mark_read(write.reader.id, write.sender_id, write.message_ids)

@@ -185,8 +185,10 @@ class Database(Protocol):
         """A nested transaction: a row refused inside raises InvalidMessage and is rolled back alone."""
         ...
 
-    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
-        """One multi-row insert: (message, stored now) per row; ``isolated``, see :func:`isolate`."""
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | ChatError]:
+        """One multi-row insert: (message, stored now) per row, or the error that row alone failed
+        with (``isolated``, see :func:`isolate`; or, outside a transaction, a row whose outcome the
+        insert could not learn once it had committed the others)."""
         ...
 
     def mark_read(self, write: DirectRead) -> object: ...
