@@ -1,8 +1,8 @@
 """The database's ceiling for chat messages: group commit's inserts, with no actor and no socket.
 
-Runs the persistence actor's own write path (``Store.insert_messages_fresh``, one statement per
-batch with no transaction around it: a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, the
-``client_id`` check done by the unique index) as fast as it goes, for batch sizes
+Runs the persistence actor's own write path (``Store.insert_messages_fresh`` in one transaction per
+batch: ``BEGIN``, a multi-row ``INSERT ... ON CONFLICT DO NOTHING`` whose unique index is the
+``client_id`` check, ``COMMIT``) as fast as it goes, for batch sizes
 from 1 (a quiet chat: each message its own commit) to 1,000 (a loaded one), with 1 writer (one node)
 and with several writer processes at once (several nodes sharing one PostgreSQL). Prints rows/s and
 commits/s. docs/scaling.md uses these figures.
@@ -50,7 +50,7 @@ def writer(url: str, batch: int, seconds: float, start_at: float, out: multiproc
             NewMessage(sender, recipient, None, f"message {rows + i}", f"{run}-{rows + i}", ENVIADO)
             for i in range(batch)
         ]
-        store.run(lambda: store.insert_messages_fresh(new), atomic=False)  # noqa: B023  (run at once, inside the loop)
+        store.run(lambda: store.insert_messages_fresh(new))  # noqa: B023  (run at once, inside the loop)
         rows += batch
         commits += 1
     close_database(url)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -211,16 +211,17 @@ class Store:
         self._stored_sql: dict[int, str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def run(self, work: Callable[[], T], *, atomic: bool = True) -> T:
+    def run(self, work: Callable[[], T]) -> T:
         """Run ``work`` in a transaction; a lost connection is reopened once, then reported.
 
-        ``atomic=False``: no BEGIN and no COMMIT around it (two round trips fewer), for work whose
-        one write is a single statement: the database makes that statement atomic alone."""
+        Always a transaction, even for one statement: a connection lost while a statement runs
+        leaves its outcome unknown, and only a transaction the server rolls back when the
+        connection goes (no COMMIT reached it) makes running ``work`` again safe."""
         for attempt in (1, 2):
             try:
                 if self.db.is_closed():
                     self.db.connect()
-                with self.db.atomic() if atomic else nullcontext():
+                with self.db.atomic():
                     return work()
             except ChatError:
                 raise
@@ -366,28 +367,13 @@ class Store:
         return [message for message, _ in self.insert_messages_fresh(new)]
 
     def insert_messages_fresh(self, new: list[NewMessage]) -> list[tuple[Message, bool]]:
-        """:meth:`insert_messages`, telling which were stored now (a retry must not be pushed twice);
-        :meth:`insert_batch` where every row must succeed (the first row's error is raised)."""
-        out: list[tuple[Message, bool]] = []
-        for outcome in self.insert_batch(new):
-            if isinstance(outcome, ChatError):
-                raise outcome
-            out.append(outcome)
-        return out
-
-    def insert_batch(self, new: list[NewMessage]) -> list[tuple[Message, bool] | ChatError]:
-        """Each row's outcome: (its message, stored now), or the error it failed with.
+        """:meth:`insert_messages`, telling which were stored now (a retry must not be pushed twice).
 
         One statement, ``INSERT ... ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING``: the
         database itself skips a (sender, client_id) stored before, by an earlier try or by another
-        writer a moment ago, and only those (a retry: rare) are read back after it. A batch costs one
-        round trip, not a lookup and an insert, and it is atomic alone (see :meth:`run`).
-
-        Outside a transaction the INSERT has committed before the read-back runs. If the read-back
-        fails (the connection lost), the rows stored now are still answered and only the skipped
-        ones fail, with StorageUnavailable (a client retries them): running the whole work again
-        would store the rows without a client_id twice and report those with one as not stored now,
-        never pushed. Inside a transaction the error is raised, and everything rolls back.
+        writer a moment ago (the INSERT waits for that writer's transaction), and only those (a
+        retry: rare) are read back after it. A batch costs one round trip, not a lookup and an
+        insert. Call inside a transaction.
         """
         first_of: dict[tuple[int, str], int] = {}
         fresh: list[int] = []  # the rows to insert: each client_id's first occurrence, and those without
@@ -404,19 +390,18 @@ class Store:
         # without a client_id is never skipped).
         plain = iter(sorted(ident for ident, _, client_id in stored if client_id is None))
         missing = {key for key in first_of if key not in keyed}
-        known, lost = self._read_back(missing)
+        known = self._stored(missing) if missing else {}
         sent_at = now.replace(tzinfo=UTC)
-        results: dict[int, tuple[Message, bool] | ChatError] = {}
+        results: dict[int, tuple[Message, bool]] = {}
         for i in fresh:
             n = new[i]
             key = (n.sender.id, n.client_id) if n.client_id is not None else None
             if key is not None and key in missing:
-                if key in known:
-                    results[i] = (known[key], False)
-                else:  # skipped, yet not read back: the connection went, or (not expected) no such row
-                    results[i] = lost or StorageUnavailable(
+                if key not in known:  # skipped, yet not there to read back: not expected, never silent
+                    raise StorageUnavailable(
                         "a message with this client_id could not be read back; try again"
                     )
+                results[i] = (known[key], False)
                 continue
             message = Message(
                 id=keyed[key] if key is not None else next(plain),
@@ -430,31 +415,14 @@ class Store:
                 recipient=n.recipient.username if n.recipient else None,
             )
             results[i] = (message, True)
-        out: list[tuple[Message, bool] | ChatError] = []
+        out: list[tuple[Message, bool]] = []
         for i, n in enumerate(new):
             found = results.get(i)
-            if found is None:  # a client_id repeated in the batch: its first occurrence's outcome
+            if found is None:  # a client_id repeated in the batch: its first occurrence's message
                 assert n.client_id is not None
-                first = results[first_of[(n.sender.id, n.client_id)]]
-                found = first if isinstance(first, ChatError) else (first[0], False)
+                found = (results[first_of[(n.sender.id, n.client_id)]][0], False)
             out.append(found)
         return out
-
-    def _read_back(
-        self, keys: set[tuple[int, str]]
-    ) -> tuple[dict[tuple[int, str], Message], StorageUnavailable | None]:
-        """The messages stored under ``keys`` before the INSERT skipped them; outside a transaction
-        a failure is returned, not raised (see :meth:`insert_batch`)."""
-        if not keys:
-            return {}, None
-        try:
-            return self._stored(keys), None
-        except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
-            if self.db.in_transaction():
-                raise
-            log.warning("reading back %d rows the insert skipped failed: %s", len(keys), exc)
-            self._reset()
-            return {}, StorageUnavailable(f"database unavailable: {exc}".strip())
 
     def insert_messages_isolated(self, new: list[NewMessage]) -> list[tuple[Message, bool] | InvalidMessage]:
         """:meth:`insert_messages_fresh` for a batch the database refused: groups of rows in

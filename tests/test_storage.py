@@ -23,7 +23,6 @@ from chatactors.errors import (
 )
 from chatactors.storage import (
     REDUNDANT_INDEXES,
-    IntegrityError,
     Mensaje,
     NewMessage,
     Room,
@@ -556,9 +555,8 @@ def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
     store: Store, users, db_url: str
 ) -> None:
     """Another writer inserts the same (sender, client_id) in a transaction still open when this
-    batch's INSERT runs (no transaction around it: the batch is new messages alone). The INSERT
-    waits for it, skips that row, and reads the other's message back: stored once, and not
-    reported as stored now, so it is not pushed twice."""
+    batch's INSERT runs. The INSERT waits for it, skips that row, and reads the other's message
+    back: stored once, and not reported as stored now, so it is not pushed twice."""
     import threading
     import time
 
@@ -580,11 +578,12 @@ def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
         batch = [_new(juan, maria, "mine", "k-race"), _new(juan, maria, "plain")]
         try:
             store.db.connect(reuse_if_open=True)  # this thread's own connection
-            if p == "?":  # SQLite tells when a statement starts running: ours then waits for the lock
+            if p == "?":  # SQLite tells when a statement starts running; ours waits for the lock in
+                # BEGIN IMMEDIATE (one writer at a time), then its INSERT meets a committed row
                 store.db.connection().set_trace_callback(
-                    lambda sql: inserting.set() if sql.startswith("INSERT INTO mensajes") else None
+                    lambda sql: inserting.set() if sql.startswith("BEGIN") else None
                 )
-            done["out"] = store.run(lambda: store.insert_messages_fresh(batch), atomic=False)
+            done["out"] = store.run(lambda: store.insert_messages_fresh(batch))
         except BaseException as exc:  # reported below
             done["error"] = exc
         finally:
@@ -607,21 +606,6 @@ def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
     assert (race.id, race.body, race_fresh) == (theirs, "from the other node", False)
     assert plain.body == "plain" and plain_fresh
     assert store.count_messages() == 2
-
-
-def test_a_batch_outside_a_transaction_stores_all_of_it_or_nothing(store: Store, users) -> None:
-    juan, maria, _ = users
-    good = [_new(juan, maria, f"m{i}", f"k-{i}") for i in range(3)]
-    nobody = UserInfo(999, "nadie")  # the database refuses it (a foreign key), after the rows before it
-    with pytest.raises(IntegrityError):
-        store.run(
-            lambda: store.insert_messages_fresh([*good[:2], _new(juan, nobody, "x"), good[2]]), atomic=False
-        )
-    assert store.count_messages() == 0
-    stored = store.run(lambda: store.insert_messages_fresh(good), atomic=False)
-    assert [(m.body, fresh) for m, fresh in stored] == [("m0", True), ("m1", True), ("m2", True)]
-    assert [m.id for m, _ in stored] == sorted(m.id for m, _ in stored)
-    assert store.count_messages() == 3
 
 
 def _group_commit(store: Store, writes: list[tuple[int, UserInfo, UserInfo, str, str | None]]) -> list[Any]:
@@ -657,20 +641,23 @@ def _pushed(effects: list[Any]) -> list[str]:
     return [e.event.body for e in effects if isinstance(e, PushTo)]
 
 
-def test_a_connection_lost_after_the_insert_committed_fails_only_the_rows_it_left_unknown(
-    store: Store, users, db_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("cut_after", ["_insert_rows", "_stored"])
+def test_a_connection_lost_after_the_insert_ran_loses_and_repeats_nothing(
+    store: Store, users, db_url: str, monkeypatch: pytest.MonkeyPatch, cut_after: str
 ) -> None:
-    """A batch of new messages runs with no transaction: its INSERT commits at once. If the
-    connection goes before the skipped rows (a retry) are read back, the rows stored now are
-    answered and pushed, the retry fails with StorageUnavailable, and nothing is stored twice."""
+    """The connection goes after the batch's INSERT ran on the server (and, for ``_stored``, while
+    the skipped rows of a retry are read back), before COMMIT: the server rolls the transaction
+    back, the store runs the batch again on a new connection, and every message is stored once,
+    the new ones answered and pushed, the retry answered with its original and not pushed."""
     import peewee as pw
 
     juan, maria, _ = users
-    (first,) = _group_commit(store, [(1, juan, maria, "first", "k0")])[-1:]
-    original = Store._stored
+    first = _outcomes(_group_commit(store, [(1, juan, maria, "first", "k0")]))[1]
+    original = getattr(Store, cut_after)
     cut: list[bool] = []
 
-    def connection_lost(self: Store, keys: set[tuple[int, str]]) -> Any:
+    def then_connection_lost(self: Store, *args: Any) -> Any:
+        result = original(self, *args)
         if not cut:
             cut.append(True)
             if db_url.startswith("postgresql"):  # the server ends this session for real
@@ -679,41 +666,20 @@ def test_a_connection_lost_after_the_insert_committed_fails_only_the_rows_it_lef
                 killer.autocommit = True
                 killer.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
                 killer.close()
-            else:
-                raise pw.OperationalError("disk I/O error")
-        return original(self, keys)
+                self.db.execute_sql("SELECT 1")  # the driver learns it here
+            raise pw.OperationalError("disk I/O error")
+        return result
 
-    monkeypatch.setattr(Store, "_stored", connection_lost)
+    monkeypatch.setattr(Store, cut_after, then_connection_lost)
     effects = _group_commit(
         store,
         [(2, juan, maria, "first", "k0"), (3, juan, maria, "plain", None), (4, juan, maria, "second", "k2")],
     )
     outcomes = _outcomes(effects)
-    assert cut and outcomes[2] is StorageUnavailable
-    assert outcomes[3][1] == "plain" and outcomes[4][1] == "second"
+    assert cut
+    assert outcomes[2] == first and outcomes[3][1] == "plain" and outcomes[4][1] == "second"
     assert sorted(_pushed(effects)) == ["plain", "second"]
-    bodies = sorted(m.body for m in Mensaje.select())
-    assert bodies == ["first", "plain", "second"]  # nothing stored twice
-    again = _outcomes(_group_commit(store, [(5, juan, maria, "first", "k0")]))  # the client retries
-    assert again[5] == (first.value.id, "first")
-    assert store.count_messages() == 3
-
-
-def test_a_lost_read_back_inside_a_transaction_rolls_everything_back(
-    store: Store, users, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import peewee as pw
-
-    juan, maria, _ = users
-    send(store, juan, maria, "first", "k0")
-
-    def connection_lost(self: Store, keys: set[tuple[int, str]]) -> Any:
-        raise pw.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(Store, "_stored", connection_lost)
-    with pytest.raises(pw.OperationalError), store.transaction():
-        store.insert_batch([_new(juan, maria, "first", "k0"), _new(juan, maria, "plain")])
-    assert store.count_messages() == 1
+    assert sorted(m.body for m in Mensaje.select()) == ["first", "plain", "second"]  # nothing twice
 
 
 def test_an_id_the_sequence_would_give_again_is_refused_not_skipped(store: Store, users, db_url: str) -> None:

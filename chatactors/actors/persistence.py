@@ -72,14 +72,8 @@ class StoreDatabase:
         self.store = store
 
     def transaction(self, work: Callable[[], T]) -> T:
-        return self._run(work, atomic=True)
-
-    def statement(self, work: Callable[[], T]) -> T:
-        return self._run(work, atomic=False)
-
-    def _run(self, work: Callable[[], T], *, atomic: bool) -> T:
         try:
-            return self.store.run(work, atomic=atomic)
+            return self.store.run(work)
         except IntegrityError as exc:  # a constraint the batch broke: isolated like a refused value
             raise InvalidMessage(f"the database refused the batch: {exc}") from exc
         except ChatError:
@@ -90,10 +84,10 @@ class StoreDatabase:
     def savepoint(self) -> AbstractContextManager[None]:
         return self.store.savepoint()
 
-    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | ChatError]:
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
         if isolated:
-            return list(self.store.insert_messages_isolated(rows))
-        return self.store.insert_batch(rows)
+            return self.store.insert_messages_isolated(rows)
+        return list(self.store.insert_messages_fresh(rows))
 
     def mark_read(self, write: DirectRead) -> int:
         return self.store.mark_read(write.reader.id, write.sender_id, write.message_ids)

@@ -176,19 +176,12 @@ class Database(Protocol):
         (everything is rolled back), another ChatError when it failed."""
         ...
 
-    def statement(self, work: Callable[[], T]) -> T:
-        """:meth:`transaction` for work whose one write is a single statement, atomic by itself:
-        no BEGIN and no COMMIT around it. Raises as :meth:`transaction` does."""
-        ...
-
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: a row refused inside raises InvalidMessage and is rolled back alone."""
         ...
 
-    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | ChatError]:
-        """One multi-row insert: (message, stored now) per row, or the error that row alone failed
-        with (``isolated``, see :func:`isolate`; or, outside a transaction, a row whose outcome the
-        insert could not learn once it had committed the others)."""
+    def insert(self, rows: list[NewMessage], isolated: bool) -> list[tuple[Message, bool] | InvalidMessage]:
+        """One multi-row insert: (message, stored now) per row; ``isolated``, see :func:`isolate`."""
         ...
 
     def mark_read(self, write: DirectRead) -> object: ...
@@ -244,11 +237,9 @@ class GroupCommit:
         if not self.pending:
             return []
         batch, self.pending = self.pending, []
-        # New messages alone are one multi-row INSERT: atomic without a transaction around it.
-        run = db.statement if all(isinstance(write, Post) for write in batch) else db.transaction
         try:
             try:
-                outcomes = run(lambda: self._apply(db, batch, isolated=False))
+                outcomes = db.transaction(lambda: self._apply(db, batch, isolated=False))
             except InvalidMessage as exc:  # a row the database refused: find it
                 log.warning("a batch of %d writes was refused (%s); isolating the bad rows", len(batch), exc)
                 outcomes = db.transaction(lambda: self._apply(db, batch, isolated=True))
