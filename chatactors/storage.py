@@ -257,6 +257,8 @@ class Store:
 
         self.run(work)
         self.run(self._migrate)
+        if isinstance(self.db, pw.PostgresqlDatabase):
+            self.run(self._sequences_past_rows)
 
     def _migrate(self) -> None:
         """Bring a database an older version created up to date (each step is a no-op when done).
@@ -282,6 +284,28 @@ class Store:
             )
             migrator = PostgresqlMigrator(self.db)
             migrate(migrator.alter_column_type("mensajes", "client_id", Mensaje.client_id))
+
+    def _sequences_past_rows(self) -> None:
+        """Move each id sequence that is behind its table's highest id past it, and say so.
+
+        A restore or a copy that wrote ids without a ``setval`` leaves a sequence behind: every new
+        row then collides with an old one, and messages are refused until the sequence passes them.
+        In normal operation a sequence is never behind, so a start-up beside running nodes changes
+        nothing (and ``setval`` only ever moves it forward here).
+        """
+        for model in MODELS:
+            if not isinstance(model._meta.primary_key, pw.AutoField):
+                continue
+            table = model._meta.table_name
+            (sequence,) = self.db.execute_sql("SELECT pg_get_serial_sequence(%s, 'id')", (table,)).fetchone()
+            if sequence is None:
+                continue
+            highest, last, called = self.db.execute_sql(
+                f'SELECT (SELECT max(id) FROM "{table}"), last_value, is_called FROM {sequence}'
+            ).fetchone()
+            if highest is not None and highest >= last + (1 if called else 0):
+                log.warning("%s was behind %s's highest id (%d); moved past it", sequence, table, highest)
+                self.db.execute_sql("SELECT setval(%s, %s)", (sequence, highest))
 
     def close(self) -> None:
         self._reset()
