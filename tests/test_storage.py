@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from helpers import poll_until
 
 from chatactors import Chat
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, SearchResults, Status, UserInfo
@@ -31,6 +32,7 @@ from chatactors.storage import (
     utcnow,
 )
 
+NO_SEQUENCE = "SQLite gives a new row max(rowid) + 1: it has no sequence to fall behind"
 LONG_ID = "k" * MAX_CLIENT_ID  # legal by the protocol; the old column held 64
 
 
@@ -530,23 +532,21 @@ def _other_writer(db_url: str) -> Any:
     return psycopg2.connect(db_url)
 
 
-def _blocked_on_a_lock(db_url: str, deadline: float) -> bool:
-    """PostgreSQL: whether a backend of this database waits on a row lock (our INSERT behind theirs)."""
-    import time
-
+def _wait_until_blocked_on_a_lock(db_url: str) -> None:
+    """PostgreSQL: until a backend of this database waits on a row lock (our INSERT behind theirs)."""
     watcher = psycopg2.connect(db_url)
     watcher.autocommit = True
+
+    def waiting() -> int:
+        with watcher.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            return int(cur.fetchone()[0])
+
     try:
-        while time.monotonic() < deadline:
-            with watcher.cursor() as cur:
-                cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )
-                if cur.fetchone()[0]:
-                    return True
-            watcher.poll()
-        return False
+        poll_until(waiting, what="our INSERT to wait for the other writer's row lock")
     finally:
         watcher.close()
 
@@ -558,7 +558,6 @@ def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
     batch's INSERT runs. The INSERT waits for it, skips that row, and reads the other's message
     back: stored once, and not reported as stored now, so it is not pushed twice."""
     import threading
-    import time
 
     juan, maria, _ = users
     other = _other_writer(db_url)
@@ -594,7 +593,7 @@ def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
     try:
         # Make sure ours is the INSERT that waits, not one that comes after the other's commit.
         if p == "%s":
-            assert _blocked_on_a_lock(db_url, time.monotonic() + 10)
+            _wait_until_blocked_on_a_lock(db_url)
         else:
             assert inserting.wait(timeout=10)
         other.commit() if p == "%s" else cur.execute("COMMIT")
@@ -687,7 +686,7 @@ def test_an_id_the_sequence_would_give_again_is_refused_not_skipped(store: Store
     behind by a restore with explicit ids) is refused, so the batch is run again isolated and every
     message is stored once and pushed, none reported as stored before."""
     if db_url.startswith("sqlite"):
-        pytest.skip("SQLite gives a new row max(rowid) + 1: it has no sequence to fall behind")
+        pytest.skip(NO_SEQUENCE)
     juan, maria, pedro = users
     store.db.execute_sql(
         "INSERT INTO mensajes (id, sender_id, recipient_id, body, created_at, status)"
@@ -710,7 +709,7 @@ def test_start_up_moves_a_sequence_left_behind_by_a_restore_past_the_rows(
     restart every new message collides with one; after it, start-up has moved the sequence past
     them, says so, and messages are stored as before. A second start-up changes nothing."""
     if db_url.startswith("sqlite"):
-        pytest.skip("SQLite gives a new row max(rowid) + 1: it has no sequence to fall behind")
+        pytest.skip(NO_SEQUENCE)
     juan, maria, pedro = users
     for ident in range(1, 21):
         store.db.execute_sql(
