@@ -201,6 +201,22 @@ def _message(row: Mensaje, sender: str, recipient: str | None, room: str | None)
     )
 
 
+class _Try:
+    """What one try of :meth:`Store.run` got to before its connection was lost."""
+
+    def __init__(self) -> None:
+        self.backend: tuple[int, datetime] | None = None  # PostgreSQL, our own transaction
+        self.result: Any = None
+        self.done = False  # work ran, COMMIT was next
+        self.xid: str | None = None  # its xid8 as text; None: the transaction wrote nothing
+
+
+# How long a lost session may take to end, and what is said when a transaction's outcome cannot be
+# learned (the caller's writes are answered as failed; a client retries with its client_id).
+SETTLE_WAIT_MS = 5000
+UNSETTLED = "the database connection was lost while committing and the outcome is unknown; try again"
+
+
 class Store:
     """Synchronous data access, one per actor; every public method is one short transaction."""
 
@@ -209,6 +225,10 @@ class Store:
         self.db = open_database(url)
         self._insert_sql: dict[int, str] = {}
         self._stored_sql: dict[int, str] = {}
+        self._postgres = isinstance(self.db, pw.PostgresqlDatabase)
+        self._conn: object = None  # the connection _identity belongs to
+        self._identity: tuple[int, datetime] = (0, datetime.min)
+        self._xid: str | None = None  # the running transaction's id, when an INSERT returned it
 
     # -- plumbing ---------------------------------------------------------------------------------
     def run(self, work: Callable[[], T]) -> T:
@@ -216,13 +236,24 @@ class Store:
 
         Always a transaction, even for one statement: a connection lost while a statement runs
         leaves its outcome unknown, and only a transaction the server rolls back when the
-        connection goes (no COMMIT reached it) makes running ``work`` again safe."""
+        connection goes (no COMMIT reached it) makes running ``work`` again safe. A connection lost
+        at COMMIT itself is settled on PostgreSQL before anything runs again (:meth:`_settle`):
+        run again, a batch that had committed would store its messages without a client_id twice
+        and push none of the others."""
         for attempt in (1, 2):
+            ran = _Try()
             try:
                 if self.db.is_closed():
                     self.db.connect()
+                if self._postgres and self.db.transaction_depth() == 0:  # the COMMIT is ours
+                    ran.backend = self._backend()
+                self._xid = None
                 with self.db.atomic():
-                    return work()
+                    ran.result = work()
+                    if ran.backend is not None:
+                        ran.xid = self._xid or self._one("SELECT pg_current_xact_id_if_assigned()")
+                    ran.done = True
+                return ran.result
             except ChatError:
                 raise
             except pw.IntegrityError:
@@ -231,9 +262,54 @@ class Store:
                 raise refused(exc) from exc
             except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
                 self._reset()
+                lost: BaseException = exc
+                if ran.backend is not None:
+                    try:
+                        if self._settle(ran):
+                            return ran.result
+                    except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as again:
+                        self._reset()
+                        if ran.xid is not None:  # committed or not: no one can say, so nothing runs again
+                            raise StorageUnavailable(UNSETTLED) from again
+                        lost = again
                 if attempt == 2:
-                    raise StorageUnavailable(f"database unavailable: {exc}".strip()) from exc
+                    raise StorageUnavailable(f"database unavailable: {lost}".strip()) from lost
         raise AssertionError("unreachable")
+
+    def _backend(self) -> tuple[int, datetime]:
+        """(pid, start) of this connection's server process, asked once per connection: what
+        :meth:`_settle` ends if the connection is lost (a pid alone could be a newer session's)."""
+        conn = self.db.connection()
+        if self._conn is not conn:
+            self._identity = self.db.execute_sql(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            ).fetchone()
+            self._conn = conn
+        return self._identity
+
+    def _one(self, sql: str, *params: Any) -> Any:
+        return self.db.execute_sql(sql, params).fetchone()[0]
+
+    def _settle(self, ran: _Try) -> bool:
+        """After a lost connection: did its transaction commit? On a new connection, end the old
+        session first (a network cut can leave it alive, holding its locks, its COMMIT perhaps
+        still on the way), then ask the server for the transaction's status. True: it committed,
+        ``ran.result`` stands. False: it did not, and running ``work`` again is safe."""
+        pid, started = ran.backend  # type: ignore[misc]
+        self.db.connect()
+        self.db.execute_sql(
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s",
+            (SETTLE_WAIT_MS, pid, started),
+        )
+        if not ran.done or ran.xid is None:  # no COMMIT was sent, or there was nothing to commit
+            return False
+        status = self._one("SELECT pg_xact_status(%s::xid8)", ran.xid)
+        if status == "committed":
+            log.warning("the connection was lost at COMMIT; transaction %s had committed", ran.xid)
+            return True
+        if status == "aborted":
+            return False
+        raise StorageUnavailable(UNSETTLED)
 
     def _reset(self) -> None:
         try:
@@ -409,10 +485,12 @@ class Store:
                 fresh.append(i)
         now = utcnow()
         stored = self._insert_rows([new[i] for i in fresh], now) if fresh else []
-        keyed = {(sender, client_id): ident for ident, sender, client_id in stored if client_id is not None}
+        keyed = {
+            (sender, client_id): ident for ident, sender, client_id, *_ in stored if client_id is not None
+        }
         # Ids come from one sequence in VALUES order; sorting maps them back to the rows (a row
         # without a client_id is never skipped).
-        plain = iter(sorted(ident for ident, _, client_id in stored if client_id is None))
+        plain = iter(sorted(ident for ident, _, client_id, *_ in stored if client_id is None))
         missing = {key for key in first_of if key not in keyed}
         known = self._stored(missing) if missing else {}
         sent_at = now.replace(tzinfo=UTC)
@@ -501,7 +579,7 @@ class Store:
     _INSERT_COLUMNS = "sender_id, recipient_id, room_id, body, created_at, status, client_id"
 
     def _insert_rows(self, rows: list[NewMessage], now: datetime) -> list[tuple[Any, ...]]:
-        """One multi-row INSERT, (id, sender_id, client_id) of each row it stored (a (sender,
+        """One multi-row INSERT, (id, sender_id, client_id[, xid]) of each row it stored (a (sender,
         client_id) already there is skipped), its SQL built once per batch size.
 
         Peewee renders every value of ``insert_many`` through its SQL builder (~30 us a row, a
@@ -512,9 +590,12 @@ class Store:
             p = self.db.param
             one = "(" + ", ".join([p] * 7) + ")"
             values = ", ".join([one] * len(rows))
+            # On PostgreSQL each row also brings the transaction's id, which run() needs to learn
+            # whether a COMMIT it lost had committed: one round trip fewer a batch.
+            xid = ", pg_current_xact_id()" if self._postgres else ""
             sql = (
                 f"INSERT INTO mensajes ({self._INSERT_COLUMNS}) VALUES {values}"
-                " ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id, sender_id, client_id"
+                f" ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id, sender_id, client_id{xid}"
             )
             self._insert_sql[len(rows)] = sql
         created = Mensaje.created_at.db_value(now)
@@ -529,7 +610,10 @@ class Store:
                 n.status,
                 n.client_id,
             )
-        return list(self.db.execute_sql(sql, params).fetchall())
+        stored = self.db.execute_sql(sql, params).fetchall()
+        if stored and self._postgres:
+            self._xid = stored[0][3]
+        return stored
 
     def insert_direct(
         self, sender: UserInfo, recipient: UserInfo, body: str, client_id: str | None, status: Status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import psycopg2
 import pytest
 from helpers import poll_until
+from pg_proxy import PgProxy
 
 from chatactors import Chat
 from chatactors.core.model import ENTREGADO, ENVIADO, LEIDO, SearchResults, Status, UserInfo
@@ -534,21 +536,24 @@ def _other_writer(db_url: str) -> Any:
 
 def _wait_until_blocked_on_a_lock(db_url: str) -> None:
     """PostgreSQL: until a backend of this database waits on a row lock (our INSERT behind theirs)."""
-    watcher = psycopg2.connect(db_url)
-    watcher.autocommit = True
+    poll_until(
+        lambda: _sessions(db_url, "wait_event_type = 'Lock'"),
+        what="our INSERT to wait for the other writer's row lock",
+    )
 
-    def waiting() -> int:
-        with watcher.cursor() as cur:
+
+def _sessions(db_url: str, condition: str) -> int:
+    """How many other sessions of the test database are in ``condition`` (pg_stat_activity)."""
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
             cur.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock'"
+                f" AND pid <> pg_backend_pid() AND {condition}"
             )
             return int(cur.fetchone()[0])
-
-    try:
-        poll_until(waiting, what="our INSERT to wait for the other writer's row lock")
     finally:
-        watcher.close()
+        conn.close()
 
 
 def test_a_client_id_another_writer_is_storing_is_answered_with_its_message(
@@ -726,3 +731,72 @@ def test_start_up_moves_a_sequence_left_behind_by_a_restore_past_the_rows(
     outcomes = _outcomes(effects)
     assert [outcomes[i] for i in (1, 2, 3)] == [(21, "m1"), (22, "m2"), (23, "m3")]
     assert sorted(_pushed(effects)) == ["m1", "m2", "m3"]
+
+
+@pytest.mark.parametrize("fault", ["reply", "request"])
+def test_a_connection_lost_at_commit_loses_and_repeats_nothing(
+    pg_url: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch's COMMIT is lost on a real network path (a relay in front of the server): its reply
+    after the server committed (``reply``), or the COMMIT itself with the server's session left
+    open in its transaction, holding its locks (``request``: a cut no reset announces). The store
+    learns the outcome before anything runs again: committed, the batch is answered and pushed as
+    it was; not, the old session is ended and the batch run again. Either way every message is
+    stored once, the new ones pushed once, the retry answered with its original."""
+    with PgProxy(pg_url) as proxy:
+        store = Store(proxy.url)
+        try:
+            store.create_schema()
+            juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+            first = _outcomes(_group_commit(store, [(1, juan, maria, "first", "k0")]))[1]
+            proxy.arm(fault)
+            done: dict[str, Any] = {}
+
+            def batch() -> None:  # on a thread: run again without the fix, it waits on the held lock
+                try:
+                    done["effects"] = _group_commit(
+                        store,
+                        [(2, juan, maria, "first", "k0"), (3, juan, maria, "plain", None)]
+                        + [(4, juan, maria, "second", "k2")],
+                    )
+                finally:
+                    store.close()
+
+            with caplog.at_level("WARNING", logger="chatactors.storage"):
+                writer = threading.Thread(target=batch)
+                writer.start()
+                writer.join(timeout=30)
+            assert proxy.fired.is_set()
+            assert not writer.is_alive(), "the batch waited on the lost session's locks"
+            outcomes = _outcomes(done["effects"])
+            assert outcomes[2] == first and outcomes[3][1] == "plain" and outcomes[4][1] == "second"
+            assert sorted(_pushed(done["effects"])) == ["plain", "second"]
+            assert sorted(m.body for m in Mensaje.select()) == ["first", "plain", "second"]
+            assert ("had committed" in caplog.text) == (fault == "reply")
+            assert _sessions(pg_url, "state LIKE 'idle in transaction%'") == 0
+        finally:
+            close_database(proxy.url)
+
+
+def test_a_commit_whose_outcome_cannot_be_learned_is_reported_unknown_not_run_again(pg_url: str) -> None:
+    """The COMMIT's reply is lost and the database refuses the next connection too: whether the
+    transaction committed is unknown, so ``run`` says so and does not run ``work`` a second time
+    (which could store a message twice). Here it had committed: stored once."""
+    with PgProxy(pg_url) as proxy:
+        store = Store(proxy.url)
+        try:
+            store.create_schema()
+            juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+            ran: list[int] = []
+
+            def work() -> None:
+                ran.append(1)
+                store.insert_messages([_new(juan, maria, "once")])
+
+            proxy.arm("reply", then_refuse=True)
+            with pytest.raises(StorageUnavailable, match="outcome is unknown"):
+                store.run(work)
+            assert ran == [1]
+            assert [m.body for m in Mensaje.select()] == ["once"]
+        finally:
+            close_database(proxy.url)
