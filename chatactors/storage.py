@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import peewee as pw
 from playhouse.db_url import connect
@@ -144,6 +145,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# A PostgreSQL connection's defaults (a URL's own query parameters win). A network cut with no reset
+# shows as an error within ~30 s, not the minutes of TCP's retransmissions or the hours of its
+# default keepalive; and a session whose client went away mid-transaction is ended by the server
+# after 30 s, so its locks go even if no one ends it (chatactors never leaves a transaction idle).
+POSTGRES_SESSION: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+    "options": "-c idle_in_transaction_session_timeout=30000",
+}
+MIN_POSTGRES = 140000  # pg_terminate_backend(pid, timeout), which settling a lost COMMIT needs
+
+
 def open_database(url: str) -> pw.Database:
     """The process's database for ``url``; one URL per process, shared by every actor in it."""
     with _lock:
@@ -166,7 +182,8 @@ def open_database(url: str) -> pw.Database:
                 },
             )
         else:
-            db = connect(url)
+            given = parse_qs(urlsplit(url).query)
+            db = connect(url, **{k: v for k, v in POSTGRES_SESSION.items() if k not in given})
         database_proxy.initialize(db)
         _open[url] = db
         return db
@@ -205,16 +222,25 @@ class _Try:
     """What one try of :meth:`Store.run` got to before its connection was lost."""
 
     def __init__(self) -> None:
-        self.backend: tuple[int, datetime] | None = None  # PostgreSQL, our own transaction
+        self.backend: tuple[int, datetime] | None = None  # PostgreSQL, a transaction that may write
         self.result: Any = None
         self.done = False  # work ran, COMMIT was next
         self.xid: str | None = None  # its xid8 as text; None: the transaction wrote nothing
+
+
+class _Link(threading.local):
+    """One thread's connection as :meth:`Store.run` knows it (peewee gives each thread its own)."""
+
+    conn: object = None  # the connection ``identity`` belongs to
+    identity: tuple[int, datetime] = (0, datetime.min)
+    xid: str | None = None  # the running transaction's id, when an INSERT returned it
 
 
 # How long a lost session may take to end, and what is said when a transaction's outcome cannot be
 # learned (the caller's writes are answered as failed; a client retries with its client_id).
 SETTLE_WAIT_MS = 5000
 UNSETTLED = "the database connection was lost while committing and the outcome is unknown; try again"
+ORPHANED = "a lost database session has not ended yet; try again"
 
 
 class Store:
@@ -226,32 +252,37 @@ class Store:
         self._insert_sql: dict[int, str] = {}
         self._stored_sql: dict[int, str] = {}
         self._postgres = isinstance(self.db, pw.PostgresqlDatabase)
-        self._conn: object = None  # the connection _identity belongs to
-        self._identity: tuple[int, datetime] = (0, datetime.min)
-        self._xid: str | None = None  # the running transaction's id, when an INSERT returned it
+        self._link = _Link()
+        self._orphans: set[tuple[int, datetime]] = set()  # lost sessions not known to have ended yet
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def run(self, work: Callable[[], T]) -> T:
+    def run(self, work: Callable[[], T], *, read_only: bool = False) -> T:
         """Run ``work`` in a transaction; a lost connection is reopened once, then reported.
 
         Always a transaction, even for one statement: a connection lost while a statement runs
         leaves its outcome unknown, and only a transaction the server rolls back when the
-        connection goes (no COMMIT reached it) makes running ``work`` again safe. A connection lost
-        at COMMIT itself is settled on PostgreSQL before anything runs again (:meth:`_settle`):
-        run again, a batch that had committed would store its messages without a client_id twice
-        and push none of the others."""
+        connection goes (no COMMIT reached it) makes running ``work`` again safe. On PostgreSQL a
+        transaction that may write is settled first (:meth:`_settle`): the lost session is ended
+        (a cut network can leave it alive, holding locks the next try would wait on for ever), and
+        if its COMMIT was sent, the server says whether it committed. Run again, a batch that had
+        committed would store its messages without a client_id twice and push none of the others.
+        ``read_only``: ``work`` writes nothing, so running it again is always safe and nothing is
+        settled (nor its transaction's id asked: one round trip fewer)."""
+        link = self._link
         for attempt in (1, 2):
             ran = _Try()
             try:
                 if self.db.is_closed():
                     self.db.connect()
-                if self._postgres and self.db.transaction_depth() == 0:  # the COMMIT is ours
+                if self._postgres and not read_only and self.db.transaction_depth() == 0:  # our COMMIT
+                    for orphan in list(self._orphans):  # an earlier try could not end it
+                        self._end_session(orphan)
                     ran.backend = self._backend()
-                self._xid = None
+                link.xid = None
                 with self.db.atomic():
                     ran.result = work()
                     if ran.backend is not None:
-                        ran.xid = self._xid or self._one("SELECT pg_current_xact_id_if_assigned()")
+                        ran.xid = link.xid or self._one("SELECT pg_current_xact_id_if_assigned()")
                     ran.done = True
                 return ran.result
             except ChatError:
@@ -262,45 +293,51 @@ class Store:
                 raise refused(exc) from exc
             except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
                 self._reset()
-                lost: BaseException = exc
                 if ran.backend is not None:
+                    self._orphans.add(ran.backend)
                     try:
                         if self._settle(ran):
                             return ran.result
                     except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as again:
-                        self._reset()
-                        if ran.xid is not None:  # committed or not: no one can say, so nothing runs again
-                            raise StorageUnavailable(UNSETTLED) from again
-                        lost = again
+                        self._reset()  # nothing runs again while the old session may hold its locks
+                        raise StorageUnavailable(UNSETTLED if ran.xid else ORPHANED) from again
                 if attempt == 2:
-                    raise StorageUnavailable(f"database unavailable: {lost}".strip()) from lost
+                    raise StorageUnavailable(f"database unavailable: {exc}".strip()) from exc
         raise AssertionError("unreachable")
 
     def _backend(self) -> tuple[int, datetime]:
-        """(pid, start) of this connection's server process, asked once per connection: what
-        :meth:`_settle` ends if the connection is lost (a pid alone could be a newer session's)."""
-        conn = self.db.connection()
-        if self._conn is not conn:
-            self._identity = self.db.execute_sql(
+        """(pid, start) of this thread's connection's server process, asked once per connection:
+        what :meth:`_settle` ends if the connection is lost (a pid alone could be a newer session's)."""
+        link, conn = self._link, self.db.connection()
+        if link.conn is not conn:
+            link.identity = self.db.execute_sql(
                 "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
             ).fetchone()
-            self._conn = conn
-        return self._identity
+            link.conn = conn
+        return link.identity
 
     def _one(self, sql: str, *params: Any) -> Any:
         return self.db.execute_sql(sql, params).fetchone()[0]
 
-    def _settle(self, ran: _Try) -> bool:
-        """After a lost connection: did its transaction commit? On a new connection, end the old
-        session first (a network cut can leave it alive, holding its locks, its COMMIT perhaps
-        still on the way), then ask the server for the transaction's status. True: it committed,
-        ``ran.result`` stands. False: it did not, and running ``work`` again is safe."""
-        pid, started = ran.backend  # type: ignore[misc]
-        self.db.connect()
-        self.db.execute_sql(
+    def _end_session(self, backend: tuple[int, datetime]) -> None:
+        """End a session this store lost, and wait for it to go; StorageUnavailable if it has not."""
+        pid, started = backend
+        row = self.db.execute_sql(
             "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s",
             (SETTLE_WAIT_MS, pid, started),
-        )
+        ).fetchone()
+        if row is not None and not row[0]:
+            raise StorageUnavailable(ORPHANED)
+        self._orphans.discard(backend)
+
+    def _settle(self, ran: _Try) -> bool:
+        """After a lost connection: did its transaction commit? On a new connection, end the old
+        session first (its COMMIT may still be on the way), then ask the server for the
+        transaction's status. True: it committed, ``ran.result`` stands. False: it did not, and
+        running ``work`` again is safe."""
+        assert ran.backend is not None
+        self.db.connect()
+        self._end_session(ran.backend)
         if not ran.done or ran.xid is None:  # no COMMIT was sent, or there was nothing to commit
             return False
         status = self._one("SELECT pg_xact_status(%s::xid8)", ran.xid)
@@ -318,6 +355,11 @@ class Store:
             pass
 
     def create_schema(self) -> None:
+        if self._postgres:
+            version = int(self.run(lambda: self._one("SHOW server_version_num"), read_only=True))
+            if version < MIN_POSTGRES:
+                raise ValueError(f"chatactors needs PostgreSQL 14 or later; this server is version {version}")
+
         def work() -> None:
             self.db.create_tables(MODELS, safe=True)
             # Names are unique whatever their case, and found whatever case they are typed in.
@@ -429,7 +471,7 @@ class Store:
                 row = query.where(pw.fn.LOWER(User.username) == ref.lower()).first()
             return None if row is None else (UserInfo(row.id, row.username), row.password_hash)
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def set_password_hash(self, user_id: int, password_hash: str) -> None:
         self.run(lambda: User.update(password_hash=password_hash).where(User.id == user_id).execute())
@@ -455,7 +497,7 @@ class Store:
             )
             return None if row is None else UserInfo(row.user.id, row.user.username)
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def revoke_token(self, token_hash: str) -> None:
         self.run(lambda: SessionToken.delete().where(SessionToken.token_hash == token_hash).execute())
@@ -612,7 +654,7 @@ class Store:
             )
         stored = self.db.execute_sql(sql, params).fetchall()
         if stored and self._postgres:
-            self._xid = stored[0][3]
+            self._link.xid = stored[0][3]
         return stored
 
     def insert_direct(
@@ -697,11 +739,16 @@ class Store:
 
     def inbox(self, user_id: int, limit: int = 10, before: int | None = None) -> list[Message]:
         """The last ``limit`` messages received (direct and room), newest last."""
-        return self.run(lambda: self._decorate(reversed(self._received(user_id, before=before, limit=limit))))
+        return self.run(
+            lambda: self._decorate(reversed(self._received(user_id, before=before, limit=limit))),
+            read_only=True,
+        )
 
     def unread(self, user_id: int, only: Only | None = None) -> list[Message]:
         """What ``user_id`` has not read yet, direct and room, oldest first (or ``only`` some)."""
-        return self.run(lambda: self._decorate(reversed(self._received(user_id, True, only=only))))
+        return self.run(
+            lambda: self._decorate(reversed(self._received(user_id, True, only=only))), read_only=True
+        )
 
     def mark_read(self, reader_id: int, sender_id: int, ids: Iterable[int]) -> int:
         """Set 'leido' on messages ``sender_id`` sent to ``reader_id``; call inside a transaction."""
@@ -738,7 +785,7 @@ class Store:
         def work() -> Status:
             return Status(self._visible(user_id, message_id).status)
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def _visible(self, user_id: int, message_id: int) -> Mensaje:
         """A message its sender, its recipient or a member of its room may look at."""
@@ -777,10 +824,10 @@ class Store:
             queries = (Mensaje.select().where(received), Mensaje.select().where(sent))
             return self._decorate(reversed(self._newest(queries, limit)))  # to oneself: in both, kept once
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def count_messages(self) -> int:
-        return self.run(lambda: Mensaje.select().count())
+        return self.run(lambda: Mensaje.select().count(), read_only=True)
 
     # -- rooms ------------------------------------------------------------------------------------
     def _room(self, ref: str | int) -> Room:
@@ -792,7 +839,7 @@ class Store:
         return room
 
     def room(self, ref: str | int) -> RoomInfo:
-        room = self.run(lambda: self._room(ref))
+        room = self.run(lambda: self._room(ref), read_only=True)
         return RoomInfo(room.id, room.name)
 
     def _last_message_id(self) -> int:
@@ -848,14 +895,14 @@ class Store:
             query = Room.select(Room.id, Room.name).join(Membership).where(Membership.user == user_id)
             return [RoomInfo(r.id, r.name) for r in query.order_by(Room.name)]
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def room_members(self, room_id: int) -> list[UserInfo]:
         def work() -> list[UserInfo]:
             query = User.select(User.id, User.username).join(Membership).where(Membership.room == room_id)
             return [UserInfo(u.id, u.username) for u in query.order_by(User.id)]
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def room_summaries(self, user_id: int) -> list[RoomSummary]:
         """The rooms ``user_id`` is in, with member and unread counts."""
@@ -873,7 +920,7 @@ class Store:
                 out.append(RoomSummary(m.room.name, members, unread))
             return sorted(out, key=lambda r: r.name)
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def mark_room_read(self, room_id: int, reader_id: int, up_to: int) -> list[tuple[int, int]]:
         """Move the reader's cursor to ``up_to``; returns (message id, sender id) of the messages
@@ -923,7 +970,7 @@ class Store:
             )
             return sorted(u.username for u in query)
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def room_member_list(self, user_id: int, name: str) -> list[UserInfo]:
         """A room's members by name; only a member may ask (NotAMember, RoomNotFound)."""
@@ -935,7 +982,7 @@ class Store:
             query = User.select(User.id, User.username).join(Membership).where(Membership.room == room.id)
             return sorted((UserInfo(u.id, u.username) for u in query), key=lambda u: u.username.lower())
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def search(self, prefix: str, limit: int) -> SearchResults:
         """Users and rooms whose names start with ``prefix`` (any case), at most ``limit`` of each.
@@ -967,7 +1014,7 @@ class Store:
                 tuple(UserInfo(u.id, u.username) for u in users), tuple(RoomInfo(r.id, r.name) for r in rooms)
             )
 
-        return self.run(work)
+        return self.run(work, read_only=True)
 
     def room_history(self, user_id: int, name: str, limit: int, before: int | None) -> list[Message]:
         """A room's messages, newest last; members only."""
@@ -981,4 +1028,4 @@ class Store:
                 query = query.where(Mensaje.id < before)
             return self._decorate(reversed(list(query.order_by(Mensaje.id.desc()).limit(limit))))
 
-        return self.run(work)
+        return self.run(work, read_only=True)

@@ -1,10 +1,11 @@
-"""A TCP relay in front of the test PostgreSQL that can lose a COMMIT on the way: the faults of a
+"""A TCP relay in front of the test PostgreSQL that can lose a statement on the way: the faults of a
 network between a node and its database, made on loopback with the real server behind them.
 
-``arm("reply")``: the next COMMIT reaches the server and commits; its reply is dropped and the
-client's connection closed, as a connection lost after the server committed. ``arm("request")``:
-the next COMMIT is dropped and the client's connection closed while the server's session stays
-open, in its transaction and holding its locks, as a network cut that no reset announces.
+``arm("reply")``: the next COMMIT (or the statement ``match`` names) reaches the server and runs; its
+reply is dropped and the client's connection closed, as a connection lost after the server did it.
+``arm("request")``: the next COMMIT is dropped and the client's connection closed. Either way the
+server's session stays open, as after a network cut that no reset announces: idle, or in its
+transaction and holding its locks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class PgProxy:
         netloc = f"{parts.username}@127.0.0.1:{port}" if parts.username else f"127.0.0.1:{port}"
         self.url = urlunsplit(parts._replace(netloc=netloc, query="sslmode=disable"))
         self._armed: str | None = None
+        self._match = COMMIT
         self._refuse_next = False  # the next connection after the fault is closed at once
         self.fired = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -34,11 +36,12 @@ class PgProxy:
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
-    def arm(self, fault: str, then_refuse: bool = False) -> None:
-        """Lose the next COMMIT; with ``then_refuse``, also refuse the connection made after it (the
-        database unreachable a moment longer)."""
+    def arm(self, fault: str, then_refuse: bool = False, match: bytes = COMMIT) -> None:
+        """Lose the next COMMIT, or the next statement whose bytes hold ``match``; with
+        ``then_refuse``, also refuse the connection made after it (the database unreachable a
+        moment longer)."""
         assert fault in ("reply", "request")
-        self._armed, self._refuse_next = fault, then_refuse
+        self._armed, self._refuse_next, self._match = fault, then_refuse, match
 
     def _accept(self) -> None:
         while True:
@@ -64,26 +67,26 @@ class PgProxy:
 
     def _to_server(self, client: socket.socket, server: socket.socket, lost_reply: threading.Event) -> None:
         while data := _recv(client):
-            if self._armed is not None and COMMIT in data:
+            if self._armed is not None and self._match in data:
                 fault, self._armed = self._armed, None
                 if fault == "request":  # the COMMIT never arrives; the server's session lives on
+                    self.fired.set()  # first: the client reconnects as soon as it sees the close
                     _close(client)
-                    self.fired.set()
                     return
                 lost_reply.set()
             try:
                 server.sendall(data)
             except OSError:
                 break
-        _close(server)
+        if not lost_reply.is_set():  # after a lost reply the server's session lives on
+            _close(server)
 
     def _to_client(self, server: socket.socket, client: socket.socket, lost_reply: threading.Event) -> None:
         while data := _recv(server):
-            if lost_reply.is_set():  # the server committed; its reply goes nowhere
+            if lost_reply.is_set():  # the server did it; its reply goes nowhere
                 if READY in data:
-                    _close(client)
-                    _close(server)
                     self.fired.set()
+                    _close(client)
                     return
                 continue
             try:

@@ -800,3 +800,142 @@ def test_a_commit_whose_outcome_cannot_be_learned_is_reported_unknown_not_run_ag
             assert [m.body for m in Mensaje.select()] == ["once"]
         finally:
             close_database(proxy.url)
+
+
+def _in_thread(store: Store, fn: Any, timeout: float = 20) -> dict[str, Any]:
+    """``fn()`` on a thread of its own (its own connection), joined with a timeout: a call that waits
+    on a lock for ever fails the test instead of hanging it. Its result or exception, and whether it
+    finished."""
+    done: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            done["value"] = fn()
+        except Exception as exc:
+            done["error"] = exc
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(timeout=timeout)
+    done["finished"] = not thread.is_alive()
+    return done
+
+
+def test_a_session_lost_holding_locks_is_ended_before_anything_waits_on_it(pg_url: str) -> None:
+    """The INSERT's reply is lost and the server's session stays, in its transaction, holding the
+    row of client_id k1; the database is then unreachable for a moment, so it cannot be ended. The
+    batch fails without running again (it would wait on that row for ever), and the client's retry
+    ends the session first: stored once, pushed once."""
+    with PgProxy(pg_url) as proxy:
+        store = Store(proxy.url)
+        try:
+            store.create_schema()
+            juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+            proxy.arm("reply", then_refuse=True, match=b"INSERT INTO mensajes")
+            lost = _in_thread(store, lambda: _group_commit(store, [(1, juan, maria, "hola", "k1")]))
+            assert proxy.fired.is_set() and lost["finished"], "the batch waited on its own lost session"
+            assert _outcomes(lost["value"]) == {1: StorageUnavailable}
+            assert _sessions(pg_url, "state LIKE 'idle in transaction%'") == 1  # still there
+            retry = _in_thread(store, lambda: _group_commit(store, [(2, juan, maria, "hola", "k1")]))
+            assert retry["finished"], "the retry waited on the lost session's row lock"
+            assert _outcomes(retry["value"])[2][1] == "hola" and _pushed(retry["value"]) == ["hola"]
+            assert [m.body for m in Mensaje.select()] == ["hola"]
+            assert _sessions(pg_url, "state LIKE 'idle in transaction%'") == 0
+        finally:
+            close_database(proxy.url)
+
+
+def test_threads_sharing_a_store_each_settle_their_own_transaction(pg_url: str) -> None:
+    """Peewee gives each thread its own connection. Thread A has inserted when thread B stores and
+    commits a message on the same Store; then A's COMMIT is lost. A asks about its own transaction
+    (not B's, which committed), learns it did not commit, and stores its message again."""
+    with PgProxy(pg_url) as proxy:
+        store = Store(proxy.url)
+        try:
+            store.create_schema()
+            juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+            inserted, go = threading.Event(), threading.Event()
+
+            def a_work() -> Any:
+                [message] = store.insert_messages([_new(juan, maria, "from A")])
+                inserted.set()
+                assert go.wait(20)
+                return message
+
+            a = threading.Thread(target=lambda: done.update(a=store.run(a_work)))
+            done: dict[str, Any] = {}
+            a.start()
+            assert inserted.wait(20)
+            b = _in_thread(
+                store, lambda: store.run(lambda: store.insert_messages([_new(juan, maria, "from B")]))
+            )
+            assert b["finished"] and "error" not in b
+            proxy.arm("request")
+            go.set()
+            a.join(timeout=30)
+            assert proxy.fired.is_set() and not a.is_alive()
+            stored = {m.body: m.id for m in Mensaje.select()}
+            assert stored.keys() == {"from A", "from B"}
+            assert done["a"].id == stored["from A"]
+        finally:
+            close_database(proxy.url)
+
+
+def test_a_read_asks_nothing_more_than_its_query(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a transaction that may write is settled after a lost connection, so only such a one asks
+    for its transaction's id; a read, and a batch whose INSERT brought the id back, ask nothing."""
+    store = Store(pg_url)
+    try:
+        store.create_schema()
+        juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+        sent: list[str] = []
+        execute = store.db.execute_sql
+
+        def recording(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+            sent.append(sql)
+            return execute(sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(store.db, "execute_sql", recording)
+        store.credentials("juan")
+        store.run(lambda: store.insert_messages([_new(juan, maria, "hola")]))
+        store.set_password_hash(juan.id, "h2")
+        asked = [sql for sql in sent if "if_assigned" in sql]
+        assert asked == ["SELECT pg_current_xact_id_if_assigned()"], sent  # the UPDATE's, alone
+    finally:
+        close_database(pg_url)
+
+
+def test_postgres_sessions_end_a_silent_cut_and_an_idle_transaction_unless_the_url_says(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        params = store.db.connection().get_dsn_parameters()
+        assert params["tcp_user_timeout"] == "30000" and params["keepalives_idle"] == "10"
+        assert store.run(lambda: store._one("SHOW idle_in_transaction_session_timeout")) == "30s"
+    finally:
+        close_database(pg_url)
+    url = pg_url + "?options=-c%20idle_in_transaction_session_timeout%3D5000&tcp_user_timeout=1000"
+    store = Store(url)
+    try:
+        assert store.db.connection().get_dsn_parameters()["tcp_user_timeout"] == "1000"
+        assert store.run(lambda: store._one("SHOW idle_in_transaction_session_timeout")) == "5s"
+    finally:
+        close_database(url)
+
+
+def test_a_postgres_older_than_14_is_refused_at_start_up(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settling a lost COMMIT needs pg_terminate_backend(pid, timeout), from PostgreSQL 14: an older
+    server is refused before anything is created, not met one failed batch at a time."""
+    import chatactors.storage as storage_module
+
+    monkeypatch.setattr(storage_module, "MIN_POSTGRES", 10**9)  # this server, as if it were too old
+    store = Store(pg_url)
+    try:
+        with pytest.raises(ValueError, match="needs PostgreSQL 14 or later; this server is version 1"):
+            store.create_schema()
+        assert not store.db.table_exists("mensajes")
+    finally:
+        close_database(pg_url)

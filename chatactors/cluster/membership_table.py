@@ -65,7 +65,9 @@ class MembershipTable:
 
     def exists(self) -> bool:
         """Whether a cluster ever ran on this database (its ``nodes`` table is there)."""
-        return bool(self._store.run(lambda: self._store.db.table_exists(NodeRecord._meta.table_name)))
+        return bool(
+            self._store.run(lambda: self._store.db.table_exists(NodeRecord._meta.table_name), read_only=True)
+        )
 
     def create_schema(self) -> None:
         def work() -> None:
@@ -109,7 +111,7 @@ class MembershipTable:
             .returning(NodeRecord.epoch)
             .tuples()
         )
-        return int(self._store.run(lambda: list(query.execute()))[0][0])
+        return int(self._store.run(lambda: list(query.execute()), read_only=True)[0][0])
 
     def heartbeat(self, node: Node, sessions: int = 0, load: float = 0.0) -> bool:
         """Stamp our row (and what we carry now); False when we were marked dead or superseded by a
@@ -167,12 +169,12 @@ class MembershipTable:
             )
             return Snapshot(float(at), rows)
 
-        return self._store.run(work)
+        return self._store.run(work, read_only=True)
 
     def loads(self) -> dict[str, tuple[int, float]]:
         """Each node's sessions and requests per second, as of its last heartbeat (for status)."""
         query = NodeRecord.select(NodeRecord.node_id, NodeRecord.sessions, NodeRecord.load).tuples()
-        return self._store.run(lambda: {n: (int(s), float(r)) for n, s, r in query.execute()})
+        return self._store.run(lambda: {n: (int(s), float(r)) for n, s, r in query.execute()}, read_only=True)
 
     def live(self) -> list[Row]:
         """The rows marked active (some may be stale: ages are for the membership to judge)."""
