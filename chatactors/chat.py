@@ -219,6 +219,8 @@ class Chat:
             by = {"user_id": ref} if isinstance(ref, int) else {"username": ref}
             request = LoginUser(sink=sink, password=password, client_address=where, session=number, **by)
 
+        generation = self._node.ring_generation()
+
         def open_session(result: LoginResult) -> Session:
             session = Session(self, result, on_message, on_receipt)
             session.on_read(on_read)
@@ -228,6 +230,8 @@ class Chat:
                 raise AuthenticationError("invalid or expired token")
             with self._sessions_lock:
                 self._sessions.setdefault(session.user_id, []).append(session)
+            if self._node.ring_generation() != generation:  # its owner may be new: tell it
+                self._node.reattach(session.user_id, number)
             return session
 
         session: Session = self._bridge.call(self.roles.login, request, self.timeout, on_reply=open_session)

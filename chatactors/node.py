@@ -166,6 +166,16 @@ class ChatNode:
         rate = (calls - before) / (now - then) if now > then else 0.0
         return sum(len(numbers) for _, numbers in self._attached()), round(rate, 1)
 
+    def ring_generation(self) -> int:
+        """How many rings this node has seen (0 when not clustered)."""
+        return self.peering.generation if self.peering is not None else 0
+
+    def reattach(self, user_id: int, number: int) -> None:
+        """A session whose login spanned a ring change: its Attach went by the old ring, and the
+        sessions sent to the new owners were read before it opened. Sent again (attaching is by
+        number: a session the owner knows is not counted twice)."""
+        self.bridge.send(self.roles.directory, Reattach(self.bridge.address, ((user_id, (number,)),)))
+
     def elsewhere(self, address: Address) -> tuple[str | None, str | None]:
         """(node, name) when ``address`` stands for an actor on another node; (None, None) if local."""
         if self.peering is None:

@@ -103,6 +103,7 @@ class Peering:
         self._attached = attached
         self.send: Send | None = None  # the cluster node's send, set once it exists
         self.ring = Ring()
+        self.generation = 0  # rings seen: a login across a change sends its session again (Chat.login)
         self.exports: dict[str, Address] = {}
         self.proxies: OrderedDict[tuple[str, str], Address] = OrderedDict()
         self._proxied: dict[str, tuple[str, str]] = {}
@@ -287,19 +288,22 @@ class Peering:
         self.directories = {n: self.proxy(n, DIRECTORY) for n in ring.node_ids if n != self.me}
         directory = self._directory()
         self.bridge.system.tell(directory, ClusterView(self.me, ring, tuple(self.directories.items())))
-        self._park_wait = PARK_FIRST
-        self._unpark()
-        self._release_held()
+        self.generation += 1  # before reading the sessions: see Chat.login
         if len(before):
             # Users with sessions here whose owner changed: their new owner learns these sessions
-            # (the old one, if alive, forgets them when it sees the same ring).
+            # (the old one, if alive, forgets them when it sees the same ring). Before what was
+            # parked or held goes again, on the same link: a message to them finds their sessions.
+            # An owner back with a new epoch counts as new: it forgot them while it was out.
             moved = tuple(
                 (user_id, numbers)
                 for user_id, numbers in self._attached()
-                if before.owner(("user", user_id)).node_id != ring.owner(("user", user_id)).node_id
+                if before.owner(("user", user_id)) != ring.owner(("user", user_id))
             )
             if moved:
                 self.bridge.system.tell(directory, Reattach(self.bridge.address, moved))
+        self._park_wait = PARK_FIRST
+        self._unpark()
+        self._release_held()
 
     def _forget(self, node: str) -> None:
         """``node`` left the ring: the sessions it held are gone, and so are its proxies."""

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers import Inbox, PeerProcess, poll_until
 
-from chatactors import ENTREGADO, LEIDO, transport
+from chatactors import ENTREGADO, ENVIADO, LEIDO, transport
 from chatactors.client import Client, ClientSession, connect
 from chatactors.core.ring import score
 from chatactors.storage import close_database, open_database
@@ -368,3 +368,67 @@ def test_a_room_keeps_reaching_its_members_when_their_owner_dies(nodes: Any) -> 
     poll_until(lambda: b.ring() == c.ring() == {"b", "c"}, WAIT, "a to be dropped")
     second = writer.send_room("sala", "after")
     assert [m.id for m in arrived.wait_for(2, WAIT)] == [first.id, second.id]
+
+
+def test_a_message_routed_before_the_new_owner_knew_the_session_is_pushed_once_it_does(nodes: Any) -> None:
+    """Nodes see a ring change up to a period apart. Here c, which holds the recipient's socket, is
+    slow to see that a died, so it has not told the recipient's new owner b about the session when
+    a message reaches b: stored 'enviado', pushed nowhere. When c tells b, b pushes it, and the
+    sender's tick moves to 'entregado'."""
+    a, b, c = nodes("a", "b", "c")
+    owned = users_owned(nodes, b, [f"user{i}" for i in range(40)], ["a", "b", "c"])
+    target = next(n for n, (uid, node) in owned.items() if node == "a" and owner(uid, ["b", "c"]) == "b")
+    sender = next(n for n in owned if n != target)
+    member = client(nodes, c).login(target, PASSWORD)  # its socket on c, its owner a
+    arrived = Inbox()
+    member.on_message(arrived)
+    writer = client(nodes, b).login(sender, PASSWORD)
+    ticks = Inbox()
+    writer.on_receipt(ticks)
+    c.ask("pause-ring", "PAUSED")
+    a.kill()
+    poll_until(lambda: b.ring() == {"b", "c"}, WAIT, "b to drop a")
+    assert c.ring() == {"a", "b", "c"}  # c has not seen it
+    late = writer.send_message(target, "before b knew where its recipient is")
+    assert late.status == ENVIADO  # b owns the recipient now, and knows no session of theirs
+    c.ask("resume-ring", "RESUMED")
+    assert [m.id for m in arrived.wait_for(1, WAIT)] == [late.id]
+    [tick] = ticks.wait_for(1, WAIT)
+    assert tick.message_ids == (late.id,) and tick.status == ENTREGADO
+
+
+def test_a_message_stored_by_an_owner_that_was_never_told_the_session_is_pushed_by_the_new_one(
+    nodes: Any, pg_url: str
+) -> None:
+    """d joins and takes the recipient from b. c, which sees it, attaches the recipient's new login
+    to d; a and b have not seen d yet, so a routes a message to b, which stores it for no session
+    (it never knew this one). When b sees the new ring it has d catch up, once its write is
+    committed: the message is pushed, and the sender's tick moves to 'entregado'."""
+    a, b, c = nodes("a", "b", "c")
+    owned = users_owned(nodes, c, [f"user{i}" for i in range(60)], ["a", "b", "c"])
+    target = next(
+        n for n, (uid, node) in owned.items() if node == "b" and owner(uid, ["a", "b", "c", "d"]) == "d"
+    )
+    sender = next(n for n in owned if n != target)
+    writer = client(nodes, a).login(sender, PASSWORD)
+    ticks = Inbox()
+    writer.on_receipt(ticks)
+    a.ask("pause-ring", "PAUSED")
+    b.ask("pause-ring", "PAUSED")
+    d = Node("d", pg_url)
+    try:
+        poll_until(lambda: c.ring() == d.ring() == {"a", "b", "c", "d"}, WAIT, "c and d to see d")
+        assert a.ring() == b.ring() == {"a", "b", "c"}
+        member = client(nodes, c).login(target, PASSWORD)  # attached to d
+        arrived = Inbox()
+        member.on_message(arrived)
+        late = writer.send_message(target, "to an owner that never knew the session")
+        assert late.status == ENVIADO  # stored by b, for no session
+        b.ask("resume-ring", "RESUMED")
+        assert [m.id for m in arrived.wait_for(1, WAIT)] == [late.id]
+        [tick] = ticks.wait_for(1, WAIT)
+        assert tick.message_ids == (late.id,) and tick.status == ENTREGADO
+        a.ask("resume-ring", "RESUMED")
+    finally:
+        d.quit()
+        d.kill()

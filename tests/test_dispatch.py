@@ -70,6 +70,8 @@ RECEIVES: dict[type[ChatActor], set[type]] = {
         m.LoadUser,
         m.LoadRoom,
         m.LoadInbox,
+        m.DeliverWaiting,
+        m.RelayCatchUp,
         m.StoreDirect,
         m.StoreRoom,
         m.FetchUnread,
@@ -91,6 +93,7 @@ RECEIVES: dict[type[ChatActor], set[type]] = {
 SERVES: dict[type[VirtualActor], set[type]] = {
     UserActor: {
         m.Attach,
+        m.CatchUp,
         m.Offline,
         m.GetInbox,
         m.GetPid,

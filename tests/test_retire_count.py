@@ -17,6 +17,7 @@ import chatactors.messages as m
 from chatactors.actors.directory import DirectoryActor
 from chatactors.actors.user import UserActor
 from chatactors.core.activation import AskRetire
+from chatactors.core.model import UserInfo
 
 ADDRESS = Addr("user-7")
 
@@ -111,4 +112,32 @@ def test_an_offline_notice_is_a_counted_forward(wired: Wired) -> None:
     assert isinstance(offline.body.body, m.Offline) and offline.seq == 2
     assert wired.ask() is m.RetireDenied
     wired.user.receive_envelope(offline, None)
+    assert wired.ask() is m.RetireApproved
+
+
+@pytest.mark.parametrize("shortcut", ["deliver", "catch_up"])
+def test_a_forward_an_unloaded_actor_serves_at_once_is_counted(wired: Wired, shortcut: str) -> None:
+    """A direct message to a hibernated user is stored before the user's state has loaded, and a
+    catch-up never waits in the stash: both are forwards, so the actor has had them all when it asks
+    (uncounted, every retire was denied: the actor a message woke never hibernated again)."""
+    [first] = wired.envelopes()
+    wired.user.receive_envelope(first, None)  # stashed: the state has not loaded
+    wired.user._roles = SimpleNamespace(directory=Addr("directory"), persistence=Addr("db"))  # type: ignore[assignment]
+    body: Any = (
+        m.Deliver(
+            req_id=1,
+            reply_to=Addr("caller"),
+            user_id=7,
+            sender=UserInfo(1, "juan"),
+            body="hola",
+            recipient=UserInfo(7, "maria"),
+        )
+        if shortcut == "deliver"
+        else m.CatchUp(7, relay=True)
+    )
+    wired.directory.receive_route(m.Route("user", 7, body), None)
+    second = wired.envelopes()[-1]
+    assert second.seq == 2 and not wired.user.ready
+    wired.user.receive_envelope(second, None)
+    assert wired.user_sent and type(wired.user_sent[-1]).__name__ in ("StoreDirect", "RelayCatchUp")
     assert wired.ask() is m.RetireApproved

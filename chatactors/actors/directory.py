@@ -28,10 +28,12 @@ from chatactors.messages import (
     Adopt,
     Assigned,
     Attach,
+    CatchUp,
     ChildExited,
     ChildStarted,
     ClusterView,
     Configure,
+    Deliver,
     Detach,
     DropSink,
     Envelope,
@@ -149,6 +151,9 @@ class DirectoryActor(ChatActor):
             if self._away(key) is not None:
                 self.registry.forget_sinks(key)
                 self._presence_changed(key[1])
+        for key in self.registry.unseen_keys():  # what they stored for no one: the owner catches up
+            if self._away(key) is not None and self.registry.take_unseen(key):
+                self._apply(self.registry.route(key, CatchUp(key[1], relay=True)))
         for key in self.registry.live_keys():  # and their actors are the owner's to start
             if self._away(key) is not None:
                 self._hand_over(key)
@@ -180,7 +185,13 @@ class DirectoryActor(ChatActor):
         if isinstance(msg.body, Attach):
             self.registry.attach(key, msg.body.sink, msg.body.session)
             self._presence_changed(msg.id)
+            self.registry.take_unseen(key)  # the login delivers what waits (LoadInbox)
         self._apply(self.registry.route(key, msg.body))
+        # A message stored for no session here (or a catch-up that found none): the user's
+        # sessions, once a Reattach names them, or their next owner, are caught up then.
+        unpushed = isinstance(msg.body, Deliver) or (isinstance(msg.body, CatchUp) and not msg.body.relay)
+        if unpushed and not self.registry.sinks(key):
+            self.registry.mark_unseen(key)
 
     def receive_detach(self, msg: Detach, sender: Any) -> None:
         key: Key = ("user", msg.user_id)
@@ -255,12 +266,15 @@ class DirectoryActor(ChatActor):
         cluster, to the new owner of users whose owner changed."""
         away: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
         for user_id, numbers in msg.sessions:
-            if self._away(("user", user_id)) is not None:
-                away.setdefault(self._owner(("user", user_id)), []).append((user_id, numbers))
+            key: Key = ("user", user_id)
+            if self._away(key) is not None:
+                away.setdefault(self._owner(key), []).append((user_id, numbers))
                 continue
             for number in numbers:
-                self.registry.attach(("user", user_id), msg.sink, number)
+                self.registry.attach(key, msg.sink, number)
             self._presence_changed(user_id)
+            if self.registry.take_unseen(key):  # behind what it stored for no one: pushed now
+                self._apply(self.registry.route(key, CatchUp(user_id)))
         for node, sessions in away.items():
             self._forward(self.peers[node], Reattach(msg.sink, tuple(sessions)))
 
@@ -350,9 +364,17 @@ class DirectoryActor(ChatActor):
 
     def receive_member_sinks(self, msg: MemberSinks, sender: Any) -> None:
         if msg.part == 0:
+            # Only a user's owner by this ring speaks for them: an old owner that saw a new ring
+            # first says its sessions are gone. A ring this node has not seen yet is no loss: on
+            # seeing it, every live room asks the new owners again (receive_cluster_view).
+            sinks = tuple(
+                (user_id, found)
+                for user_id, found in msg.sinks
+                if self.view is None or not len(self.view.ring) or self._owner(("user", user_id)) == msg.node
+            )
             address = self.registry.address(("room", msg.room_id))
-            if address is not None:
-                self.send(address, RoomSinks(msg.sinks, complete=False))
+            if address is not None and sinks:
+                self.send(address, RoomSinks(sinks, complete=False))
             return
         gathering = self.gathering.get(msg.room_id)
         if gathering is None or gathering[0] != msg.part:

@@ -8,6 +8,7 @@ the effects. Reads flush first, so they see every write queued before them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -32,7 +33,9 @@ from chatactors.core.model import ENTREGADO, Address, Message, NewMessage, Recei
 from chatactors.core.rules import SEARCH_MAX, check_key, check_limit, check_prefix, check_ref
 from chatactors.errors import ChatError, InvalidMessage, UserNotFound
 from chatactors.messages import (
+    CatchUp,
     Configure,
+    DeliverWaiting,
     Failed,
     FetchUnread,
     Flush,
@@ -50,10 +53,12 @@ from chatactors.messages import (
     Push,
     ReadAck,
     ReadBy,
+    RelayCatchUp,
     Reply,
     RoomLoaded,
     RoomOp,
     RoomOpDone,
+    Route,
     SearchNames,
     StoreDirect,
     StoreRoom,
@@ -63,6 +68,7 @@ from chatactors.messages import (
 from chatactors.storage import IntegrityError, Store
 
 T = TypeVar("T")
+log = logging.getLogger("chatactors.persistence")
 
 
 class StoreDatabase:
@@ -220,6 +226,30 @@ class PersistenceActor(ChatActor):
             receipt = Receipt(tuple(ids), ENTREGADO, login.username, login.user_id)
             self.send(self.roles.directory, Notify(sender_id, receipt))
 
+    def receive_deliver_waiting(self, msg: DeliverWaiting, sender: Any) -> None:
+        sinks = dict(msg.users)
+        try:
+            waiting = self._read().deliver_waiting(list(sinks))
+        except ChatError:  # still 'enviado': the next login delivers them, as before
+            log.warning("could not deliver what waited for %d users now online", len(sinks), exc_info=True)
+            return
+        out = Outbox()
+        receipts: dict[tuple[int, int], list[int]] = {}
+        for message in waiting:
+            assert message.recipient_id is not None
+            for sink in sinks.get(message.recipient_id, ()):
+                out.add(sink, Push((message.recipient_id,), message))
+            receipts.setdefault((message.sender_id, message.recipient_id), []).append(message.id)
+        out.send_all(self)
+        names = {m.recipient_id: m.recipient for m in waiting}
+        for (sender_id, recipient_id), ids in receipts.items():
+            receipt = Receipt(tuple(ids), ENTREGADO, names[recipient_id] or "", recipient_id)
+            self.send(self.roles.directory, Notify(sender_id, receipt))
+
+    def receive_relay_catch_up(self, msg: RelayCatchUp, sender: Any) -> None:
+        self._flush()  # the messages stored for no session are committed before the owner looks
+        self.send(self.roles.directory, Route("user", msg.user_id, CatchUp(msg.user_id)))
+
     def receive_lookup_user(self, msg: LookupUser, sender: Any) -> None:
         user = self._read().user(check_ref(msg.ref, "username"))
         if user is None:
@@ -265,6 +295,8 @@ class PersistenceActor(ChatActor):
         on(FetchUnread, receive_fetch_unread),
         on(RoomOp, receive_room_op),
         on(LoadInbox, receive_load_inbox),
+        on(DeliverWaiting, receive_deliver_waiting),
+        on(RelayCatchUp, receive_relay_catch_up),
         on(LookupUser, receive_lookup_user),
         on(GetStatus, receive_get_status),
         on(ReadBy, receive_read_by),

@@ -16,7 +16,7 @@ from typing import Any
 
 from chatactors.actors.base import as_chat_error, chat_error, on
 from chatactors.actors.virtual import VirtualActor, routed, serves
-from chatactors.core.model import ENTREGADO, ENVIADO, Kind, UserInfo
+from chatactors.core.model import ENTREGADO, ENVIADO, Address, Kind, UserInfo
 from chatactors.core.reads import Advance, Confirm, Fetch, PushRead, Query, ReadSaga
 from chatactors.core.rooms import AskRoomOp, JoinRoom, LeaveRoom, Memberships, PostTo, Presence
 from chatactors.core.rules import check_body
@@ -24,8 +24,10 @@ from chatactors.errors import ChatError, UserNotFound
 from chatactors.messages import (
     AdvanceCursor,
     Attach,
+    CatchUp,
     ConfirmRead,
     Deliver,
+    DeliverWaiting,
     Envelope,
     FetchUnread,
     GetInbox,
@@ -42,6 +44,7 @@ from chatactors.messages import (
     Push,
     ReadAck,
     ReadMessages,
+    RelayCatchUp,
     RoomCommand,
     RoomOp,
     RoomOpDone,
@@ -92,8 +95,15 @@ class UserActor(VirtualActor):
         if not self.ready and self._roles is not None and isinstance(body, Deliver) and body.recipient:
             # The first message to a hibernated user needs nothing loaded: store it now, and take
             # the database read out of its path (activation latency, V0.8).
+            self.count(msg)
             self.online_hint = self.online_hint or bool(msg.sinks)
             self.serve_deliver(body, msg)
+            return
+        if isinstance(body, CatchUp) and self._roles is not None:
+            # Needs nothing loaded either, and must not wait in the stash: it follows the stores
+            # of the messages routed before it, to the same persistence actor.
+            self.count(msg)
+            self._catch_up(body, msg.sinks)
             return
         if self.ready and msg.sinks:
             self._perform(self.memberships.set_active(True))
@@ -167,6 +177,17 @@ class UserActor(VirtualActor):
         login = LoginResult(self._me.id, self._me.username, msg.token, self.myAddress, (), msg.session)
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id, login=login))
 
+    def serve_catch_up(self, msg: CatchUp, envelope: Envelope) -> None:
+        self._catch_up(msg, envelope.sinks)
+
+    def _catch_up(self, msg: CatchUp, sinks: tuple[Address, ...]) -> None:
+        """After the messages routed here before it, which were stored for no session: pushed to
+        the sessions known now, or, on a node that no longer owns the user, the owner is asked to."""
+        if msg.relay:
+            self._persist(RelayCatchUp(self.id))
+        elif sinks:
+            self._persist(DeliverWaiting(((self.id, sinks),)))
+
     def serve_get_inbox(self, msg: GetInbox, envelope: Envelope) -> None:
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id))
 
@@ -231,6 +252,7 @@ class UserActor(VirtualActor):
     ROUTED = routed(
         serves(Offline, serve_offline),
         serves(Attach, serve_attach),
+        serves(CatchUp, serve_catch_up),
         serves(GetInbox, serve_get_inbox),
         serves(GetPid, serve_get_pid),
         serves(Deliver, serve_deliver),

@@ -176,11 +176,17 @@ class VirtualActor(ChatActor):
         self._perform(self.activation.load_failed(as_chat_error(error)))
 
     def receive_envelope(self, msg: Envelope, sender: Any) -> None:
-        if msg.stream:  # counted on arrival, stashed or not; a redelivery does not count twice
+        self.count(msg)
+        self._perform(self.activation.arrived(msg))
+
+    def count(self, msg: Envelope) -> None:
+        """Every envelope is counted on arrival, served, stashed or taken by a subclass's shortcut
+        (the directory approves a retire only once the actor has had all it sent); a redelivery
+        does not count twice."""
+        if msg.stream:
             self.received[msg.stream] = max(msg.seq, self.received.pop(msg.stream, 0))
             while len(self.received) > STREAMS_KEPT:
                 del self.received[next(iter(self.received))]
-        self._perform(self.activation.arrived(msg))
 
     def check_retire(self) -> None:
         self._perform(self.activation.check_retire(self.may_retire()))

@@ -65,6 +65,7 @@ class _Entry:
     buffer: list[Any] = field(default_factory=list)
     last_routed: float = 0.0
     sent: int = 0  # forwards to this activation (its address) so far
+    unseen: bool = False  # a message went to it while no session of its user was known here
 
 
 class Registry:
@@ -93,6 +94,24 @@ class Registry:
             return [self._forward(key, entry, entry.address, message)]
         entry.buffer.append(message)
         return []
+
+    def mark_unseen(self, key: Key) -> None:
+        """A message just routed to ``key`` found no session of its user here: it is stored for no
+        one. Kept with the activation, until :meth:`take_unseen`."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.unseen = True
+
+    def take_unseen(self, key: Key) -> bool:
+        """Whether a message routed to ``key`` since the last call found no session here."""
+        entry = self._entries.get(key)
+        if entry is None or not entry.unseen:
+            return False
+        entry.unseen = False
+        return True
+
+    def unseen_keys(self) -> list[Key]:
+        return [key for key, entry in self._entries.items() if entry.unseen]
 
     def notify(self, key: Key, message: Any) -> list[Effect]:
         """A message for the actor only if it is live now (an offline notice): never starts one."""

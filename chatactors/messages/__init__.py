@@ -100,6 +100,7 @@ from chatactors.messages.peers import (
     PostRoom,
 )
 from chatactors.messages.persistence import (
+    DeliverWaiting,
     FetchUnread,
     Flush,
     LoadInbox,
@@ -108,6 +109,7 @@ from chatactors.messages.persistence import (
     MarkRead,
     MarkRoomRead,
     ReadAck,
+    RelayCatchUp,
     RoomLoaded,
     RoomOp,
     RoomOpDone,
@@ -118,6 +120,7 @@ from chatactors.messages.persistence import (
 )
 from chatactors.messages.routing import (
     Attach,
+    CatchUp,
     Detach,
     Envelope,
     HandOver,
@@ -210,6 +213,7 @@ __all__ = [
     "Attach",
     "Detach",
     "Notify",
+    "CatchUp",
     "Offline",
     "RoomMembers",
     "RoomSinks",
@@ -234,6 +238,8 @@ __all__ = [
     "LoadInbox",
     "StoreDirect",
     "StoreRoom",
+    "DeliverWaiting",
+    "RelayCatchUp",
     "FetchUnread",
     "UnreadFetched",
     "MarkRead",

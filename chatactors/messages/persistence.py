@@ -62,6 +62,23 @@ class StoreDirect(Request):
     sinks: tuple[Address, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DeliverWaiting:
+    """To the persistence actor, once its queued writes are committed: every message still
+    'enviado' to these users (stored while no session of theirs was known) becomes 'entregado', is
+    pushed to ``(user_id, sinks)``'s sinks, and its sender is told."""
+
+    users: tuple[tuple[int, tuple[Address, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCatchUp:
+    """From a user's actor on a node that no longer owns the user: once the writes it sent before
+    are committed, route a ``CatchUp`` to the user's owner (which knows their sessions)."""
+
+    user_id: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreRoom(Request):
     """From the room's actor, which chose ``status``: stored once, pushed along ``fanout``, answered."""

@@ -71,6 +71,18 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Routed to a user's actor, after a message that found no session of theirs (stored
+    'enviado', pushed nowhere): the directory has learned of their sessions since (a ``Reattach``:
+    a new owner, a restarted directory), so the actor has what waits pushed (``DeliverWaiting``).
+    ``relay``: this node no longer owns the user, so it cannot know their sessions; once its own
+    writes are committed (``RelayCatchUp``), a ``CatchUp`` goes to the owner, which does."""
+
+    user_id: int
+    relay: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Offline:
     """From the directory to a live UserActor: its user's last session closed."""
 

@@ -1,0 +1,312 @@
+"""Sessions an owner learns of late: after a ring change (or a directory's restart) the node holding
+a user's socket tells the user's new owner, and a message routed there before that found no session.
+It was stored 'enviado' and pushed nowhere; the owner has it pushed once it learns of the session
+(``CatchUp``, ``DeliverWaiting``). The cluster case end to end is in test_cluster_chat.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from thespian.actors import ActorSystem
+
+from chatactors import Chat
+from chatactors.actors.directory import DirectoryActor
+from chatactors.actors.persistence import PersistenceActor
+from chatactors.bridge import SimpleBridge, SimpleSystem
+from chatactors.core.model import ENTREGADO, ENVIADO, Receipt, UserInfo
+from chatactors.core.ring import Node, Ring, score
+from chatactors.messages import (
+    Attach,
+    Batch,
+    CatchUp,
+    ChildStarted,
+    ClusterView,
+    Config,
+    Configure,
+    Deliver,
+    DeliverWaiting,
+    Delivery,
+    HandOver,
+    MemberSinks,
+    Notify,
+    Reattach,
+    RelayCatchUp,
+    Roles,
+    RoomSinks,
+    Route,
+    StoreDirect,
+)
+from chatactors.peering import DIRECTORY, Peering
+from chatactors.storage import Mensaje, NewMessage, Store, close_database
+
+
+class Probe:
+    """A simpleSystemBase system with ``actor`` in it, and outlets standing for everyone else."""
+
+    def __init__(self, asys: Any, actor: Any) -> None:
+        self.system = SimpleSystem(asys)
+        self.actor = actor
+        self.out: list[tuple[str, Any]] = []
+        self._outlets: dict[str, Any] = {}
+
+    def outlet(self, name: str) -> Any:
+        if name not in self._outlets:
+            self._outlets[name] = self.system.open_outlet(name, self.out)
+        return self._outlets[name]
+
+    def tell(self, message: Any) -> None:
+        self.system.tell(self.actor, message)
+        self.system.run()  # until no actor has anything left to send
+
+    def seen(self, name: str) -> list[Any]:
+        """What ``name`` got so far, batches opened, and forgotten."""
+        got: list[Any] = []
+        for key, message in self.out:
+            if key == name:
+                got += message.items if isinstance(message, Batch) else [message]
+        self.out[:] = [(k, m) for k, m in self.out if k != name]
+        return got
+
+
+@pytest.fixture
+def asys() -> Iterator[Any]:
+    system = ActorSystem("simpleSystemBase", transientUnique=True)
+    yield system
+    system.shutdown()
+
+
+def _roles(probe: Probe, **actors: Any) -> Roles:
+    names = {"directory": "directory", "supervisor": "supervisor", "persistence": "db", "login": "login"}
+    return Roles(**{role: actors.get(role) or probe.outlet(name) for role, name in names.items()})
+
+
+def _deliver(to: int, body: str) -> Deliver:
+    return Deliver(req_id=1, reply_to=None, user_id=to, sender=UserInfo(1, "juan"), body=body)
+
+
+def test_a_session_learned_of_late_catches_up_behind_what_its_actor_was_storing(asys: Any) -> None:
+    """A direct message routed while no session of its recipient was known here is stored for no
+    one; when a Reattach names the recipient's sessions, a CatchUp follows it to the same actor.
+    Nothing for a user no message missed, for a login (its inbox delivers what waits), or twice."""
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    for user in (7, 8, 9):
+        probe.tell(ChildStarted("user", user, probe.outlet(f"actor{user}")))
+    sink = probe.system.address
+    probe.tell(Route("user", 7, _deliver(7, "for no one")))
+    probe.tell(Route("user", 9, _deliver(9, "for no one either")))
+    login = Attach(req_id=2, reply_to=None, user_id=9, sink=sink, token="t", session=3)
+    probe.tell(Route("user", 9, login))
+    probe.tell(Reattach(sink, ((7, (1,)), (8, (4,)), (9, (3,)))))
+    stored, catch_up = probe.seen("actor7")
+    assert stored.sinks == () and stored.body.body.body == "for no one"
+    assert catch_up.body.body == CatchUp(7) and catch_up.sinks == (sink,)
+    assert probe.seen("actor8") == []
+    assert [type(e.body.body) for e in probe.seen("actor9")] == [Deliver, Attach]  # no CatchUp
+    probe.tell(Reattach(sink, ((7, (1, 2)),)))
+    probe.tell(Route("user", 7, _deliver(7, "pushed")))  # its session is known: not for no one
+    probe.tell(Reattach(sink, ((7, (1, 2)),)))
+    assert [e.body.body for e in probe.seen("actor7")] == [_deliver(7, "pushed")]
+
+
+def test_a_node_that_lost_a_user_relays_the_catch_up_behind_what_it_stored(asys: Any) -> None:
+    """The ring moved a user away from this node after a message to them was stored here for no
+    one (their owner's sessions were never known here). The actor is told to relay a CatchUp, through
+    this node's persistence actor once its writes are committed, to the new owner; then it goes."""
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    user = next(u for u in range(1, 200) if score(("user", u), "b") > score(("user", u), "a"))
+    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1)})), ()))
+    probe.tell(ChildStarted("user", user, probe.outlet("actor")))
+    probe.tell(Route("user", user, _deliver(user, "stored for no one")))
+    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1), Node("b", 1)})), (("b", probe.outlet("b")),)))
+    stored, relay, gone = probe.seen("actor")
+    assert stored.body.body.body == "stored for no one"
+    assert relay.body.body == CatchUp(user, relay=True) and gone == HandOver("user", user)
+
+
+def test_only_a_users_owner_by_this_ring_changes_where_a_room_reaches_them(asys: Any) -> None:
+    """A node that saw a ring change first says its sessions for a user it no longer owns are gone:
+    that must not stop the room pushing to the user, whose new owner has already said where they are."""
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    ours, theirs = (
+        next(u for u in range(1, 200) if (score(("user", u), "b") > score(("user", u), "a")) == b)
+        for b in (False, True)
+    )
+    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1), Node("b", 1)})), (("b", probe.outlet("b")),)))
+    room = next(r for r in range(1, 200) if score(("room", r), "a") > score(("room", r), "b"))
+    probe.tell(ChildStarted("room", room, probe.outlet("room")))
+    probe.seen("room")
+    elsewhere = probe.outlet("a-socket-on-b")
+    probe.tell(MemberSinks(room, ((ours, ()), (theirs, (elsewhere,))), node="b"))
+    assert probe.seen("room") == [RoomSinks(((theirs, (elsewhere,)),), complete=False)]
+    probe.tell(MemberSinks(room, ((ours, ()),), node="b"))  # nothing b may say
+    assert probe.seen("room") == []
+
+
+def test_the_persistence_actor_pushes_what_waited_and_tells_each_sender_once(db_url: str, asys: Any) -> None:
+    store = Store(db_url)
+    try:
+        store.create_schema()
+        juan, maria, pedro = (store.create_user(n, "h") for n in ("juan", "maria", "pedro"))
+        with store.transaction():
+            rows = [
+                (juan, maria, "uno", ENVIADO),
+                (pedro, maria, "dos", ENVIADO),
+                (juan, maria, "tres", ENVIADO),
+                (juan, maria, "pushed already", ENTREGADO),
+                (juan, pedro, "for someone else", ENVIADO),
+            ]
+            stored = store.insert_messages(
+                [NewMessage(s, r, None, body, None, st) for s, r, body, st in rows]
+            )
+        persistence = asys.createActor(PersistenceActor)
+        probe = Probe(asys, persistence)
+        probe.tell(Configure(Config(db_url), _roles(probe, persistence=persistence)))
+        probe.tell(DeliverWaiting(((maria.id, (probe.outlet("socket"),)),)))
+        pushed = probe.seen("socket")
+        assert [(p.user_ids, p.event.body, p.event.status) for p in pushed] == [
+            ((maria.id,), body, ENTREGADO) for body in ("uno", "dos", "tres")
+        ]
+        assert sorted(probe.seen("directory"), key=lambda n: n.user_id) == sorted(
+            [
+                Notify(juan.id, Receipt((stored[0].id, stored[2].id), ENTREGADO, "maria", maria.id)),
+                Notify(pedro.id, Receipt((stored[1].id,), ENTREGADO, "maria", maria.id)),
+            ],
+            key=lambda n: n.user_id,
+        )
+        statuses = {m.body: m.status for m in Mensaje.select()}
+        assert statuses == {"uno": "entregado", "dos": "entregado", "tres": "entregado"} | {
+            "pushed already": "entregado",
+            "for someone else": "enviado",
+        }
+        probe.tell(DeliverWaiting(((maria.id, (probe.outlet("socket"),)),)))  # a second catch-up: nothing
+        assert probe.seen("socket") == [] and probe.seen("directory") == []
+    finally:
+        store.close()
+        close_database(db_url)
+
+
+@pytest.fixture
+def node_a(asys: Any) -> Iterator[Callable[[int], tuple[Peering, list[tuple[str, Any]]]]]:
+    """Node a's border, holding a session of ``user``, in the ring {a, b}: (its peering, what its
+    directory, an outlet, is told from then on)."""
+    bridge = SimpleBridge(asys, lambda push: None)
+
+    def make(user: int) -> tuple[Peering, list[tuple[str, Any]]]:
+        out: list[tuple[str, Any]] = []
+        directory = bridge.run_in_driver(lambda: bridge.system.open_outlet("directory", out))
+        p = Peering("a", bridge, lambda: directory, lambda: ((user, (1,)),))
+        p.send = lambda node, message: None
+        p.ring_changed(Ring(frozenset({Node("a", 1), Node("b", 1)})))
+        bridge.run_in_driver(lambda: None)
+        out.clear()
+        return p, out
+
+    yield make
+    bridge.run_in_driver(asys.shutdown)
+    bridge.close()
+
+
+def test_the_new_owner_learns_of_sessions_before_what_waited_for_the_ring_goes_again(node_a: Any) -> None:
+    """A node's requests parked while the ring changed go again after its Reattach, on the same way
+    to the new owner: the owner knows where the user's sessions are when those messages reach it."""
+    user = next(
+        u
+        for u in range(1, 500)
+        if score(("user", u), "b") > score(("user", u), "a")
+        and score(("user", u), "c") > score(("user", u), "a")
+    )
+    p, out = node_a(user)
+    routed = Route("user", user, "sent while b was going")
+    p.undelivered("b", (Delivery(DIRECTORY, routed),))  # b took nothing: it is dying
+    p.bridge.run_in_driver(lambda: None)
+    out.clear()
+    p.ring_changed(Ring(frozenset({Node("a", 1), Node("c", 1)})))
+    p.bridge.run_in_driver(lambda: None)
+    p.bridge.run_in_driver(lambda: None)
+    kinds = [type(m).__name__ for _, m in out]
+    assert kinds == ["ClusterView", "Reattach", "Route"], kinds
+    assert out[1][1] == Reattach(p.bridge.address, ((user, (1,)),)) and out[2][1] == routed
+
+
+def test_a_login_that_spans_a_ring_change_tells_the_new_owner_of_its_session(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Reattach sent at a ring change names the sessions open then; a login whose reply had not
+    come back is not among them, and its Attach went by the old ring. Once it opens, it is sent again."""
+    chat = Chat(sqlite_url, password_profile="cheapest", echo=False, announce_login=False)
+    try:
+        chat.register("juan", "secreto123")
+        sent: list[tuple[int, int]] = []
+        monkeypatch.setattr(chat._node, "reattach", lambda user_id, number: sent.append((user_id, number)))
+        steady = chat.login("juan", "secreto123")
+        assert sent == []  # no ring change meanwhile
+        rings = iter(range(10))
+        monkeypatch.setattr(chat._node, "ring_generation", lambda: next(rings))
+        spanning = chat.login("juan", "secreto123")
+        assert sent == [(spanning.user_id, spanning._number)] and spanning._number != steady._number
+    finally:
+        chat.shutdown()
+
+
+def test_a_relayed_catch_up_goes_to_the_owner_once_what_was_queued_is_committed(
+    db_url: str, asys: Any
+) -> None:
+    store = Store(db_url)
+    try:
+        store.create_schema()
+        juan, maria = store.create_user("juan", "h"), store.create_user("maria", "h")
+        persistence = asys.createActor(PersistenceActor)
+        probe = Probe(asys, persistence)
+        probe.tell(Configure(Config(db_url), _roles(probe, persistence=persistence)))
+        queued = StoreDirect(
+            req_id=1,
+            reply_to=probe.outlet("caller"),
+            sender=juan,
+            recipient=maria,
+            body="hola",
+            client_id=None,
+            status=ENVIADO,
+        )
+        probe.system.tell(persistence, queued)  # queued for the batch, not yet committed
+        probe.tell(RelayCatchUp(maria.id))
+        order = [key for key, _ in probe.out if key in ("caller", "directory")]
+        assert order == ["caller", "directory"]  # answered (committed) before the owner is asked
+        assert probe.seen("directory") == [Route("user", maria.id, CatchUp(maria.id))]
+        assert [m.body for m in Mensaje.select()] == ["hola"]
+    finally:
+        store.close()
+        close_database(db_url)
+
+
+def test_an_owner_back_with_a_new_epoch_learns_the_sessions_again(node_a: Any) -> None:
+    """b was out of the ring and came back (a new epoch) between two of this node's reads of the
+    membership table: b forgot every session while it was out, so it is told them again."""
+    user = next(u for u in range(1, 500) if score(("user", u), "b") > score(("user", u), "a"))
+    p, out = node_a(user)
+    p.ring_changed(Ring(frozenset({Node("a", 1), Node("b", 2)})))
+    p.bridge.run_in_driver(lambda: None)
+    assert [m for _, m in out if isinstance(m, Reattach)] == [Reattach(p.bridge.address, ((user, (1,)),))]
+
+
+def test_a_member_update_while_this_node_is_out_of_the_ring_is_no_crash(asys: Any) -> None:
+    """Fenced (an empty ring), the directory cannot say who owns anyone: the update is applied as
+    it comes, and the directory goes on routing."""
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    probe.tell(ClusterView("a", Ring(), ()))
+    probe.tell(ChildStarted("room", 5, probe.outlet("room")))
+    probe.seen("room")
+    probe.tell(MemberSinks(5, ((1, ()),), node="b"))
+    assert probe.seen("room") == [RoomSinks(((1, ()),), complete=False)]
+    probe.tell(ChildStarted("user", 7, probe.outlet("actor")))
+    probe.tell(Route("user", 7, "still routing"))
+    assert [e.body.body for e in probe.seen("actor")] == ["still routing"]
