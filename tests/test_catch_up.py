@@ -21,6 +21,7 @@ from chatactors.messages import (
     Attach,
     Batch,
     CatchUp,
+    ChildExited,
     ChildStarted,
     ClusterView,
     Config,
@@ -127,6 +128,43 @@ def test_a_node_that_lost_a_user_relays_the_catch_up_behind_what_it_stored(asys:
     stored, relay, gone = probe.seen("actor")
     assert stored.body.body.body == "stored for no one"
     assert relay.body.body == CatchUp(user, relay=True) and gone == HandOver("user", user)
+    assert probe.seen("db") == []
+
+
+def test_a_node_whose_actor_for_the_user_has_gone_has_its_persistence_actor_relay(asys: Any) -> None:
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    user = next(u for u in range(1, 200) if score(("user", u), "b") > score(("user", u), "a"))
+    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1)})), ()))
+    actor = probe.outlet("actor")
+    probe.tell(ChildStarted("user", user, actor))
+    probe.tell(Route("user", user, _deliver(user, "stored for no one")))
+    probe.tell(ChildExited("user", user, actor))  # it crashed (or retired) since
+    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1), Node("b", 1)})), (("b", probe.outlet("b")),)))
+    assert probe.seen("db") == [RelayCatchUp(user)]
+
+
+def test_a_catch_up_for_a_user_with_no_session_starts_nothing_and_waits_for_one(
+    asys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A former owner's catch-up reaches an owner that knows no session of the user (offline, or
+    not told yet): no actor is started for it. A Reattach naming a session within UNSEEN_FOR
+    seconds catches up then (no actor runs: straight to the persistence actor); after that, not."""
+    from chatactors.core import registry as registry_module
+
+    directory = asys.createActor(DirectoryActor)
+    probe = Probe(asys, directory)
+    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
+    sink = probe.system.address
+    probe.tell(Route("user", 7, CatchUp(7)))
+    assert probe.seen("supervisor") == []  # nothing started
+    probe.tell(Reattach(sink, ((7, (1,)),)))
+    assert probe.seen("db") == [DeliverWaiting(((7, (sink,)),))]
+    monkeypatch.setattr(registry_module, "UNSEEN_FOR", 0.0)
+    probe.tell(Route("user", 8, CatchUp(8)))
+    probe.tell(Reattach(sink, ((8, (1,)),)))  # past the window: a ring change is long over
+    assert probe.seen("db") == []
 
 
 def test_only_a_users_owner_by_this_ring_changes_where_a_room_reaches_them(asys: Any) -> None:

@@ -135,7 +135,10 @@ def test_a_forward_an_unloaded_actor_serves_at_once_is_counted(wired: Wired, sho
         if shortcut == "deliver"
         else m.CatchUp(7, relay=True)
     )
-    wired.directory.receive_route(m.Route("user", 7, body), None)
+    if shortcut == "deliver":
+        wired.directory.receive_route(m.Route("user", 7, body), None)
+    else:  # as a hand-over sends it, straight to the actor
+        wired.directory._apply(wired.directory.registry.route(("user", 7), body))
     second = wired.envelopes()[-1]
     assert second.seq == 2 and not wired.user.ready
     wired.user.receive_envelope(second, None)

@@ -34,6 +34,7 @@ from chatactors.messages import (
     ClusterView,
     Configure,
     Deliver,
+    DeliverWaiting,
     Detach,
     DropSink,
     Envelope,
@@ -47,6 +48,7 @@ from chatactors.messages import (
     Offline,
     Push,
     Reattach,
+    RelayCatchUp,
     RetireApproved,
     RetireCancelled,
     RetireDenied,
@@ -151,12 +153,12 @@ class DirectoryActor(ChatActor):
             if self._away(key) is not None:
                 self.registry.forget_sinks(key)
                 self._presence_changed(key[1])
-        for key in self.registry.unseen_keys():  # what they stored for no one: the owner catches up
-            if self._away(key) is not None and self.registry.take_unseen(key):
-                self._apply(self.registry.route(key, CatchUp(key[1], relay=True)))
         for key in self.registry.live_keys():  # and their actors are the owner's to start
             if self._away(key) is not None:
                 self._hand_over(key)
+        for key in self.registry.unseen_keys():  # stored for no one, by an actor gone already
+            if self._away(key) is not None and self.registry.take_unseen(key):
+                self.send(self.roles.persistence, RelayCatchUp(key[1]))
         for user_id, watching in list(self.watchers.items()):
             if self._away(("user", user_id)) is not None:  # its new owner is asked by the room's owner
                 del self.watchers[user_id]
@@ -186,12 +188,23 @@ class DirectoryActor(ChatActor):
             self.registry.attach(key, msg.body.sink, msg.body.session)
             self._presence_changed(msg.id)
             self.registry.take_unseen(key)  # the login delivers what waits (LoadInbox)
+        elif isinstance(msg.body, CatchUp):  # from a former owner, or a relay that went on ahead
+            self._catch_up(msg.id)
+            return
         self._apply(self.registry.route(key, msg.body))
-        # A message stored for no session here (or a catch-up that found none): the user's
-        # sessions, once a Reattach names them, or their next owner, are caught up then.
-        unpushed = isinstance(msg.body, Deliver) or (isinstance(msg.body, CatchUp) and not msg.body.relay)
-        if unpushed and not self.registry.sinks(key):
-            self.registry.mark_unseen(key)
+
+    def _catch_up(self, user_id: int) -> None:
+        """Messages were stored for no session of this user (here, or by its former owner): pushed
+        to the sessions known now, behind what its actor is storing if one runs. With none known, a
+        Reattach naming them later catches up; nothing is started for a user who is offline."""
+        key: Key = ("user", user_id)
+        sinks = self.registry.sinks(key)
+        if not sinks:
+            self.registry.note_unseen(key)
+        elif self.registry.known(key):
+            self._apply(self.registry.route(key, CatchUp(user_id)))
+        else:  # no actor, so nothing of theirs is still on its way to the database
+            self.send(self.roles.persistence, DeliverWaiting(((user_id, sinks),)))
 
     def receive_detach(self, msg: Detach, sender: Any) -> None:
         key: Key = ("user", msg.user_id)
@@ -273,8 +286,8 @@ class DirectoryActor(ChatActor):
             for number in numbers:
                 self.registry.attach(key, msg.sink, number)
             self._presence_changed(user_id)
-            if self.registry.take_unseen(key):  # behind what it stored for no one: pushed now
-                self._apply(self.registry.route(key, CatchUp(user_id)))
+            if self.registry.take_unseen(key):  # messages were stored for no one: pushed now
+                self._catch_up(user_id)
         for node, sessions in away.items():
             self._forward(self.peers[node], Reattach(msg.sink, tuple(sessions)))
 
@@ -396,6 +409,10 @@ class DirectoryActor(ChatActor):
     def _hand_over(self, key: Key) -> None:
         """Another node owns ``key`` now: its actor here goes (what is routed meanwhile waits here,
         for the case the id comes back before it has gone), so no second copy of its state lives on."""
+        if key[0] == "user" and self.registry.address(key) is not None and self.registry.take_unseen(key):
+            # What it stored for no one: its persistence actor has the new owner catch up, once
+            # those writes are committed (the actor's own messages to it are in order).
+            self._apply(self.registry.route(key, CatchUp(key[1], relay=True)))
         address = self.registry.stop(key)
         if address is not None:
             self.send(address, HandOver(*key))
@@ -482,7 +499,10 @@ class DirectoryActor(ChatActor):
             if isinstance(effect, Forward):
                 kind, ident = effect.key
                 route = Route(kind, ident, effect.message)
-                envelope = Envelope(route, self.registry.sinks(effect.key), self.stream, effect.seq)
+                sinks = self.registry.sinks(effect.key)
+                if not sinks and isinstance(effect.message, Deliver):  # it is stored for no session
+                    self.registry.note_unseen(effect.key)
+                envelope = Envelope(route, sinks, self.stream, effect.seq)
                 self.send(effect.address, envelope)
             elif isinstance(effect, Start):
                 self._start(effect.key)

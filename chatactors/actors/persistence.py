@@ -230,7 +230,7 @@ class PersistenceActor(ChatActor):
         sinks = dict(msg.users)
         try:
             waiting = self._read().deliver_waiting(list(sinks))
-        except ChatError:  # still 'enviado': the next login delivers them, as before
+        except ChatError:  # not pushed (perhaps claimed: the outcome may be unknown); in the inbox
             log.warning("could not deliver what waited for %d users now online", len(sinks), exc_info=True)
             return
         out = Outbox()

@@ -103,6 +103,10 @@ class UserActor(VirtualActor):
             # Needs nothing loaded either, and must not wait in the stash: it follows the stores
             # of the messages routed before it, to the same persistence actor.
             self.count(msg)
+            if msg.sinks:
+                self.online_hint = True
+                if self.ready:
+                    self._perform(self.memberships.set_active(True))
             self._catch_up(body, msg.sinks)
             return
         if self.ready and msg.sinks:

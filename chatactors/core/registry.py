@@ -58,6 +58,9 @@ Effect = Start | Forward | Approve | Deny
 ACTIVATING, LIVE, RETIRING = "activating", "live", "retiring"
 
 
+UNSEEN_FOR = 30.0  # seconds a message stored for no session is remembered (note_unseen)
+
+
 @dataclass
 class _Entry:
     state: str
@@ -65,7 +68,6 @@ class _Entry:
     buffer: list[Any] = field(default_factory=list)
     last_routed: float = 0.0
     sent: int = 0  # forwards to this activation (its address) so far
-    unseen: bool = False  # a message went to it while no session of its user was known here
 
 
 class Registry:
@@ -78,6 +80,7 @@ class Registry:
         self._entries: dict[Key, _Entry] = {}
         self._sinks: dict[Key, dict[str, set[int]]] = {}  # key -> sink -> its sessions' numbers
         self._sink_addresses: dict[str, Address] = {}
+        self._unseen: dict[Key, float] = {}  # key -> until when (see note_unseen), oldest first
         self.activations = 0
         self.retirements = 0
         self.crashes = 0
@@ -95,23 +98,30 @@ class Registry:
         entry.buffer.append(message)
         return []
 
-    def mark_unseen(self, key: Key) -> None:
-        """A message just routed to ``key`` found no session of its user here: it is stored for no
-        one. Kept with the activation, until :meth:`take_unseen`."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            entry.unseen = True
+    # -- messages stored for no session -----------------------------------------------------------
+    def note_unseen(self, key: Key) -> None:
+        """A message just went to ``key``'s actor while no session of its user was known here: it
+        is stored for no one. Remembered for UNSEEN_FOR seconds, the window in which nodes can
+        disagree about a ring (most such messages are for users who are simply offline)."""
+        self._unseen.pop(key, None)  # to the end: the dict stays in deadline order
+        self._unseen[key] = self.clock.now() + UNSEEN_FOR
 
     def take_unseen(self, key: Key) -> bool:
-        """Whether a message routed to ``key`` since the last call found no session here."""
-        entry = self._entries.get(key)
-        if entry is None or not entry.unseen:
-            return False
-        entry.unseen = False
-        return True
+        """Whether a message went to ``key`` for no session within the window (forgotten now)."""
+        self._expire_unseen()
+        return self._unseen.pop(key, None) is not None
 
     def unseen_keys(self) -> list[Key]:
-        return [key for key, entry in self._entries.items() if entry.unseen]
+        self._expire_unseen()
+        return list(self._unseen)
+
+    def _expire_unseen(self) -> None:
+        now = self.clock.now()
+        while self._unseen:
+            key, deadline = next(iter(self._unseen.items()))
+            if deadline > now:
+                return
+            del self._unseen[key]
 
     def notify(self, key: Key, message: Any) -> list[Effect]:
         """A message for the actor only if it is live now (an offline notice): never starts one."""
@@ -215,6 +225,10 @@ class Registry:
         self._entries[key] = _Entry(LIVE, address, last_routed=self.clock.now())
         return True
 
+    def known(self, key: Key) -> bool:
+        """Whether an actor for ``key`` is starting, live or retiring here."""
+        return key in self._entries
+
     def addresses(self) -> list[tuple[Key, Address]]:
         """Every actor that has an address now (live or retiring)."""
         return [(k, e.address) for k, e in self._entries.items() if e.address is not None]
@@ -222,6 +236,7 @@ class Registry:
     def idle(self, timeout: float) -> list[tuple[Key, Address]]:
         """Live actors that nothing was routed to for ``timeout`` seconds; each is reported once per
         ``timeout``, so an actor that declines to retire is asked again later, not on every tick."""
+        self._expire_unseen()
         now, found = self.clock.now(), []
         for key, entry in self._entries.items():
             if entry.state == LIVE and entry.address is not None and now - entry.last_routed >= timeout:
