@@ -37,6 +37,7 @@ from chatactors.messages import (
     Roles,
     RoomSinks,
     Route,
+    StopActor,
     StoreDirect,
 )
 from chatactors.peering import DIRECTORY, Peering
@@ -113,25 +114,9 @@ def test_a_session_learned_of_late_catches_up_behind_what_its_actor_was_storing(
     assert [e.body.body for e in probe.seen("actor7")] == [_deliver(7, "pushed")]
 
 
-def test_a_node_that_lost_a_user_relays_the_catch_up_behind_what_it_stored(asys: Any) -> None:
-    """The ring moved a user away from this node after a message to them was stored here for no
-    one (their owner's sessions were never known here). The actor is told to relay a CatchUp, through
-    this node's persistence actor once its writes are committed, to the new owner; then it goes."""
-    directory = asys.createActor(DirectoryActor)
-    probe = Probe(asys, directory)
-    probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
-    user = next(u for u in range(1, 200) if score(("user", u), "b") > score(("user", u), "a"))
-    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1)})), ()))
-    probe.tell(ChildStarted("user", user, probe.outlet("actor")))
-    probe.tell(Route("user", user, _deliver(user, "stored for no one")))
-    probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1), Node("b", 1)})), (("b", probe.outlet("b")),)))
-    stored, relay, gone = probe.seen("actor")
-    assert stored.body.body.body == "stored for no one"
-    assert relay.body.body == CatchUp(user, relay=True) and gone == HandOver("user", user)
-    assert probe.seen("db") == []
-
-
-def test_a_node_whose_actor_for_the_user_has_gone_has_its_persistence_actor_relay(asys: Any) -> None:
+def _stored_for_no_one_on_node_a(asys: Any) -> tuple[Probe, int, Any]:
+    """Node a's directory, alone in the ring: a user's actor (an outlet) has been handed a message
+    while no session of theirs was known. (probe, the user, the actor); b will own the user."""
     directory = asys.createActor(DirectoryActor)
     probe = Probe(asys, directory)
     probe.tell(Configure(Config("sqlite://"), _roles(probe, directory=directory)))
@@ -140,8 +125,29 @@ def test_a_node_whose_actor_for_the_user_has_gone_has_its_persistence_actor_rela
     actor = probe.outlet("actor")
     probe.tell(ChildStarted("user", user, actor))
     probe.tell(Route("user", user, _deliver(user, "stored for no one")))
-    probe.tell(ChildExited("user", user, actor))  # it crashed (or retired) since
+    return probe, user, actor
+
+
+def _b_joins(probe: Probe) -> None:
     probe.tell(ClusterView("a", Ring(frozenset({Node("a", 1), Node("b", 1)})), (("b", probe.outlet("b")),)))
+
+
+def test_a_node_that_lost_a_user_relays_the_catch_up_behind_what_it_stored(asys: Any) -> None:
+    """The ring moved a user away from this node after a message to them was stored here for no
+    one (their owner's sessions were never known here). The actor is told to relay a CatchUp, through
+    this node's persistence actor once its writes are committed, to the new owner; then it goes."""
+    probe, user, _ = _stored_for_no_one_on_node_a(asys)
+    _b_joins(probe)
+    stored, relay, gone = probe.seen("actor")
+    assert stored.body.body.body == "stored for no one"
+    assert relay.body.body == CatchUp(user, relay=True) and gone == HandOver("user", user)
+    assert probe.seen("db") == []
+
+
+def test_a_node_whose_actor_for_the_user_has_gone_has_its_persistence_actor_relay(asys: Any) -> None:
+    probe, user, actor = _stored_for_no_one_on_node_a(asys)
+    probe.tell(ChildExited("user", user, actor))  # it crashed (or retired) since
+    _b_joins(probe)
     assert probe.seen("db") == [RelayCatchUp(user)]
 
 
@@ -348,3 +354,33 @@ def test_a_member_update_while_this_node_is_out_of_the_ring_is_no_crash(asys: An
     probe.tell(ChildStarted("user", 7, probe.outlet("actor")))
     probe.tell(Route("user", 7, "still routing"))
     assert [e.body.body for e in probe.seen("actor")] == ["still routing"]
+
+
+def test_messages_stored_for_no_one_are_remembered_for_the_window_then_forgotten_oldest_first() -> None:
+    from chatactors.core.clock import FakeClock
+    from chatactors.core.registry import UNSEEN_FOR, Registry
+
+    clock = FakeClock()
+    registry = Registry(clock)
+    for user in range(1, 5):
+        registry.note_unseen(("user", user))
+        clock.advance(1.0)
+    registry.note_unseen(("user", 1))  # again, later: it is now the newest
+    assert registry.unseen_keys() == [("user", u) for u in (2, 3, 4, 1)]
+    clock.advance(UNSEEN_FOR - 1.5)  # past the windows of 2 and 3, within those of 4 and 1
+    assert registry.unseen_keys() == [("user", 4), ("user", 1)]
+    assert registry.take_unseen(("user", 1)) and not registry.take_unseen(("user", 1))
+    clock.advance(2.0)
+    assert not registry.take_unseen(("user", 4))  # its window is over, whoever asks first
+    assert registry.unseen_keys() == []
+
+
+def test_a_retiring_actor_with_a_message_for_no_one_relays_only_once_it_has_gone(asys: Any) -> None:
+    """Stopped (GenServer.stop), its mailbox may still hold that message when the ring moves the
+    user: relayed at its exit, after the message was stored, not at the ring change."""
+    probe, user, actor = _stored_for_no_one_on_node_a(asys)
+    probe.tell(StopActor(req_id=1, reply_to=probe.outlet("caller"), kind="user", id=user))  # exit follows it
+    _b_joins(probe)
+    assert probe.seen("db") == []
+    probe.tell(ChildExited("user", user, actor))
+    assert probe.seen("db") == [RelayCatchUp(user)]

@@ -157,8 +157,8 @@ class DirectoryActor(ChatActor):
             if self._away(key) is not None:
                 self._hand_over(key)
         for key in self.registry.unseen_keys():  # stored for no one, by an actor gone already
-            if self._away(key) is not None and self.registry.take_unseen(key):
-                self.send(self.roles.persistence, RelayCatchUp(key[1]))
+            if not self.registry.known(key):  # one retiring or starting relays at its exit or start
+                self._relay_catch_up(key)
         for user_id, watching in list(self.watchers.items()):
             if self._away(("user", user_id)) is not None:  # its new owner is asked by the room's owner
                 del self.watchers[user_id]
@@ -440,9 +440,17 @@ class DirectoryActor(ChatActor):
         self._apply(self.registry.cancel_retire(key, msg.address))
         self._live_here(key)  # it was retiring when the ring moved it: it was not handed over
 
+    def _relay_catch_up(self, key: Key) -> None:
+        """``key``'s actor has gone (its mailbox served to the end): if it stored a message for no
+        one and another node owns the user now, the persistence actor has that owner catch up."""
+        if not self.registry.known(key) and self._away(key) is not None and self.registry.take_unseen(key):
+            self.send(self.roles.persistence, RelayCatchUp(key[1]))
+
     def receive_child_exited(self, msg: ChildExited, sender: Any) -> None:
         self.pinned.pop((msg.kind, msg.id), None)
         self._apply(self.registry.exited((msg.kind, msg.id), msg.address))
+        if msg.kind == "user":
+            self._relay_catch_up(("user", msg.id))
         if msg.kind == "room" and self.registry.address(("room", msg.id)) is None:
             self._forget_room(msg.id)
 
@@ -464,6 +472,8 @@ class DirectoryActor(ChatActor):
             self._apply(self.registry.route(key, route.body))
         elif isinstance(dead, HandOver):  # it had gone already (its exit not reported): no exit will be
             self._apply(self.registry.exited((dead.kind, dead.id), msg.deadAddress))
+            if dead.kind == "user":
+                self._relay_catch_up(("user", dead.id))
 
     def receive_who_is_online(self, msg: WhoIsOnline, sender: Any) -> None:
         self.reply(msg, tuple(u for u in msg.user_ids if self.registry.is_online(("user", u))))

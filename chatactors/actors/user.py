@@ -103,7 +103,7 @@ class UserActor(VirtualActor):
             # Needs nothing loaded either, and must not wait in the stash: it follows the stores
             # of the messages routed before it, to the same persistence actor.
             self.count(msg)
-            if msg.sinks:
+            if msg.sinks and not body.relay:  # a relay comes just before the actor is handed over
                 self.online_hint = True
                 if self.ready:
                     self._perform(self.memberships.set_active(True))

@@ -21,6 +21,7 @@ Thespian's cannot be hashed.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,7 @@ Effect = Start | Forward | Approve | Deny
 ACTIVATING, LIVE, RETIRING = "activating", "live", "retiring"
 
 
-UNSEEN_FOR = 30.0  # seconds a message stored for no session is remembered (note_unseen)
+UNSEEN_FOR = 10.0  # seconds a message stored for no session is remembered (note_unseen)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class Registry:
         self._entries: dict[Key, _Entry] = {}
         self._sinks: dict[Key, dict[str, set[int]]] = {}  # key -> sink -> its sessions' numbers
         self._sink_addresses: dict[str, Address] = {}
-        self._unseen: dict[Key, float] = {}  # key -> until when (see note_unseen), oldest first
+        self._unseen: OrderedDict[Key, float] = OrderedDict()  # key -> until when, oldest first
         self.activations = 0
         self.retirements = 0
         self.crashes = 0
@@ -103,25 +104,28 @@ class Registry:
         """A message just went to ``key``'s actor while no session of its user was known here: it
         is stored for no one. Remembered for UNSEEN_FOR seconds, the window in which nodes can
         disagree about a ring (most such messages are for users who are simply offline)."""
-        self._unseen.pop(key, None)  # to the end: the dict stays in deadline order
         self._unseen[key] = self.clock.now() + UNSEEN_FOR
+        self._unseen.move_to_end(key)  # the dict stays in deadline order
 
     def take_unseen(self, key: Key) -> bool:
         """Whether a message went to ``key`` for no session within the window (forgotten now)."""
-        self._expire_unseen()
-        return self._unseen.pop(key, None) is not None
+        deadline = self._unseen.pop(key, None)
+        return deadline is not None and deadline > self.clock.now()
 
     def unseen_keys(self) -> list[Key]:
         self._expire_unseen()
         return list(self._unseen)
 
     def _expire_unseen(self) -> None:
-        now = self.clock.now()
-        while self._unseen:
-            key, deadline = next(iter(self._unseen.items()))
+        """From the oldest (an OrderedDict: a plain dict's iterator rescans the slots its deleted
+        front entries leave, and expiring k notes cost k squared steps)."""
+        now, unseen = self.clock.now(), self._unseen
+        while unseen:
+            key, deadline = unseen.popitem(last=False)
             if deadline > now:
+                unseen[key] = deadline
+                unseen.move_to_end(key, last=False)
                 return
-            del self._unseen[key]
 
     def notify(self, key: Key, message: Any) -> list[Effect]:
         """A message for the actor only if it is live now (an offline notice): never starts one."""
