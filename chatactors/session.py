@@ -25,6 +25,7 @@ from chatactors.core.model import (
     Status,
     UserInfo,
 )
+from chatactors.core.recent import RecentIds
 from chatactors.core.rules import (
     SEARCH_MAX,
     check_body,
@@ -83,6 +84,9 @@ class Pid:
     __str__ = __repr__
 
 
+SEEN = 512  # message ids a session remembers, to deliver each once (chatactors.core.recent)
+
+
 class SessionHost(Protocol):
     """All a :class:`Session` uses of its :class:`Chat`: public names only, so the two can change
     apart (the request plumbing, the bridge and the roles stay the chat's own)."""
@@ -126,6 +130,7 @@ class Session:
         self.token = result.token
         self._number = result.session  # its number at this chat's sink (presence counts by it)
         self.login_inbox: tuple[Message, ...] = result.inbox
+        self._seen = RecentIds(SEEN, (m.id for m in result.inbox))  # a message is delivered once
         default: list[MessageCallback] = [print] if chat.echo else []
         self._message_callbacks: list[MessageCallback] = [on_message] if on_message else default
         self._receipt_callbacks: list[ReceiptCallback] = [on_receipt] if on_receipt else []
@@ -347,6 +352,8 @@ class Session:
     def _deliver(self, event: Message | Receipt | ReadEvent) -> None:
         callbacks: list[Callable[[Any], Any]]
         if isinstance(event, Message):
+            if not self._seen.add(event.id):  # its login's inbox had it, or it came twice
+                return
             callbacks = self._message_callbacks
         elif isinstance(event, Receipt):
             callbacks = self._receipt_callbacks

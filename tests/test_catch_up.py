@@ -384,3 +384,38 @@ def test_a_retiring_actor_with_a_message_for_no_one_relays_only_once_it_has_gone
     assert probe.seen("db") == []
     probe.tell(ChildExited("user", user, actor))
     assert probe.seen("db") == [RelayCatchUp(user)]
+
+
+def test_recent_ids_forget_the_oldest_past_their_size() -> None:
+    from chatactors.core.recent import RecentIds
+
+    seen = RecentIds(3, (1, 2))
+    assert not seen.add(1) and seen.add(3) and seen.add(4)  # 1 is forgotten now
+    assert 1 not in seen and {2, 3, 4} == {i for i in range(6) if i in seen}
+    assert seen.add(1)
+
+
+def test_a_session_delivers_a_message_once_even_if_its_login_inbox_had_it(sqlite_url: str) -> None:
+    """A catch-up racing a login can push a message the login's inbox returned; any push can come
+    twice. The embedded session hands each message id to its callback once, as the gateway, the
+    client library and the page do."""
+    from helpers import Inbox
+
+    from chatactors.messages import Push as PushEvent
+
+    chat = Chat(sqlite_url, password_profile="cheapest", echo=False, announce_login=False)
+    try:
+        juan = chat.create("juan", "secreto123")
+        waiting = juan.send_message("maria", "antes") if chat.register("maria", "secreto123") else None
+        maria = chat.login("maria", "secreto123")
+        assert waiting is not None and [m.id for m in maria.login_inbox] == [waiting.id]
+        got = Inbox()
+        maria.on_message(got)
+        chat._on_push(PushEvent((maria.user_id,), waiting))  # as a racing catch-up would
+        fresh = juan.send_message("maria", "después")
+        chat._on_push(PushEvent((maria.user_id,), fresh))  # the same push again
+        assert [m.id for m in got.wait_for(1, 10)] == [fresh.id]
+        juan.send_message("maria", "y otra")
+        assert [m.body for m in got.wait_for(2, 10)] == ["después", "y otra"]
+    finally:
+        chat.shutdown()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from chatactors.bridge import drain
+from chatactors.core.recent import RecentIds
 from chatactors.errors import RateLimited
 from chatactors.gateway.frames import SHUTDOWN_REASON, Frame, error_frame
 from chatactors.gateway.limits import TokenBucket, TypingGate
@@ -101,8 +101,7 @@ class Connection:
         self.closed = False
         self.held: list[Frame] | None = None  # pushes that reached the loop before 'logged_in'
         self.logging_in = False  # a login or register is being answered (see Gateway._guest)
-        self._seen: deque[int] = deque(maxlen=self.SEEN)
-        self._seen_set: set[int] = set()
+        self._seen = RecentIds(self.SEEN)
         self._close_args: tuple[int, str] = (CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
     @property
@@ -159,18 +158,11 @@ class Connection:
 
     def push_message(self, frame: Frame) -> None:
         """A message push, dropped if this connection has already seen that message id."""
-        if frame["id"] in self._seen_set:
-            return
-        self.remember(frame["id"])
-        self.push(frame)
+        if self._seen.add(frame["id"]):
+            self.push(frame)
 
     def remember(self, message_id: int) -> None:
-        if message_id in self._seen_set:
-            return
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(message_id)
-        self._seen_set.add(message_id)
+        self._seen.add(message_id)
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with ``code``: pending writes are flushed, not dropped."""
