@@ -304,3 +304,24 @@ def test_a_row_dead_for_long_is_no_longer_read_but_its_epoch_counts_on(table: Me
     assert rows == {"alive": ACTIVE, "late": DEAD}
     assert table.join("old", "l", "g") == 2  # the row was kept: its id's next epoch
     assert {r.node for r in table.read().rows if r.node.node_id == "old"} == {Node("old", 2)}
+
+
+def test_a_join_whose_commit_reply_is_lost_takes_one_epoch(pg_url: str) -> None:
+    """Joining writes (a new epoch): a COMMIT whose reply is lost is settled, not run again, so the
+    node gets the epoch it committed and the row does not skip one."""
+    from pg_proxy import PgProxy
+
+    open_database(pg_url).execute_sql("DROP TABLE IF EXISTS nodes")
+    close_database(pg_url)
+    with PgProxy(pg_url) as proxy:
+        table = MembershipTable(proxy.url)
+        try:
+            table.create_schema()
+            assert table.join("a", "127.0.0.1:1", "ws://a") == 1
+            proxy.arm("reply")
+            assert table.join("a", "127.0.0.1:1", "ws://a") == 2
+            assert proxy.fired.is_set()
+            assert [r.epoch for r in NodeRecord.select()] == [2]
+        finally:
+            table.close()
+            close_database(proxy.url)

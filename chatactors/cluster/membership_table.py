@@ -111,7 +111,7 @@ class MembershipTable:
             .returning(NodeRecord.epoch)
             .tuples()
         )
-        return int(self._store.run(lambda: list(query.execute()), read_only=True)[0][0])
+        return int(self._store.run(lambda: list(query.execute()))[0][0])  # a write: settled if lost
 
     def heartbeat(self, node: Node, sessions: int = 0, load: float = 0.0) -> bool:
         """Stamp our row (and what we carry now); False when we were marked dead or superseded by a
