@@ -769,42 +769,34 @@ class Store:
 
         def work() -> dict[int, list[int]]:
             by_sender: dict[int, list[int]] = {}
-            for ident, sender_id in sorted(self._claim_waiting([user_id])):
+            for ident, sender_id in sorted(self._claim_waiting(user_id)):
                 by_sender.setdefault(sender_id, []).append(ident)
             return by_sender
 
         return self.run(work)
 
-    USERS_PER_CATCH_UP = 500
-
-    def deliver_waiting(self, user_ids: Sequence[int]) -> list[Message]:
-        """Every direct message still 'enviado' to these users, now 'entregado', oldest first: a
+    def deliver_waiting(self, user_id: int) -> list[Message]:
+        """Every direct message still 'enviado' to ``user_id``, now 'entregado', oldest first: a
         session of theirs was learned of late (a new owner after a ring change, a restarted
         directory), after these were stored for no session."""
 
         def work() -> list[Message]:
-            ids = [ident for ident, _ in self._claim_waiting(user_ids)]
+            ids = [ident for ident, _ in self._claim_waiting(user_id)]
             if not ids:
                 return []
             return self._decorate(Mensaje.select().where(Mensaje.id.in_(ids)).order_by(Mensaje.id))
 
         return self.run(work)
 
-    def _claim_waiting(self, user_ids: Sequence[int]) -> list[tuple[int, int]]:
-        """(id, sender_id) of each message 'enviado' to these users, now 'entregado': claimed by one
-        statement each 500 users, so a login and a catch-up (on any node) never both deliver one."""
-        claimed: list[tuple[int, int]] = []
+    def _claim_waiting(self, user_id: int) -> list[tuple[int, int]]:
+        """(id, sender_id) of each message 'enviado' to ``user_id``, now 'entregado': claimed by one
+        statement, so a login and a catch-up (on any node) never both deliver one."""
         p = self.db.param
-        for start in range(0, len(user_ids), self.USERS_PER_CATCH_UP):
-            part = list(user_ids[start : start + self.USERS_PER_CATCH_UP])
-            sql = (
-                f'UPDATE "mensajes" SET "status" = {p} WHERE "status" = {p}'
-                f' AND "recipient_id" IN ({", ".join([p] * len(part))}) RETURNING "id", "sender_id"'
-            )
-            claimed += [
-                (r[0], r[1]) for r in self.db.execute_sql(sql, [ENTREGADO, ENVIADO, *part]).fetchall()
-            ]
-        return claimed
+        sql = (
+            f'UPDATE "mensajes" SET "status" = {p} WHERE "status" = {p} AND "recipient_id" = {p}'
+            ' RETURNING "id", "sender_id"'
+        )
+        return [(r[0], r[1]) for r in self.db.execute_sql(sql, (ENTREGADO, ENVIADO, user_id)).fetchall()]
 
     def status(self, user_id: int, message_id: int) -> Status:
         def work() -> Status:

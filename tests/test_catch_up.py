@@ -166,7 +166,7 @@ def test_a_catch_up_for_a_user_with_no_session_starts_nothing_and_waits_for_one(
     probe.tell(Route("user", 7, CatchUp(7)))
     assert probe.seen("supervisor") == []  # nothing started
     probe.tell(Reattach(sink, ((7, (1,)),)))
-    assert probe.seen("db") == [DeliverWaiting(((7, (sink,)),))]
+    assert probe.seen("db") == [DeliverWaiting(7, (sink,))]
     monkeypatch.setattr(registry_module, "UNSEEN_FOR", 0.0)
     probe.tell(Route("user", 8, CatchUp(8)))
     probe.tell(Reattach(sink, ((8, (1,)),)))  # past the window: a ring change is long over
@@ -213,7 +213,7 @@ def test_the_persistence_actor_pushes_what_waited_and_tells_each_sender_once(db_
         persistence = asys.createActor(PersistenceActor)
         probe = Probe(asys, persistence)
         probe.tell(Configure(Config(db_url), _roles(probe, persistence=persistence)))
-        probe.tell(DeliverWaiting(((maria.id, (probe.outlet("socket"),)),)))
+        probe.tell(DeliverWaiting(maria.id, (probe.outlet("socket"),)))
         pushed = probe.seen("socket")
         assert [(p.user_ids, p.event.body, p.event.status) for p in pushed] == [
             ((maria.id,), body, ENTREGADO) for body in ("uno", "dos", "tres")
@@ -230,7 +230,7 @@ def test_the_persistence_actor_pushes_what_waited_and_tells_each_sender_once(db_
             "pushed already": "entregado",
             "for someone else": "enviado",
         }
-        probe.tell(DeliverWaiting(((maria.id, (probe.outlet("socket"),)),)))  # a second catch-up: nothing
+        probe.tell(DeliverWaiting(maria.id, (probe.outlet("socket"),)))  # a second catch-up: nothing
         assert probe.seen("socket") == [] and probe.seen("directory") == []
     finally:
         store.close()

@@ -156,9 +156,8 @@ class DirectoryActor(ChatActor):
         for key in self.registry.live_keys():  # and their actors are the owner's to start
             if self._away(key) is not None:
                 self._hand_over(key)
-        for key in self.registry.unseen_keys():  # stored for no one, by an actor gone already
-            if not self.registry.known(key):  # one retiring or starting relays at its exit or start
-                self._relay_catch_up(key)
+        for key in self.registry.unseen_keys():  # stored for no one by an actor gone already (one
+            self._relay_catch_up(key)  # retiring or starting relays at its exit, or its hand-over)
         for user_id, watching in list(self.watchers.items()):
             if self._away(("user", user_id)) is not None:  # its new owner is asked by the room's owner
                 del self.watchers[user_id]
@@ -204,7 +203,7 @@ class DirectoryActor(ChatActor):
         elif self.registry.known(key):
             self._apply(self.registry.route(key, CatchUp(user_id)))
         else:  # no actor, so nothing of theirs is still on its way to the database
-            self.send(self.roles.persistence, DeliverWaiting(((user_id, sinks),)))
+            self.send(self.roles.persistence, DeliverWaiting(user_id, sinks))
 
     def receive_detach(self, msg: Detach, sender: Any) -> None:
         key: Key = ("user", msg.user_id)

@@ -222,29 +222,29 @@ class PersistenceActor(ChatActor):
         login = msg.login
         delivered = store.mark_delivered_by_sender(msg.user_id)
         self.reply(msg, replace(login, inbox=tuple(store.inbox(msg.user_id))))
-        for sender_id, ids in delivered.items():  # their ticks move to 'entregado' if they are online
-            receipt = Receipt(tuple(ids), ENTREGADO, login.username, login.user_id)
+        self._tell_senders(delivered, login.username, login.user_id)
+
+    def _tell_senders(self, delivered: dict[int, list[int]], recipient: str, recipient_id: int) -> None:
+        """Each sender's ticks on these messages move to 'entregado' (if they are online)."""
+        for sender_id, ids in delivered.items():
+            receipt = Receipt(tuple(ids), ENTREGADO, recipient, recipient_id)
             self.send(self.roles.directory, Notify(sender_id, receipt))
 
     def receive_deliver_waiting(self, msg: DeliverWaiting, sender: Any) -> None:
-        sinks = dict(msg.users)
         try:
-            waiting = self._read().deliver_waiting(list(sinks))
+            waiting = self._read().deliver_waiting(msg.user_id)
         except ChatError:  # not pushed (perhaps claimed: the outcome may be unknown); in the inbox
-            log.warning("could not deliver what waited for %d users now online", len(sinks), exc_info=True)
+            log.warning("could not deliver what waited for user %d, now online", msg.user_id, exc_info=True)
             return
         out = Outbox()
-        receipts: dict[tuple[int, int], list[int]] = {}
+        delivered: dict[int, list[int]] = {}
         for message in waiting:
-            assert message.recipient_id is not None
-            for sink in sinks.get(message.recipient_id, ()):
-                out.add(sink, Push((message.recipient_id,), message))
-            receipts.setdefault((message.sender_id, message.recipient_id), []).append(message.id)
+            for sink in msg.sinks:
+                out.add(sink, Push((msg.user_id,), message))
+            delivered.setdefault(message.sender_id, []).append(message.id)
         out.send_all(self)
-        names = {m.recipient_id: m.recipient for m in waiting}
-        for (sender_id, recipient_id), ids in receipts.items():
-            receipt = Receipt(tuple(ids), ENTREGADO, names[recipient_id] or "", recipient_id)
-            self.send(self.roles.directory, Notify(sender_id, receipt))
+        if waiting:
+            self._tell_senders(delivered, waiting[0].recipient or "", msg.user_id)
 
     def receive_relay_catch_up(self, msg: RelayCatchUp, sender: Any) -> None:
         self._flush()  # the messages stored for no session are committed before the owner looks

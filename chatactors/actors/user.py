@@ -190,7 +190,7 @@ class UserActor(VirtualActor):
         if msg.relay:
             self._persist(RelayCatchUp(self.id))
         elif sinks:
-            self._persist(DeliverWaiting(((self.id, sinks),)))
+            self._persist(DeliverWaiting(self.id, sinks))
 
     def serve_get_inbox(self, msg: GetInbox, envelope: Envelope) -> None:
         self._persist(LoadInbox(req_id=msg.req_id, reply_to=msg.reply_to, user_id=self.id))

@@ -65,10 +65,11 @@ class StoreDirect(Request):
 @dataclass(frozen=True, slots=True)
 class DeliverWaiting:
     """To the persistence actor, once its queued writes are committed: every message still
-    'enviado' to these users (stored while no session of theirs was known) becomes 'entregado', is
-    pushed to ``(user_id, sinks)``'s sinks, and its sender is told."""
+    'enviado' to the user (stored while no session of theirs was known) becomes 'entregado', is
+    pushed to ``sinks``, and its sender is told."""
 
-    users: tuple[tuple[int, tuple[Address, ...]], ...]
+    user_id: int
+    sinks: tuple[Address, ...]
 
 
 @dataclass(frozen=True, slots=True)
